@@ -1,0 +1,23 @@
+# The README's commands. Each prints its progress; all are idempotent.
+.PHONY: setup lab lab-down test lint unit molecule
+
+setup:      ## venv, collections, Docker engine, base image
+	bash scripts/setup.sh
+
+lab:        ## create the lab host and run ansible-playbook site.yml on it
+	bash scripts/lab.sh up
+
+lab-down:   ## remove the lab host
+	bash scripts/lab.sh down
+
+test:       ## lint, unit/integration tests, every molecule scenario
+	bash scripts/test.sh all
+
+lint:
+	bash scripts/test.sh lint
+
+unit:
+	bash scripts/test.sh unit
+
+molecule:
+	bash scripts/test.sh molecule $(SCENARIO)

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Everything the README's commands need, idempotent and quick when already done:
+# the Python tools (pinned, in .venv), the Ansible collections, a Docker engine, the base image.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+
+step "Python tools (.venv)"
+req_hash=$(sha256sum requirements-dev.txt | cut -c1-16)
+if [ "$(cat "$VENV/.requirements" 2>/dev/null)" = "$req_hash" ]; then
+  info "up to date ($VENV)"
+else
+  PYTHON="${PYTHON:-python3}"
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "Python 3.11 or newer is needed (set PYTHON=...)"
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  info "installing requirements-dev.txt (about 20 s)"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+  echo "$req_hash" >"$VENV/.requirements"
+fi
+
+step "Ansible collections (galaxy.yml dependencies)"
+"$VENV/bin/python" scripts/install_collections.py
+
+bash scripts/docker-engine.sh
+bash scripts/base-image.sh save
