@@ -57,7 +57,9 @@ def test_no_docker_proxy_runs_for_a_published_port(host, test_image):
 
 def test_containers_get_no_new_privileges_and_ulimits_by_default(host, test_image):
     # Nothing asked for on the command line: these come from daemon.json.
-    out = host.check_output(f"docker run --rm {test_image} sh -c 'grep NoNewPrivs /proc/self/status; ulimit -Sn; ulimit -Hn'")
+    out = host.check_output(
+        f"docker run --rm {test_image} sh -c 'grep NoNewPrivs /proc/self/status; ulimit -Sn; ulimit -Hn'"
+    )
     assert out.split() == ["NoNewPrivs:", "1", "8192", "16384"]
 
 
@@ -91,6 +93,9 @@ def test_containers_survive_a_daemon_restart(host, test_image):
     try:
         pid_before = host.check_output(f"docker inspect -f '{{{{.State.Pid}}}}' {name}")
         host.check_output("systemctl restart docker")
-        assert host.check_output(f"docker inspect -f '{{{{.State.Running}}}} {{{{.State.Pid}}}}' {name}") == f"true {pid_before}"
+        assert (
+            host.check_output(f"docker inspect -f '{{{{.State.Running}}}} {{{{.State.Pid}}}}' {name}")
+            == f"true {pid_before}"
+        )
     finally:
         host.run(f"docker rm -f {name}")
