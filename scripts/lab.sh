@@ -12,7 +12,7 @@ LAB_HTTPS_PORT="${SSH_LAB_HTTPS_PORT:-8443}"
 LAB_VOLUME="$LAB_CONTAINER-docker"
 
 # The settings measured to run systemd as PID 1 and a Docker engine inside a container here
-# (docs/lab-and-tests.md explains each). molecule/.config shares the same ones with the tests.
+# (README, "The lab and the test bench"). .config/molecule/config.yml holds the same for the tests.
 lab_create() {
   docker run -d --name "$LAB_CONTAINER" --hostname "$LAB_CONTAINER" \
     --cap-add SYS_ADMIN --cap-add NET_ADMIN \
