@@ -14,7 +14,9 @@ else
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "Python 3.11 or newer is needed (set PYTHON=...)"
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   info "installing requirements-dev.txt (about 20 s)"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+  # (This machine kind's pip config names local indexes that may be absent: drop that noise only.)
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements-dev.txt \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$req_hash" >"$VENV/.requirements"
 fi
 
