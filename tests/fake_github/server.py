@@ -1,0 +1,268 @@
+"""A local fake of the GitHub API over real HTTP, for the tests and the benchmarks.
+
+What it serves (the parts change detection uses):
+- REST `GET /repos/{owner}/{name}/commits/{branch}` with `Accept: application/vnd.github.sha`: the head SHA
+  as text, `ETag: "<sha>"`, 304 when `If-None-Match` matches;
+- GraphQL `POST /graphql`: the aliased `repository(owner:, name:) { ref(qualifiedName:) { target { oid } } }`
+  query shape, answered from its variables;
+- rate-limit headers with GitHub's budgets (60/hour without a token, 5,000 with); an authenticated 304
+  does not count, everything else does;
+- faults injected in order: a status with headers, a delay (for timeouts), a malformed body.
+
+In-process: `with FakeGitHub() as gh: gh.push("acme", "demo", "main")`.
+From another process: `python -m tests.fake_github.server --port 9100 --state state.json --token-file F`;
+the state file `{"repos": {"owner/name": {"branch": "sha"}}, "faults": [...], "poll_interval": null}` is
+re-read when it changes, so a test "pushes" by rewriting it (write to a temp file and rename).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+COMMITS_RE = re.compile(r"^/repos/([^/]+)/([^/]+)/commits/(.+)$")
+ALIAS_RE = re.compile(
+    r"(\w+)\s*:\s*repository\(\s*owner:\s*\$(\w+)\s*,\s*name:\s*\$(\w+)\s*\)\s*\{\s*ref\(qualifiedName:\s*\$(\w+)"
+)
+HOUR = 3600
+
+
+def new_sha() -> str:
+    return secrets.token_hex(20)
+
+
+@dataclass
+class Fault:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    body: str | None = None
+
+
+@dataclass
+class LoggedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    status: int
+    counted: bool
+    authenticated: bool
+
+
+class FakeGitHub:
+    """The fake API's state and its server thread."""
+
+    def __init__(self, token: str = "test-token", port: int = 0, state_file: Path | None = None) -> None:
+        self.token = token
+        self.repos: dict[str, dict[str, str]] = {}
+        self.faults: list[Fault] = []
+        self.poll_interval: int | None = None
+        self.requests: list[LoggedRequest] = []
+        self.budget_used = {False: 0, True: 0}
+        self.window_start = time.time()
+        self.lock = threading.Lock()
+        self.state_file = state_file
+        self._state_mtime = 0.0
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self.server.daemon_threads = True
+        self.thread: threading.Thread | None = None
+
+    # -- life cycle ------------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> FakeGitHub:
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> FakeGitHub:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- what tests do -----------------------------------------------------------------------------------
+    def push(self, owner: str, name: str, branch: str = "main", sha: str | None = None) -> str:
+        sha = sha or new_sha()
+        with self.lock:
+            self.repos.setdefault(f"{owner}/{name}", {})[branch] = sha
+        return sha
+
+    force_push = push
+
+    def delete_branch(self, owner: str, name: str, branch: str = "main") -> None:
+        with self.lock:
+            self.repos.get(f"{owner}/{name}", {}).pop(branch, None)
+
+    def inject(
+        self, status: int = 200, headers: dict[str, str] | None = None, delay: float = 0.0, body: str | None = None
+    ) -> None:
+        with self.lock:
+            self.faults.append(Fault(status, dict(headers or {}), delay, body))
+
+    def set_poll_interval(self, seconds: int | None) -> None:
+        self.poll_interval = seconds
+
+    def counted(self) -> int:
+        return sum(1 for r in self.requests if r.counted)
+
+    # -- state file (other processes) ---------------------------------------------------------------------
+    def reload_state(self) -> None:
+        if not self.state_file or not self.state_file.exists():
+            return
+        mtime = self.state_file.stat().st_mtime
+        if mtime == self._state_mtime:
+            return
+        state = json.loads(self.state_file.read_text())
+        with self.lock:
+            self._state_mtime = mtime
+            self.repos = {repo: dict(branches) for repo, branches in state.get("repos", {}).items()}
+            self.faults.extend(Fault(**f) for f in state.get("faults", []))
+            self.poll_interval = state.get("poll_interval")
+
+    # -- answering ---------------------------------------------------------------------------------------
+    def rate_headers(self, authenticated: bool, counted: bool) -> dict[str, str]:
+        now = time.time()
+        if now - self.window_start >= HOUR:
+            self.window_start, self.budget_used = now, {False: 0, True: 0}
+        if counted:
+            self.budget_used[authenticated] += 1
+        limit = 5000 if authenticated else 60
+        used = self.budget_used[authenticated]
+        headers = {
+            "x-ratelimit-limit": str(limit),
+            "x-ratelimit-remaining": str(max(0, limit - used)),
+            "x-ratelimit-used": str(used),
+            "x-ratelimit-reset": str(int(self.window_start + HOUR)),
+            "x-ratelimit-resource": "core",
+        }
+        if self.poll_interval:
+            headers["x-poll-interval"] = str(self.poll_interval)
+        return headers
+
+
+def _handler_for(gh: FakeGitHub) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:  # quiet: the request log is gh.requests
+            pass
+
+        def _answer(self, status: int, body: str, headers: dict[str, str], authenticated: bool) -> None:
+            counted = not (status == 304 and authenticated)
+            headers = {**gh.rate_headers(authenticated, counted), **headers}
+            data = body.encode()
+            # Logged before answering, so a client that got its answer always finds the request logged.
+            logged = {k: v for k, v in self.headers.items() if k.lower() != "authorization"}
+            gh.requests.append(LoggedRequest(self.command, self.path, logged, status, counted, authenticated))
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if status != 304:
+                self.wfile.write(data)
+
+        def _auth(self) -> bool | None:
+            """True: valid token; False: none sent; None: a wrong token (answered 401)."""
+            value = self.headers.get("Authorization")
+            if value is None:
+                return False
+            if value in (f"Bearer {gh.token}", f"token {gh.token}"):
+                return True
+            self._answer(401, json.dumps({"message": "Bad credentials"}), {}, False)
+            return None
+
+        def _fault(self, authenticated: bool) -> bool:
+            with gh.lock:
+                fault = gh.faults.pop(0) if gh.faults else None
+            if fault is None:
+                return False
+            if fault.delay:
+                time.sleep(fault.delay)
+            if fault.status == 200 and fault.body is None:
+                return False  # a pure delay: answer normally afterwards
+            self._answer(fault.status, fault.body if fault.body is not None else "{}", fault.headers, authenticated)
+            return True
+
+        def do_GET(self) -> None:
+            gh.reload_state()
+            authenticated = self._auth()
+            if authenticated is None or self._fault(authenticated):
+                return
+            match = COMMITS_RE.match(self.path.split("?")[0])
+            if not match:
+                self._answer(404, json.dumps({"message": "Not Found"}), {}, authenticated)
+                return
+            owner, name, branch = (unquote(g) for g in match.groups())
+            sha = gh.repos.get(f"{owner}/{name}", {}).get(branch)
+            if sha is None:
+                self._answer(422 if f"{owner}/{name}" in gh.repos else 404, "{}", {}, authenticated)
+                return
+            etag = f'"{sha}"'
+            if self.headers.get("If-None-Match") == etag:
+                self._answer(304, "", {"ETag": etag}, authenticated)
+                return
+            self._answer(200, sha, {"ETag": etag, "Content-Type": "application/vnd.github.sha"}, authenticated)
+
+        def do_POST(self) -> None:
+            gh.reload_state()
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            authenticated = self._auth()
+            if authenticated is None or self._fault(authenticated):
+                return
+            if self.path != "/graphql":
+                self._answer(404, "{}", {}, authenticated)
+                return
+            if not authenticated:
+                self._answer(401, json.dumps({"message": "This endpoint requires you to be authenticated."}), {}, False)
+                return
+            request = json.loads(raw)
+            variables = request.get("variables", {})
+            data: dict[str, Any] = {}
+            errors = []
+            for alias, owner_var, name_var, branch_var in ALIAS_RE.findall(request.get("query", "")):
+                repo = f"{variables[owner_var]}/{variables[name_var]}"
+                branch = str(variables[branch_var]).removeprefix("refs/heads/")
+                if repo not in gh.repos:
+                    data[alias] = None
+                    errors.append({"type": "NOT_FOUND", "path": [alias], "message": f"Could not resolve {repo}"})
+                    continue
+                sha = gh.repos[repo].get(branch)
+                data[alias] = {"ref": {"target": {"oid": sha}} if sha else None}
+            body = {"data": data, **({"errors": errors} if errors else {})}
+            self._answer(200, json.dumps(body), {"Content-Type": "application/json"}, authenticated)
+
+    return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--state", type=Path, required=True, help="JSON state file, re-read when it changes")
+    parser.add_argument("--token-file", type=Path, help="file holding the accepted token (default: test-token)")
+    args = parser.parse_args()
+    token = args.token_file.read_text().strip() if args.token_file else "test-token"
+    gh = FakeGitHub(token=token, port=args.port, state_file=args.state)
+    gh.reload_state()
+    gh.server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
