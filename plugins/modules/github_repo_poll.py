@@ -1,0 +1,219 @@
+#!/usr/bin/python
+"""Ansible module: read the head commits of GitHub branches (conditional requests, GraphQL batches)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: github_repo_poll
+short_description: Read the head commit SHA of GitHub branches at near-zero rate-limit cost
+version_added: "1.0.0"
+description:
+  - Reads the head commit of one or many repository branches from the GitHub API (github.com or
+    GitHub Enterprise Server) and tells, for each, whether it differs from a SHA you already know.
+  - With a token and more than one repository, one GraphQL query reads up to 100 heads; otherwise one
+    conditional REST request per repository (C(Accept application/vnd.github.sha)).
+  - Retries server errors and timeouts with exponential backoff and jitter; a rate limit fails the task
+    with the time to retry.
+  - Polling changes nothing on the host, so the module always reports C(changed=false) and runs normally
+    in check mode.
+author:
+  - secure_streamlit maintainers
+requirements:
+  - python >= 3.9
+  - requests
+options:
+  repos:
+    description: The branches to read.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      repo:
+        description: C(owner/name) or the repository's https URL.
+        type: str
+        required: true
+      branch:
+        description: Branch name.
+        type: str
+        default: main
+      known_sha:
+        description: A 40-hex commit SHA to compare the head with (for example the deployed one).
+        type: str
+  api_url:
+    description: REST API base URL; C(https://HOST/api/v3) for GitHub Enterprise Server.
+    type: str
+    default: https://api.github.com
+  graphql_url:
+    description: GraphQL endpoint; derived from I(api_url) when not set.
+    type: str
+  token:
+    description:
+      - A read-only token. Never logged. Defaults to the C(GITHUB_TOKEN) environment variable.
+      - Without one the budget is 60 requests per hour.
+    type: str
+  timeout:
+    description: Read timeout of each request, in seconds.
+    type: float
+    default: 10
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Read the heads of the apps' branches
+  secure_streamlit.hosting.github_repo_poll:
+    repos:
+      - repo: acme/triage-app
+        branch: main
+        known_sha: "{{ deployed_sha }}"
+      - repo: https://github.com/acme/dashboard.git
+    token: "{{ vault_github_token }}"
+  register: heads
+
+- name: Deploy what moved
+  ansible.builtin.debug:
+    msg: "{{ item.repo }} is now at {{ item.sha }}"
+  loop: "{{ heads.repos | selectattr('changed_since_known') }}"
+"""
+
+RETURN = r"""
+repos:
+  description: One entry per requested branch, in the order given.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    repo:
+      description: C(owner/name).
+      type: str
+      sample: acme/triage-app
+    branch:
+      description: The branch.
+      type: str
+      sample: main
+    sha:
+      description: The head commit, or null when it could not be read.
+      type: str
+      sample: 3f786850e387550fdab836ed7e6dc881de23001b
+    changed_since_known:
+      description: Whether I(sha) differs from I(known_sha) (true when no I(known_sha) was given).
+      type: bool
+      sample: true
+    error:
+      description: Why the head could not be read, or null.
+      type: str
+      sample: branch not found
+rate_limit:
+  description: The rate-limit state after the requests.
+  returned: always
+  type: dict
+  contains:
+    limit:
+      description: Requests allowed per hour.
+      type: int
+    remaining:
+      description: Requests left in this window.
+      type: int
+    reset:
+      description: When the window resets (epoch seconds).
+      type: float
+    counted_requests:
+      description: Requests this task made that counted against the limit.
+      type: int
+"""
+
+import re
+
+from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+
+try:
+    from ansible_collections.secure_streamlit.hosting.plugins.module_utils.github_client import (
+        GitHubClient,
+        GitHubError,
+        RateLimitedError,
+        RepoRef,
+    )
+
+    IMPORT_ERROR = None
+except ImportError as exc:  # requests is missing on the target
+    IMPORT_ERROR = exc
+
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+def parse_entries(module: AnsibleModule) -> list[tuple[RepoRef, str | None]]:
+    entries = []
+    for index, entry in enumerate(module.params["repos"]):
+        try:
+            ref = RepoRef.parse(entry["repo"], entry["branch"])
+        except ValueError as exc:
+            module.fail_json(msg=f"repos[{index}] ({entry['repo']!r}): {exc}")
+        known = entry.get("known_sha")
+        if known is not None and not SHA_RE.match(known):
+            module.fail_json(msg=f"repos[{index}] ({entry['repo']!r}): known_sha must be a 40-hex commit SHA")
+        entries.append((ref, known))
+    return entries
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "repos": {
+                "type": "list",
+                "elements": "dict",
+                "required": True,
+                "options": {
+                    "repo": {"type": "str", "required": True},
+                    "branch": {"type": "str", "default": "main"},
+                    "known_sha": {"type": "str"},
+                },
+            },
+            "api_url": {"type": "str", "default": "https://api.github.com"},
+            "graphql_url": {"type": "str"},
+            "token": {"type": "str", "no_log": True, "fallback": (env_fallback, ["GITHUB_TOKEN"])},
+            "timeout": {"type": "float", "default": 10},
+        },
+        supports_check_mode=True,
+    )
+    if IMPORT_ERROR is not None:
+        module.fail_json(msg=missing_required_lib("requests"), exception=str(IMPORT_ERROR))
+
+    entries = parse_entries(module)
+    client = GitHubClient(
+        module.params["api_url"],
+        module.params["token"] or None,
+        graphql_url=module.params["graphql_url"],
+        read_timeout=module.params["timeout"],
+    )
+    rate = {"counted_requests": 0}
+    try:
+        heads = client.heads([ref for ref, _ in entries])
+    except RateLimitedError as exc:
+        module.fail_json(msg=str(exc), retry_at=exc.retry_at, rate_limit=client.rate.as_dict())
+    except GitHubError as exc:
+        module.fail_json(msg=str(exc), rate_limit=client.rate.as_dict())
+    rate = {**client.rate.as_dict(), "counted_requests": client.counted_requests}
+
+    results = []
+    for ref, known in entries:
+        head = heads[ref.key]
+        results.append(
+            {
+                "repo": ref.full_name,
+                "branch": ref.branch,
+                "sha": head.sha,
+                "changed_since_known": head.sha is not None and head.sha != known,
+                "error": head.error,
+            }
+        )
+    if all(r["error"] for r in results):
+        module.fail_json(msg="no branch head could be read: " + "; ".join(r["error"] for r in results), repos=results)
+    module.exit_json(changed=False, repos=results, rate_limit=rate)
+
+
+if __name__ == "__main__":
+    main()
