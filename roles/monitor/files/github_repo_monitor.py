@@ -1,0 +1,473 @@
+#!/usr/bin/python3
+"""github-repo-monitor: turns pushes to the apps' branches into deploy requests.
+
+Polls the branch heads with the collection's GitHub client, keeps per-app state, and hands
+`(app, sha)` to the deployer through a spool directory (one JSON file per app, written atomically).
+It never requests a SHA other than the branch head it just read, and never requests a SHA again after
+its deploy failed, until the branch moves on. Every decision goes to a hash-chained JSON-lines audit log.
+
+    github_repo_monitor.py --config FILE [run|once|status|check-config|verify-audit]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import random
+import re
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+try:
+    from ansible_collections.secure_streamlit.hosting.plugins.module_utils import github_client
+except ImportError:  # installed on a host: github_client.py sits beside this file
+    import github_client  # type: ignore[no-redef]
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+SHA_RE = github_client.SHA_RE
+UNAUTHENTICATED_BUDGET = 60  # requests per hour (GitHub's primary limit without a token)
+BUDGET_SHARE = 0.9  # leave room for the operator's own requests
+MAX_ERROR_BACKOFF = 900.0
+CONFIG_KEYS = {
+    "api_url",
+    "graphql_url",
+    "interval",
+    "jitter",
+    "state_dir",
+    "spool_dir",
+    "audit_log",
+    "apps",
+    "token_file",
+}
+APP_KEYS = {"name", "repo", "branch"}
+GENESIS = "0" * 64
+LOCAL_OR_HTTPS = ("https://", "http://127.0.0.1:", "http://localhost:")
+
+
+class ConfigError(Exception):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def now_iso(clock: Callable[[], float]) -> str:
+    return datetime.fromtimestamp(clock(), UTC).isoformat(timespec="seconds")
+
+
+# -- configuration ------------------------------------------------------------------------------------------
+def load_config(path: Path) -> dict[str, Any]:
+    """Read and validate; every problem is reported, each naming the entry and the rule."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError([f"{path}: cannot read JSON: {exc}"]) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{path}: the configuration must be a JSON object"])
+    errors = [f"unknown key {key!r}" for key in sorted(set(raw) - CONFIG_KEYS)]
+    config = {
+        "api_url": raw.get("api_url", "https://api.github.com"),
+        "graphql_url": raw.get("graphql_url"),
+        "interval": raw.get("interval", 30),
+        "jitter": raw.get("jitter", 0.1),
+        "state_dir": raw.get("state_dir", "/var/lib/github-repo-monitor"),
+        "spool_dir": raw.get("spool_dir", "/var/spool/github-repo-monitor"),
+        "audit_log": raw.get("audit_log", "/var/log/github-repo-monitor/audit.jsonl"),
+        "token_file": raw.get("token_file"),
+        "apps": [],
+    }
+    # Plain HTTP only to this host's loopback (tests, a local proxy); the token never crosses a network in clear.
+    if not isinstance(config["api_url"], str) or not config["api_url"].startswith(LOCAL_OR_HTTPS):
+        errors.append(f"api_url must be an https:// URL (is {config['api_url']!r})")
+    interval = config["interval"]
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+        errors.append(f"interval must be a number of seconds > 0 (is {interval!r})")
+    jitter = config["jitter"]
+    if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter <= 0.5:
+        errors.append(f"jitter must be a fraction within 0..0.5 (is {jitter!r})")
+    apps = raw.get("apps", [])
+    if not isinstance(apps, list):
+        errors.append("apps must be a list")
+        apps = []
+    seen: set[str] = set()
+    for index, app in enumerate(apps):
+        if not isinstance(app, dict):
+            errors.append(f"apps[{index}]: must be an object with name, repo and branch")
+            continue
+        label = f"apps[{index}] (name {app.get('name')!r})"
+        errors.extend(f"{label}: unknown key {key!r}" for key in sorted(set(app) - APP_KEYS))
+        name = app.get("name")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            errors.append(f"{label}: name must match {NAME_RE.pattern}")
+        elif name in seen:
+            errors.append(f"{label}: duplicate app name")
+        else:
+            seen.add(name)
+        try:
+            ref = github_client.RepoRef.parse(str(app.get("repo", "")), str(app.get("branch", "main")))
+        except ValueError as exc:
+            errors.append(f"{label}: {exc}")
+            continue
+        config["apps"].append({"name": name, "repo": ref.full_name, "branch": ref.branch, "ref": ref})
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def read_token(config: dict[str, Any]) -> str | None:
+    """From the config's token_file, else systemd's credential `github-token`; never logged."""
+    path = config.get("token_file")
+    if not path and os.environ.get("CREDENTIALS_DIRECTORY"):
+        path = str(Path(os.environ["CREDENTIALS_DIRECTORY"]) / "github-token")
+    if not path:
+        return None
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        log(f"token file {path} unreadable ({exc.strerror}): polling unauthenticated")
+        return None
+    return token or None
+
+
+# -- files -------------------------------------------------------------------------------------------------
+def write_atomically(path: Path, data: str, mode: int = 0o640) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class AuditLog:
+    """Append-only JSON lines; each record carries the SHA-256 of the previous line, so edits show."""
+
+    def __init__(self, path: Path, clock: Callable[[], float]) -> None:
+        self.path = path
+        self.clock = clock
+        self.prev = GENESIS
+        if path.exists():
+            lines = path.read_bytes().splitlines()
+            if lines:
+                self.prev = hashlib.sha256(lines[-1]).hexdigest()
+
+    def write(self, event: str, **fields: Any) -> None:
+        record = {"ts": now_iso(self.clock), "event": event, **fields, "prev": self.prev}
+        line = json.dumps(record, sort_keys=True).encode()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, line + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.prev = hashlib.sha256(line).hexdigest()
+
+
+def verify_audit(path: Path) -> tuple[bool, str]:
+    prev = GENESIS
+    lines = path.read_bytes().splitlines() if path.exists() else []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return False, f"line {number}: not JSON"
+        if record.get("prev") != prev:
+            return False, f"line {number}: chain broken (the previous record was changed or removed)"
+        prev = hashlib.sha256(line).hexdigest()
+    return True, f"audit log OK: {len(lines)} records"
+
+
+# -- the monitor -------------------------------------------------------------------------------------------
+class Monitor:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        client: github_client.GitHubClient,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        authenticated: bool = False,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.clock = clock
+        self.sleep = sleep
+        self.authenticated = authenticated
+        self.apps = {app["name"]: app for app in config["apps"]}
+        self.state_path = Path(config["state_dir"]) / "state.json"
+        self.requests_dir = Path(config["spool_dir"]) / "requests"
+        self.results_dir = Path(config["spool_dir"]) / "results"
+        self.audit = AuditLog(Path(config["audit_log"]), clock)
+        self.state = self._load_state()
+        self.error_streak = 0
+        self.not_before = 0.0  # a rate limit or reset: no request before this time
+        self.stopping = False
+        self._announced_interval: float | None = None
+        self._rotation = 0
+
+    # state
+    def _load_state(self) -> dict[str, dict[str, Any]]:
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            state = {}
+        apps = state.get("apps", {}) if isinstance(state, dict) else {}
+        return {
+            name: {
+                "last_seen_sha": None,
+                "last_requested_sha": None,
+                "last_deployed_sha": None,
+                "failed_shas": {},
+                "last_checked": None,
+                "last_error": None,
+                **apps.get(name, {}),
+            }
+            for name in self.apps
+        }
+
+    def _save_state(self) -> None:
+        write_atomically(self.state_path, json.dumps({"apps": self.state}, indent=2, sort_keys=True))
+
+    # pacing
+    def batch_size(self) -> int:
+        """Repos polled per cycle: all of them, except unauthenticated beyond the hourly budget."""
+        if self.authenticated:
+            return len(self.apps)
+        return min(len(self.apps), int(UNAUTHENTICATED_BUDGET * BUDGET_SHARE))
+
+    def effective_interval(self) -> float:
+        """The configured interval, raised until no 3600 s window can hold more counted requests than
+        the budget, however the window falls and whatever the jitter does."""
+        interval = float(self.config["interval"])
+        jitter = float(self.config["jitter"])
+        repos = len(self.apps)
+        if self.authenticated:
+            cost = -(-repos // github_client.GRAPHQL_BATCH) if repos > 1 else repos
+            budget = int(5000 * BUDGET_SHARE)
+        else:
+            cost, budget = self.batch_size(), int(UNAUTHENTICATED_BUDGET * BUDGET_SHARE)
+        needed = 0.0
+        if cost:
+            cycles = budget // cost  # cycles one window may hold
+            # n cycles spaced by at least I_min fit in a window when (n - 1) * I_min <= 3600.
+            shortest = 3600.0 / (cycles - 1) if cycles > 1 else 3600.0 * 1.02
+            needed = shortest / (1 - jitter)
+        effective = max(interval, needed, float(self.client.poll_interval_hint or 0))
+        if effective != self._announced_interval:
+            self._announced_interval = effective
+            if effective > interval:
+                mode = "with a token" if self.authenticated else "unauthenticated"
+                rotation = f", {cost} of them per cycle" if cost < repos and not self.authenticated else ""
+                log(
+                    f"interval raised from {interval:g} s to {effective:.0f} s: {repos} repos {mode}{rotation} "
+                    f"stay under {budget} of {budget / BUDGET_SHARE:.0f} requests/hour"
+                )
+                self.audit.write("interval_adjusted", interval=round(effective), configured=interval, repos=repos)
+        return effective
+
+    def next_delay(self) -> float:
+        base = self.effective_interval()
+        jitter = float(self.config["jitter"])
+        delay = base * random.uniform(1 - jitter, 1 + jitter)  # noqa: S311 (spreading, not security)
+        if self.error_streak:
+            delay = max(delay, min(MAX_ERROR_BACKOFF, base * 2**self.error_streak))
+        return max(delay, self.not_before - self.clock())
+
+    def repos_this_cycle(self) -> list[github_client.RepoRef]:
+        refs = [app["ref"] for app in self.apps.values()]
+        size = self.batch_size()
+        if size >= len(refs):
+            return refs
+        start = self._rotation % len(refs)
+        self._rotation = start + size
+        return (refs + refs)[start : start + size]
+
+    # deployer results
+    def read_results(self) -> None:
+        if not self.results_dir.is_dir():
+            return
+        for path in sorted(self.results_dir.glob("*.json")):
+            try:
+                result = json.loads(path.read_text())
+                app, sha, status = result["app"], result["sha"], result["status"]
+                reason = str(result.get("reason", ""))[:500]
+            except (OSError, ValueError, KeyError, TypeError):
+                log(f"ignoring malformed deploy result {path.name}")
+                path.unlink(missing_ok=True)
+                continue
+            path.unlink(missing_ok=True)
+            if app not in self.apps or not isinstance(sha, str) or not SHA_RE.match(sha):
+                log(f"ignoring deploy result for unknown app or bad SHA in {path.name}")
+                continue
+            app_state = self.state[app]
+            if app_state["last_requested_sha"] == sha:
+                app_state["last_requested_sha"] = None
+            if status == "deployed":
+                app_state["last_deployed_sha"] = sha
+                app_state["failed_shas"].pop(sha, None)
+                self.audit.write("deploy_succeeded", app=app, sha=sha)
+                log(f"{app}: {sha} deployed")
+            elif status == "failed":
+                failed = app_state["failed_shas"].setdefault(sha, {"count": 0})
+                failed.update(count=failed["count"] + 1, reason=reason, at=now_iso(self.clock))
+                self.audit.write("deploy_failed", app=app, sha=sha, reason=reason)
+                log(f"{app}: deploy of {sha} failed ({reason}); it will not be requested again")
+            else:
+                log(f"ignoring deploy result with status {status!r} in {path.name}")
+
+    # one poll
+    def cycle(self) -> bool:
+        """Poll once; return whether the poll worked. Never raises for what the network does."""
+        self.read_results()
+        if self.clock() < self.not_before:
+            return True
+        refs = self.repos_this_cycle()
+        try:
+            heads = self.client.heads(refs) if refs else {}
+        except github_client.RateLimitedError as exc:
+            self.not_before = exc.retry_at
+            self.audit.write("rate_limited", retry_at=exc.retry_at)
+            retry_at = exc.retry_at
+            log(f"rate limited: next poll after {now_iso(lambda: retry_at)}")
+            return False
+        except Exception as exc:  # keep running whatever the network or the API does
+            self.error_streak += 1
+            self.audit.write("poll_error", reason=str(exc)[:300])
+            log(f"poll failed ({type(exc).__name__}: {str(exc)[:200]}); backing off")
+            self._save_state()
+            return False
+        self.error_streak = 0
+        left, reset_in = self.client.budget_left(), self.client.seconds_until_reset()
+        cost = len(refs) if not self.authenticated else 1
+        if left is not None and reset_in is not None and left < cost:
+            self.not_before = self.clock() + reset_in
+            log(f"rate-limit budget nearly spent ({left} left): waiting {reset_in:.0f} s for the reset")
+        polled = {ref.key for ref in refs}
+        for name, app in self.apps.items():
+            if app["ref"].key in polled:
+                self._consider(name, heads.get(app["ref"].key))
+        self._save_state()
+        return True
+
+    def _consider(self, name: str, head: github_client.HeadResult | None) -> None:
+        app_state = self.state[name]
+        app_state["last_checked"] = now_iso(self.clock)
+        if head is None or head.error or head.sha is None:
+            reason = head.error if head else "no answer"
+            if app_state["last_error"] != reason:
+                self.audit.write("poll_error", app=name, reason=reason)
+                log(f"{name}: {reason}")
+            app_state["last_error"] = reason
+            return
+        app_state["last_error"] = None
+        sha = head.sha
+        if sha != app_state["last_seen_sha"]:
+            self.audit.write("change_detected", app=name, sha=sha, previous_sha=app_state["last_seen_sha"])
+            log(f"{name}: {self.apps[name]['branch']} is now at {sha}")
+            app_state["last_seen_sha"] = sha
+        if sha == app_state["last_deployed_sha"] or sha in app_state["failed_shas"]:
+            return
+        if sha == app_state["last_requested_sha"]:
+            return  # handed over already; the deployer's result clears it
+        app = self.apps[name]
+        request = {
+            "app": name,
+            "sha": sha,
+            "repo": app["repo"],
+            "branch": app["branch"],
+            "requested_at": now_iso(self.clock),
+        }
+        write_atomically(self.requests_dir / f"{name}.json", json.dumps(request, sort_keys=True))
+        app_state["last_requested_sha"] = sha
+        self.audit.write("deploy_requested", app=name, sha=sha)
+        log(f"{name}: deploy of {sha} requested")
+
+    def run(self) -> None:
+        self.audit.write("started", apps=sorted(self.apps), authenticated=self.authenticated)
+        log(f"watching {len(self.apps)} apps ({'with' if self.authenticated else 'without'} a token)")
+        while not self.stopping:
+            self.cycle()
+            deadline = self.clock() + self.next_delay()
+            while not self.stopping and self.clock() < deadline:
+                self.sleep(min(1.0, deadline - self.clock()))
+        self.audit.write("stopped")
+        log("stopped")
+
+
+# -- command line ------------------------------------------------------------------------------------------
+def print_status(config: dict[str, Any]) -> None:
+    try:
+        state = json.loads((Path(config["state_dir"]) / "state.json").read_text()).get("apps", {})
+    except (OSError, ValueError):
+        state = {}
+    print(f"{'app':<20} {'branch':<16} {'last seen':<12} {'deployed':<12} {'failed':>6}  last error")
+    for app in config["apps"]:
+        s = state.get(app["name"], {})
+        print(
+            f"{app['name']:<20} {app['branch']:<16} {(s.get('last_seen_sha') or '-')[:10]:<12} "
+            f"{(s.get('last_deployed_sha') or '-')[:10]:<12} {len(s.get('failed_shas', {})):>6}  "
+            f"{s.get('last_error') or '-'}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Turns pushes to the apps' branches into deploy requests.")
+    parser.add_argument("--config", type=Path, default=Path("/etc/github-repo-monitor/config.json"))
+    parser.add_argument(
+        "command", nargs="?", default="run", choices=["run", "once", "status", "check-config", "verify-audit"]
+    )
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(f"config error: {error}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(f"config OK: {len(config['apps'])} apps")
+        return 0
+    if args.command == "status":
+        print_status(config)
+        return 0
+    if args.command == "verify-audit":
+        ok, message = verify_audit(Path(config["audit_log"]))
+        print(message)
+        return 0 if ok else 1
+    token = read_token(config)
+    client = github_client.GitHubClient(config["api_url"], token, graphql_url=config["graphql_url"])
+    monitor = Monitor(config, client, authenticated=token is not None)
+    if args.command == "once":
+        return 0 if monitor.cycle() else 1
+
+    def stop(signum: int, _frame: object) -> None:
+        monitor.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    monitor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
