@@ -1,0 +1,167 @@
+"""The monitor role in a systemd host, against the fake GitHub API running beside it (prepare.yml).
+
+A test "pushes" by rewriting the fake's state file; the monitor polls every 2 s with a token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+STATE = "/var/lib/fake-github/state.json"
+SPOOL = "/var/spool/github-repo-monitor"
+TOKEN = "ghp_molecule0nlyF4keT0kenNeverLogged00"
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+
+
+def write_fake_state(host, repos: dict, faults: list | None = None) -> None:
+    state = json.dumps({"repos": repos, "faults": faults or []})
+    host.run(f"printf '%s' '{state}' > {STATE}.tmp && mv {STATE}.tmp {STATE}")
+
+
+def wait_for(host, command: str, timeout: float = 30) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        result = host.run(command)
+        if result.rc == 0 and result.stdout.strip():
+            return result.stdout.strip()
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for: {command}")
+
+
+def requested_sha(host, app: str, timeout: float = 30) -> str:
+    return json.loads(wait_for(host, f"cat {SPOOL}/requests/{app}.json", timeout))["sha"]
+
+
+def wait_for_request_of(host, app: str, sha: str, timeout: float = 30) -> None:
+    """The deploy request for `app` names `sha` within the timeout (a stale request does not count)."""
+    wait_for(host, f'grep -l \'"sha": "{sha}"\' {SPOOL}/requests/{app}.json', timeout)
+
+
+def deployer_reports(host, app: str, sha: str, status: str, reason: str = "") -> None:
+    result = json.dumps({"app": app, "sha": sha, "status": status, "reason": reason})
+    host.run(f"rm -f {SPOOL}/requests/{app}.json")
+    tmp = f"{SPOOL}/results/.{app}.tmp"
+    host.run(f"printf '%s' '{result}' > {tmp} && mv {tmp} {SPOOL}/results/{app}.json")
+
+
+@pytest.fixture(scope="module")
+def heads(host) -> dict:
+    repos = {"acme/demo": {"main": secrets.token_hex(20)}, "acme/other": {"release": secrets.token_hex(20)}}
+    write_fake_state(host, repos)
+    return repos
+
+
+def test_service_runs_as_its_own_unprivileged_user(host):
+    service = host.service("github-repo-monitor")
+    assert service.is_running
+    assert service.is_enabled
+    user = host.user("github-monitor")
+    assert user.shell == "/usr/sbin/nologin"
+    assert "docker" not in user.groups
+    main_pid = host.check_output("systemctl show -p MainPID --value github-repo-monitor")
+    assert host.check_output(f"ps -o user= -p {main_pid}") == "github-monitor"
+        "github-monitor"
+    ] or "github-monitor" in host.check_output("ps -o user= -C python3")
+
+
+def test_sandbox_exposure_is_at_most_2(host):
+    # --threshold is the exposure x10: the command fails above 2.0.
+    result = host.run("systemd-analyze security --threshold=20 --no-pager github-repo-monitor.service")
+    score = re.search(r"Overall exposure level for github-repo-monitor.service: ([0-9.]+)", result.stdout)
+    assert score, result.stdout[-500:]
+    assert float(score.group(1)) <= 2.0
+    assert result.rc == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "owner", "group", "mode"),
+    [
+        ("/etc/github-repo-monitor", "root", "github-monitor", 0o750),
+        ("/etc/github-repo-monitor/config.json", "root", "github-monitor", 0o640),
+        ("/etc/github-repo-monitor/credentials", "root", "root", 0o700),
+        ("/etc/github-repo-monitor/credentials/github-token", "root", "root", 0o600),
+        ("/usr/local/lib/github-repo-monitor/github_repo_monitor.py", "root", "root", 0o644),
+        (SPOOL, "github-monitor", "github-monitor", 0o750),
+    ],
+)
+def test_file_modes_are_deliberate(host, path, owner, group, mode):
+    f = host.file(path)
+    assert (f.user, f.group, f.mode) == (owner, group, mode)
+
+
+def test_a_push_becomes_a_deploy_request_of_exactly_the_head(host, heads):
+    assert requested_sha(host, "demo") == heads["acme/demo"]["main"]
+    assert requested_sha(host, "other") == heads["acme/other"]["release"]
+
+
+def test_a_failed_sha_is_not_requested_again_but_a_newer_one_is(host, heads):
+    bad = requested_sha(host, "demo")
+    deployer_reports(host, "demo", bad, "failed", "health check failed")
+    time.sleep(6)  # three polls
+    assert host.run(f"test -e {SPOOL}/requests/demo.json").rc == 1
+    newer = secrets.token_hex(20)
+    write_fake_state(host, {**heads, "acme/demo": {"main": newer}})
+    wait_for_request_of(host, "demo", newer)
+
+
+def test_faults_are_survived(host, heads):
+    restarts = host.check_output("systemctl show -p NRestarts --value github-repo-monitor")
+    faults = [{"status": 500}] * 4 + [
+        {"status": 200, "body": "{not json"},
+        {"status": 429, "headers": {"retry-after": "2"}},
+    ]
+    after_faults = secrets.token_hex(20)
+    write_fake_state(host, {**heads, "acme/other": {"release": after_faults}}, faults)
+    wait_for_request_of(host, "other", after_faults, timeout=60)
+    assert host.service("github-repo-monitor").is_running
+    assert host.check_output("systemctl show -p NRestarts --value github-repo-monitor") == restarts
+    journal = host.check_output("journalctl -u github-repo-monitor --no-pager -o cat")
+    assert "poll failed" in journal
+    assert "rate limited" in journal
+
+
+def test_audit_log_chain_verifies(host):
+    out = host.check_output(
+        "runuser -u github-monitor -- python3 /usr/local/lib/github-repo-monitor/github_repo_monitor.py "
+        "--config /etc/github-repo-monitor/config.json verify-audit"
+    )
+    assert out.startswith("audit log OK")
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "journalctl --no-pager -o cat",
+        "cat /var/log/github-repo-monitor/audit.jsonl /var/lib/github-repo-monitor/state.json",
+        "ps auxwwe",
+        "cat /proc/$(systemctl show -p MainPID --value github-repo-monitor)/environ | tr '\\0' '\\n'",
+        # every file others may read, outside the fake GitHub's own directory
+        "find /etc /var /run /usr/local /opt /tmp /root -xdev -type f -perm -o=r ! -path '/var/lib/fake-github/*' "
+        "-exec grep -l ghp_molecule {} + 2>/dev/null || true",
+    ],
+)
+def test_the_token_appears_nowhere(host, where):
+    out = host.run(where).stdout
+    assert TOKEN not in out
+    assert "ghp_molecule" not in out
+
+
+def test_ansible_output_never_shows_the_token():
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    result = subprocess.run(
+        ["ansible-playbook", "-i", inventory, "-vvv", "--diff", str(PROJECT / "molecule/monitor/converge.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(PROJECT / "collections")},
+    )
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert TOKEN not in result.stdout + result.stderr
