@@ -6,6 +6,7 @@ assertions look at which tasks ran, so the test fails if validation ever moves b
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,11 @@ import pytest
 from tests.helpers import run_playbook_json
 
 # Tasks allowed to run before the failure: they read, never write.
-READ_ONLY_TASKS = {"Gathering Facts"}
+READ_ONLY_TASKS = {
+    "Gathering Facts",
+    "Check every role's settings before any role changes the host",
+    "Read how many user namespaces the kernel allows",
+}
 
 
 @pytest.fixture
@@ -32,17 +37,17 @@ def inventory(tmp_path: Path) -> Path:
     [
         (
             '{"docker_daemon_options": "x"}',
-            "Validating arguments against arg spec 'main'",
+            "Validating arguments against arg spec",
             ["docker_daemon_options", "dict"],
         ),
         (
             '{"docker_engine_source": "snap"}',
-            "Validating arguments against arg spec 'main'",
+            "Validating arguments against arg spec",
             ["docker_engine_source", "distribution", "upstream"],
         ),
         (
             '{"docker_daemon_nofile_soft": "many"}',
-            "Validating arguments against arg spec 'main'",
+            "Validating arguments against arg spec",
             ["docker_daemon_nofile_soft", "int"],
         ),
         (
@@ -55,9 +60,37 @@ def inventory(tmp_path: Path) -> Path:
             "Fail when the hard open-files limit is below the soft one",
             ["docker_daemon_nofile_soft", "docker_daemon_nofile_hard"],
         ),
+        (
+            '{"apps": [{"name": "a;rm -rf /", "repo": "acme/x"}]}',
+            "Fail on an app name that is not a safe identifier",
+            ["apps[0]", "a;rm -rf /", "name must match"],
+        ),
+        (
+            '{"apps": [{"name": "x", "repo": "../../etc"}]}',
+            "Fail on a repo that is neither owner/name nor a repository URL",
+            ["apps[0]", "../../etc", "owner/name"],
+        ),
+        (
+            '{"apps": [{"name": "x", "repo": "acme/x"}, {"name": "x", "repo": "acme/y"}]}',
+            "Fail on two apps with the same name",
+            ["apps", "unique", "x"],
+        ),
+        (
+            '{"apps": [{"name": "x", "repo": "acme/x", "branch": "a..b"}]}',
+            "Fail on a branch name git would refuse",
+            ["apps[0]", "a..b"],
+        ),
+        (
+            '{"apps": [{"name": "x", "repo": "acme/x", "branch": "x.lock"}]}',
+            "Fail on a branch name git would refuse",
+            ["apps[0]", "x.lock"],
+        ),
+        ('{"monitor_interval": 0}', "Fail on a polling interval or jitter out of range", ["monitor_interval"]),
+        ('{"monitor_interval": "soon"}', "Validating arguments against arg spec", ["monitor_interval", "int"]),
+        ('{"apps": "demo"}', "Validating arguments against arg spec", ["monitor_apps", "str"]),
     ],
 )
-def test_bad_docker_setting_stops_before_any_change(inventory, extra_vars, failed_task, message_parts):
+def test_bad_setting_stops_before_any_change(inventory, extra_vars, failed_task, message_parts):
     rc, report = run_playbook_json("site.yml", "-i", str(inventory), "--check", "-e", extra_vars)
 
     assert rc != 0
@@ -66,7 +99,11 @@ def test_bad_docker_setting_stops_before_any_change(inventory, extra_vars, faile
     failed = [t for t in ran if t["hosts"]["validation-probe"].get("failed")]
     assert len(failed) == 1
     assert failed[0]["task"]["name"].split(" : ")[-1].startswith(failed_task)
-    message = failed[0]["hosts"]["validation-probe"]["msg"]
+    result = failed[0]["hosts"]["validation-probe"]
+    # A looped check reports "One or more items failed"; the reason is in the failed item.
+    message = " ".join(
+        [result.get("msg", "")] + [r.get("msg", "") for r in result.get("results", []) if r.get("failed")]
+    )
     for part in message_parts:
         assert part in message
 
@@ -77,3 +114,15 @@ def test_bad_docker_setting_stops_before_any_change(inventory, extra_vars, faile
         assert not result.get("changed"), f"{name} changed the host before the failure"
         assert name in READ_ONLY_TASKS or name.startswith(("Fail ", "Validating arguments")), name
     assert report["stats"]["validation-probe"]["changed"] == 0
+
+
+def test_good_settings_pass_every_check(inventory):
+    apps = (
+        '{"apps": [{"name": "triage", "repo": "acme/triage-app"},'
+        ' {"name": "dash-2", "repo": "https://github.com/acme/dash.git", "branch": "release/1.2"}]}'
+    )
+    # Only the up-front checks run (tagged always): they must all pass on a valid inventory.
+    rc, report = run_playbook_json("site.yml", "-i", str(inventory), "--check", "--tags", "always", "-e", apps)
+    assert rc == 0, json.dumps(report["stats"])
+    names = [t["task"]["name"] for t in report["plays"][0]["tasks"]]
+    assert any("Fail on two apps with the same name" in n for n in names)
