@@ -13,16 +13,22 @@ import random
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
 
 import requests
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
-_OWNER_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+# One rule for owners and repository names: starts alphanumeric, so "..", "../x" and "" never pass.
+_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,99})$")
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
+_TRANSIENT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 GRAPHQL_BATCH = 100
+API_VERSION = "2022-11-28"
+# When GitHub says "rate limited" without saying until when, it asks to wait at least a minute.
+_DEFAULT_RATE_LIMIT_WAIT = 60.0
 
 
 class GitHubError(Exception):
@@ -45,15 +51,18 @@ class MalformedResponseError(GitHubError):
     """The API answered something that is not what it documents."""
 
 
-def _valid_branch(branch: str) -> bool:
-    # git check-ref-format rules that matter for a branch name in a URL or a GraphQL variable.
+def valid_branch(branch: str) -> bool:
+    """git check-ref-format rules that matter for a branch name in a URL or a GraphQL variable."""
     return (
-        0 < len(branch) <= 255
-        and not branch.startswith(("-", "/"))
+        isinstance(branch, str)
+        and 0 < len(branch) <= 255
+        and not branch.startswith(("-", "/", "."))
         and not branch.endswith(("/", ".", ".lock"))
         and ".." not in branch
         and "//" not in branch
+        and "/." not in branch
         and "@{" not in branch
+        and branch != "@"
         and not any(c in branch for c in " ~^:?*[\\")
         and all(32 < ord(c) < 127 for c in branch)
     )
@@ -68,11 +77,11 @@ class RepoRef:
     branch: str = "main"
 
     def __post_init__(self) -> None:
-        if not _OWNER_RE.match(self.owner):
+        if not isinstance(self.owner, str) or not _NAME_RE.match(self.owner):
             raise ValueError(f"repository owner {self.owner!r} is not a valid GitHub account name")
-        if not _NAME_RE.match(self.name) or self.name in {".", ".."}:
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
             raise ValueError(f"repository name {self.name!r} is not a valid GitHub repository name")
-        if not _valid_branch(self.branch):
+        if not valid_branch(self.branch):
             raise ValueError(f"branch {self.branch!r} is not a valid branch name")
 
     @property
@@ -85,10 +94,15 @@ class RepoRef:
 
     @classmethod
     def parse(cls, repo: str, branch: str = "main") -> RepoRef:
-        """Accept `owner/name`, `https://github.com/owner/name(.git)` or the same on another host."""
+        """Accept `owner/name`, `https://github.com/owner/name(.git)` or the same on a GHES host."""
+        if not isinstance(repo, str):
+            raise ValueError(f"repo must be a string, not {type(repo).__name__}")
         path = repo
         if "://" in repo:
             parts = urlsplit(repo)
+            if parts.username or parts.password:
+                # Never echo it: the URL carries a credential.
+                raise ValueError("repo: a URL with credentials in it is refused; give the token separately")
             if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
                 raise ValueError(f"repo {repo!r}: a URL must be https://HOST/owner/name")
             path = parts.path.strip("/")
@@ -142,51 +156,57 @@ class HeadResult:
     error: str | None = None
 
 
-@dataclass
-class _Cached:
-    etag: str
-    sha: str
-
-
 def graphql_url_for(api_url: str) -> str:
-    """GitHub.com: api.github.com/graphql; Enterprise Server: https://HOST/api/v3 -> https://HOST/api/graphql."""
+    """GitHub.com: api.github.com/graphql; GHES: https://HOST/api/v3 -> https://HOST/api/graphql."""
     base = api_url.rstrip("/")
     if base.endswith("/api/v3"):
         return base[: -len("/v3")] + "/graphql"
     return base + "/graphql"
 
 
-@dataclass
 class GitHubClient:
     """Reads branch heads with conditional REST requests or batched GraphQL, retrying with backoff."""
 
-    api_url: str = "https://api.github.com"
-    token: str | None = field(default=None, repr=False)
-    graphql_url: str | None = None
-    connect_timeout: float = 3.05
-    read_timeout: float = 10.0
-    max_retries: int = 3
-    backoff_base: float = 1.0
-    backoff_max: float = 60.0
-    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
-    clock: Callable[[], float] = field(default=time.time, repr=False)
-    session: requests.Session | None = field(default=None, repr=False)
-    user_agent: str = "secure-streamlit-github-repo-monitor"
-    rate: RateLimit = field(default_factory=RateLimit)
-    counted_requests: int = 0
-    poll_interval_hint: int | None = None
-    _cache: dict[str, _Cached] = field(default_factory=dict, repr=False)
+    def __init__(
+        self,
+        api_url: str = "https://api.github.com",
+        token: str | None = None,
+        *,
+        graphql_url: str | None = None,
+        connect_timeout: float = 3.05,
+        read_timeout: float = 10.0,
+        max_retries: int = 3,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        session: requests.Session | None = None,
+        user_agent: str = "secure-streamlit-github-repo-monitor",
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.graphql_url = graphql_url or graphql_url_for(self.api_url)
+        self._token = token or None
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.sleep = sleep
+        self.clock = clock
+        self.session = session or requests.Session()
+        self.user_agent = user_agent
+        self.rate = RateLimit()
+        self.counted_requests = 0
+        self.poll_interval_hint: int | None = None
+        self._cache: dict[str, tuple[str, str]] = {}  # repo.key -> (etag, sha) of the last 200
 
-    def __post_init__(self) -> None:
-        self.api_url = self.api_url.rstrip("/")
-        self.graphql_url = self.graphql_url or graphql_url_for(self.api_url)
-        if self.session is None:
-            self.session = requests.Session()
-        self.session.headers.update(
-            {"User-Agent": self.user_agent, "X-GitHub-Api-Version": "2022-11-28"},
-        )
-        if self.token:
-            self.session.headers["Authorization"] = f"Bearer {self.token}"
+    def __repr__(self) -> str:
+        auth = "token" if self._token else "anonymous"
+        return f"GitHubClient(api_url={self.api_url!r}, graphql_url={self.graphql_url!r}, auth={auth})"
+
+    @property
+    def authenticated(self) -> bool:
+        return self._token is not None
 
     # -- budget ---------------------------------------------------------------------------------------
     def budget_left(self) -> int | None:
@@ -197,63 +217,84 @@ class GitHubClient:
 
     # -- requests -------------------------------------------------------------------------------------
     def _backoff(self, attempt: int) -> float:
-        # Full jitter: spreads retries of many hosts instead of synchronising them.
+        # Full jitter spreads the retries of many hosts instead of synchronising them; not security related.
         return random.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt))  # noqa: S311
 
-    def _request(self, method: str, url: str, **kwargs: object) -> requests.Response:
-        assert self.session is not None
+    def _headers(self, extra: dict[str, str]) -> dict[str, str]:
+        # Per request, not on the session: a session handed in by the caller keeps no credential.
+        headers = {"User-Agent": self.user_agent, "X-GitHub-Api-Version": API_VERSION, **extra}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
+    def _request(self, method: str, url: str, headers: dict[str, str], **kwargs: Any) -> requests.Response:
         last_problem = ""
+        path = urlsplit(url).path
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self.sleep(self._backoff(attempt - 1))
             try:
                 response = self.session.request(
-                    method, url, timeout=(self.connect_timeout, self.read_timeout), **kwargs
+                    method,
+                    url,
+                    headers=self._headers(headers),
+                    timeout=(self.connect_timeout, self.read_timeout),
+                    **kwargs,
                 )
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                last_problem = type(exc).__name__
+            except _TRANSIENT_ERRORS as exc:
+                last_problem = type(exc).__name__  # the name only: the message may quote the request
                 continue
             self._account(response)
             if response.status_code in _RETRY_STATUSES:
                 last_problem = f"HTTP {response.status_code}"
                 continue
-            self._raise_if_rate_limited(response)
+            self._raise_if_rate_limited(response, path)
             return response
-        raise GitHubError(f"{method} {urlsplit(url).path}: {last_problem} after {self.max_retries + 1} attempts")
+        raise GitHubError(f"{method} {path}: {last_problem} after {self.max_retries + 1} attempts")
 
     def _account(self, response: requests.Response) -> None:
         self.rate.update(response.headers)
-        if not (response.status_code == 304 and self.token):
+        # GitHub: a conditional request answered 304 is free only when it is authorized.
+        if not (response.status_code == 304 and self._token):
             self.counted_requests += 1
         hint = response.headers.get("x-poll-interval")
         if hint and hint.isdigit():
             self.poll_interval_hint = int(hint)
 
-    def _raise_if_rate_limited(self, response: requests.Response) -> None:
-        if response.status_code not in (403, 429):
+    def _retry_after(self, value: str) -> float | None:
+        if value.isdigit():
+            return self.clock() + int(value)
+        try:  # the HTTP-date form
+            return parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError):
+            return None
+
+    def _raise_if_rate_limited(self, response: requests.Response, path: str) -> None:
+        status = response.status_code
+        if status not in (403, 429):
             return
         retry_after = response.headers.get("retry-after")
-        if retry_after and retry_after.isdigit():
-            retry_at = self.clock() + int(retry_after)
-        elif response.headers.get("x-ratelimit-remaining") == "0" and self.rate.reset is not None:
-            retry_at = self.rate.reset
-        elif response.status_code == 429:
-            retry_at = self.clock() + 60
-        else:
-            raise GitHubError(f"HTTP 403 from {urlsplit(response.url).path}: access denied")
-        raise RateLimitedError(f"rate limited (HTTP {response.status_code}) until {retry_at:.0f}", retry_at)
+        retry_at = self._retry_after(retry_after) if retry_after else None
+        if retry_at is None and response.headers.get("x-ratelimit-remaining") == "0":
+            retry_at = self.rate.reset if self.rate.reset is not None else self.clock() + _DEFAULT_RATE_LIMIT_WAIT
+        if retry_at is None and status == 429:
+            retry_at = self.clock() + _DEFAULT_RATE_LIMIT_WAIT
+        if retry_at is None:
+            raise GitHubError(f"HTTP 403 from {path}: access denied")
+        raise RateLimitedError(f"rate limited (HTTP {status}) until {retry_at:.0f}", retry_at)
 
     # -- REST -----------------------------------------------------------------------------------------
     def head_sha(self, repo: RepoRef) -> HeadResult:
         """The branch head with a conditional request: 304 (free when authenticated) if unchanged."""
-        url = f"{self.api_url}/repos/{repo.owner}/{repo.name}/commits/{requests.utils.quote(repo.branch, safe='')}"
+        # heads/BRANCH, not BRANCH alone: a tag or a SHA-like name must not shadow the branch.
+        url = f"{self.api_url}/repos/{repo.owner}/{repo.name}/commits/heads/{quote(repo.branch, safe='/')}"
         headers = {"Accept": "application/vnd.github.sha"}
         cached = self._cache.get(repo.key)
         if cached:
-            headers["If-None-Match"] = cached.etag
-        response = self._request("GET", url, headers=headers)
+            headers["If-None-Match"] = cached[0]
+        response = self._request("GET", url, headers)
         if response.status_code == 304 and cached:
-            return HeadResult(repo, cached.sha, not_modified=True)
+            return HeadResult(repo, cached[1], not_modified=True)
         if response.status_code in (404, 422):
             self._cache.pop(repo.key, None)
             raise BranchNotFoundError(f"{repo.key}: branch not found")
@@ -264,11 +305,13 @@ class GitHubClient:
             raise MalformedResponseError(f"{repo.key}: the answer is not a commit SHA")
         etag = response.headers.get("ETag")
         if etag:
-            self._cache[repo.key] = _Cached(etag, sha)
+            self._cache[repo.key] = (etag, sha)
         return HeadResult(repo, sha)
 
     # -- GraphQL --------------------------------------------------------------------------------------
-    def _graphql_heads(self, repos: list[RepoRef]) -> dict[str, HeadResult]:
+    @staticmethod
+    def _graphql_query(repos: list[RepoRef]) -> tuple[str, dict[str, str]]:
+        # User input goes only into variables; the query text is made of aliases and variable names.
         declarations, selections, variables = [], [], {}
         for i, repo in enumerate(repos):
             declarations.append(f"$o{i}: String!, $n{i}: String!, $b{i}: String!")
@@ -276,51 +319,69 @@ class GitHubClient:
                 f"r{i}: repository(owner: $o{i}, name: $n{i}) {{ ref(qualifiedName: $b{i}) {{ target {{ oid }} }} }}"
             )
             variables.update({f"o{i}": repo.owner, f"n{i}": repo.name, f"b{i}": f"refs/heads/{repo.branch}"})
-        query = f"query({', '.join(declarations)}) {{ {' '.join(selections)} }}"
-        assert self.graphql_url is not None
-        response = self._request("POST", self.graphql_url, json={"query": query, "variables": variables})
+        return f"query({', '.join(declarations)}) {{ {' '.join(selections)} }}", variables
+
+    def _graphql_heads(self, repos: list[RepoRef]) -> dict[str, HeadResult]:
+        query, variables = self._graphql_query(repos)
+        response = self._request(
+            "POST", self.graphql_url, {"Accept": "application/json"}, json={"query": query, "variables": variables}
+        )
         if response.status_code != 200:
             raise GitHubError(f"GraphQL: HTTP {response.status_code}")
         try:
             payload = response.json()
-            data = payload.get("data") or {}
-            errors = payload.get("errors") or []
-        except (ValueError, AttributeError) as exc:
+        except ValueError as exc:
             raise MalformedResponseError("GraphQL: the answer is not JSON") from exc
+        if not isinstance(payload, dict):
+            raise MalformedResponseError("GraphQL: the answer is not a JSON object")
+        data = payload.get("data") or {}
+        errors = payload.get("errors") or []
         if not isinstance(data, dict) or not isinstance(errors, list):
             raise MalformedResponseError("GraphQL: unexpected answer shape")
-        failed_aliases = {str(e.get("path", [""])[0]) for e in errors if isinstance(e, dict) and e.get("path")}
+        errors = [e for e in errors if isinstance(e, dict)]
+        if any(e.get("type") == "RATE_LIMITED" for e in errors):
+            retry_at = self.rate.reset if self.rate.reset is not None else self.clock() + _DEFAULT_RATE_LIMIT_WAIT
+            raise RateLimitedError(f"rate limited (GraphQL) until {retry_at:.0f}", retry_at)
+        if not data and errors:
+            raise GitHubError("GraphQL: the query failed: " + str(errors[0].get("message", ""))[:200])
+        alias_errors = {str(e["path"][0]): e for e in errors if isinstance(e.get("path"), list) and e["path"]}
+
         results: dict[str, HeadResult] = {}
         for i, repo in enumerate(repos):
             alias = f"r{i}"
             node = data.get(alias)
-            oid = None
-            try:
-                oid = node["ref"]["target"]["oid"] if node and node.get("ref") else None
-            except (TypeError, KeyError):
-                oid = None
-            if oid is not None and not SHA_RE.match(str(oid)):
-                results[repo.key] = HeadResult(repo, None, error="the answer is not a commit SHA")
-            elif oid is None:
-                reason = "repository not found" if alias in failed_aliases or node is None else "branch not found"
+            error = alias_errors.get(alias)
+            if not isinstance(node, dict):
+                if error is None or error.get("type") == "NOT_FOUND":
+                    reason = "repository not found"
+                else:
+                    reason = "GraphQL error: " + str(error.get("message", ""))[:200]
                 results[repo.key] = HeadResult(repo, None, error=reason)
+                continue
+            ref = node.get("ref")
+            target = ref.get("target") if isinstance(ref, dict) else None
+            oid = target.get("oid") if isinstance(target, dict) else None
+            if ref is None:
+                results[repo.key] = HeadResult(repo, None, error="branch not found")
+            elif not isinstance(oid, str) or not SHA_RE.match(oid):
+                results[repo.key] = HeadResult(repo, None, error="the answer is not a commit SHA")
             else:
                 results[repo.key] = HeadResult(repo, oid)
         return results
 
     def heads(self, repos: list[RepoRef]) -> dict[str, HeadResult]:
         """Heads of many branches: GraphQL batches with a token, else one conditional request each."""
-        if self.token and len(repos) > 1:
-            results: dict[str, HeadResult] = {}
+        results: dict[str, HeadResult] = {}
+        if self._token and len(repos) > 1:
             for start in range(0, len(repos), GRAPHQL_BATCH):
                 results.update(self._graphql_heads(repos[start : start + GRAPHQL_BATCH]))
             return results
-        results = {}
         for repo in repos:
             try:
                 results[repo.key] = self.head_sha(repo)
             except RateLimitedError:
                 raise
             except GitHubError as exc:
-                results[repo.key] = HeadResult(repo, None, error=str(exc))
+                # The result names the repository already.
+                results[repo.key] = HeadResult(repo, None, error=str(exc).removeprefix(f"{repo.key}: "))
         return results

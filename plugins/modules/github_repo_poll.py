@@ -38,7 +38,9 @@ options:
         type: str
         default: main
       known_sha:
-        description: A 40-hex commit SHA to compare the head with (for example the deployed one).
+        description:
+          - A 40-hex commit SHA to compare the head with (for example the deployed one).
+          - Compared without regard to case.
         type: str
   api_url:
     description: REST API base URL; C(https://HOST/api/v3) for GitHub Enterprise Server.
@@ -100,7 +102,9 @@ repos:
       type: str
       sample: 3f786850e387550fdab836ed7e6dc881de23001b
     changed_since_known:
-      description: Whether I(sha) differs from I(known_sha) (true when no I(known_sha) was given).
+      description:
+        - Whether I(sha) differs from I(known_sha); true when no I(known_sha) was given.
+        - False when the head could not be read.
       type: bool
       sample: true
     error:
@@ -108,8 +112,8 @@ repos:
       type: str
       sample: branch not found
 rate_limit:
-  description: The rate-limit state after the requests.
-  returned: always
+  description: The rate-limit state the last response reported.
+  returned: success
   type: dict
   contains:
     limit:
@@ -121,9 +125,21 @@ rate_limit:
     reset:
       description: When the window resets (epoch seconds).
       type: float
-    counted_requests:
-      description: Requests this task made that counted against the limit.
+    used:
+      description: Requests used in this window.
       type: int
+    resource:
+      description: The budget the numbers are about (C(core) for REST, C(graphql) for GraphQL).
+      type: str
+      sample: graphql
+    counted_requests:
+      description: Requests this task made that counted against the limit (an authenticated 304 does not).
+      type: int
+      sample: 1
+retry_at:
+  description: When the task failed because of a rate limit, when to ask again (epoch seconds).
+  returned: failed because of a rate limit
+  type: float
 """
 
 import re
@@ -142,20 +158,23 @@ try:
 except ImportError as exc:  # requests is missing on the target
     IMPORT_ERROR = exc
 
-SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+KNOWN_SHA_RE = re.compile(r"^[0-9a-fA-F]{40}$")
 
 
 def parse_entries(module: AnsibleModule) -> list[tuple[RepoRef, str | None]]:
+    """Validate every entry before any request, failing on the first bad one by its index and repo."""
     entries = []
     for index, entry in enumerate(module.params["repos"]):
+        name = f"repos[{index}] ({entry['repo']!r})"
         try:
-            ref = RepoRef.parse(entry["repo"], entry["branch"])
+            # An explicit null branch means the default, as an absent one does.
+            ref = RepoRef.parse(entry["repo"], entry["branch"] or "main")
         except ValueError as exc:
-            module.fail_json(msg=f"repos[{index}] ({entry['repo']!r}): {exc}")
+            module.fail_json(msg=f"{name}: {exc}")
         known = entry.get("known_sha")
-        if known is not None and not SHA_RE.match(known):
-            module.fail_json(msg=f"repos[{index}] ({entry['repo']!r}): known_sha must be a 40-hex commit SHA")
-        entries.append((ref, known))
+        if known is not None and not KNOWN_SHA_RE.match(known):
+            module.fail_json(msg=f"{name}: known_sha must be a 40-hex commit SHA")
+        entries.append((ref, known.lower() if known else None))
     return entries
 
 
@@ -189,14 +208,17 @@ def main() -> None:
         graphql_url=module.params["graphql_url"],
         read_timeout=module.params["timeout"],
     )
-    rate = {"counted_requests": 0}
+
+    def rate_report() -> dict:
+        return {**client.rate.as_dict(), "counted_requests": client.counted_requests}
+
     try:
         heads = client.heads([ref for ref, _ in entries])
     except RateLimitedError as exc:
-        module.fail_json(msg=str(exc), retry_at=exc.retry_at, rate_limit=client.rate.as_dict())
+        module.fail_json(msg=str(exc), retry_at=exc.retry_at, rate_limit=rate_report())
     except GitHubError as exc:
-        module.fail_json(msg=str(exc), rate_limit=client.rate.as_dict())
-    rate = {**client.rate.as_dict(), "counted_requests": client.counted_requests}
+        module.fail_json(msg=str(exc), rate_limit=rate_report())
+    rate = rate_report()
 
     results = []
     for ref, known in entries:
@@ -211,7 +233,8 @@ def main() -> None:
             }
         )
     if all(r["error"] for r in results):
-        module.fail_json(msg="no branch head could be read: " + "; ".join(r["error"] for r in results), repos=results)
+        errors = "; ".join(f"{r['repo']}@{r['branch']}: {r['error']}" for r in results)
+        module.fail_json(msg=f"no branch head could be read: {errors}", repos=results, rate_limit=rate)
     module.exit_json(changed=False, repos=results, rate_limit=rate)
 
 

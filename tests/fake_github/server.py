@@ -5,14 +5,17 @@ What it serves (the parts change detection uses):
   as text, `ETag: "<sha>"`, 304 when `If-None-Match` matches;
 - GraphQL `POST /graphql`: the aliased `repository(owner:, name:) { ref(qualifiedName:) { target { oid } } }`
   query shape, answered from its variables;
-- rate-limit headers with GitHub's budgets (60/hour without a token, 5,000 with); an authenticated 304
-  does not count, everything else does;
+- rate-limit headers with GitHub's budgets per hour (60 without a token, 5,000 with; REST "core" and
+  "graphql" separately); an authenticated 304 does not count, everything else does; past the budget the
+  answer is 403 with `x-ratelimit-remaining: 0`, as GitHub does;
 - faults injected in order: a status with headers, a delay (for timeouts), a malformed body.
 
 In-process: `with FakeGitHub() as gh: gh.push("acme", "demo", "main")`.
-From another process: `python -m tests.fake_github.server --port 9100 --state state.json --token-file F`;
-the state file `{"repos": {"owner/name": {"branch": "sha"}}, "faults": [...], "poll_interval": null}` is
-re-read when it changes, so a test "pushes" by rewriting it (write to a temp file and rename).
+From another process: `python -m tests.fake_github.server --port 9100 --state state.json --token-file F`
+(`--port 0` picks a free port; the first line printed is the base URL). The state file
+`{"repos": {"owner/name": {"branch": "sha"}}, "faults": [{"status": 500}], "poll_interval": null}` is
+re-read when it changes, so a test "pushes" by rewriting it (write a temp file and rename it over); the
+faults it lists are queued each time it is re-read.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-COMMITS_RE = re.compile(r"^/repos/([^/]+)/([^/]+)/commits/(.+)$")
+# The ref may be qualified (heads/main, refs/heads/main) or bare (main).
+COMMITS_RE = re.compile(r"^/repos/([^/]+)/([^/]+)/commits/(?:refs/)?(?:heads/)?(.+)$")
 ALIAS_RE = re.compile(
     r"(\w+)\s*:\s*repository\(\s*owner:\s*\$(\w+)\s*,\s*name:\s*\$(\w+)\s*\)\s*\{\s*ref\(qualifiedName:\s*\$(\w+)"
 )
@@ -56,6 +60,7 @@ class LoggedRequest:
     status: int
     counted: bool
     authenticated: bool
+    resource: str = "core"
 
 
 class FakeGitHub:
@@ -67,11 +72,11 @@ class FakeGitHub:
         self.faults: list[Fault] = []
         self.poll_interval: int | None = None
         self.requests: list[LoggedRequest] = []
-        self.budget_used = {False: 0, True: 0}
+        self.budget_used: dict[tuple[bool, str], int] = {}
         self.window_start = time.time()
         self.lock = threading.Lock()
         self.state_file = state_file
-        self._state_mtime = 0.0
+        self._state_signature: tuple[int, int, int] | None = None
         self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self.server.daemon_threads = True
         self.thread: threading.Thread | None = None
@@ -82,7 +87,8 @@ class FakeGitHub:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def start(self) -> FakeGitHub:
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll interval makes shutdown (each test's teardown) quick.
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
         return self
 
@@ -123,33 +129,48 @@ class FakeGitHub:
 
     # -- state file (other processes) ---------------------------------------------------------------------
     def reload_state(self) -> None:
-        if not self.state_file or not self.state_file.exists():
+        if not self.state_file:
             return
-        mtime = self.state_file.stat().st_mtime
-        if mtime == self._state_mtime:
-            return
-        state = json.loads(self.state_file.read_text())
+        try:
+            stat = self.state_file.stat()
+            # Inode too: a rename within the mtime granularity is still seen as a change.
+            signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            if signature == self._state_signature:
+                return
+            state = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return  # absent or half-written: keep the last state
         with self.lock:
-            self._state_mtime = mtime
+            self._state_signature = signature
             self.repos = {repo: dict(branches) for repo, branches in state.get("repos", {}).items()}
             self.faults.extend(Fault(**f) for f in state.get("faults", []))
             self.poll_interval = state.get("poll_interval")
 
     # -- answering ---------------------------------------------------------------------------------------
-    def rate_headers(self, authenticated: bool, counted: bool) -> dict[str, str]:
+    def _window(self) -> None:
         now = time.time()
         if now - self.window_start >= HOUR:
-            self.window_start, self.budget_used = now, {False: 0, True: 0}
-        if counted:
-            self.budget_used[authenticated] += 1
+            self.window_start, self.budget_used = now, {}
+
+    def over_budget(self, authenticated: bool, resource: str) -> bool:
+        with self.lock:
+            self._window()
+            return self.budget_used.get((authenticated, resource), 0) >= (5000 if authenticated else 60)
+
+    def rate_headers(self, authenticated: bool, counted: bool, resource: str) -> dict[str, str]:
         limit = 5000 if authenticated else 60
-        used = self.budget_used[authenticated]
+        with self.lock:
+            self._window()
+            key = (authenticated, resource)
+            if counted:
+                self.budget_used[key] = min(limit, self.budget_used.get(key, 0) + 1)
+            used = self.budget_used.get(key, 0)
         headers = {
             "x-ratelimit-limit": str(limit),
             "x-ratelimit-remaining": str(max(0, limit - used)),
             "x-ratelimit-used": str(used),
             "x-ratelimit-reset": str(int(self.window_start + HOUR)),
-            "x-ratelimit-resource": "core",
+            "x-ratelimit-resource": resource,
         }
         if self.poll_interval:
             headers["x-poll-interval"] = str(self.poll_interval)
@@ -159,17 +180,20 @@ class FakeGitHub:
 def _handler_for(gh: FakeGitHub) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        resource = "core"
 
         def log_message(self, *args: Any) -> None:  # quiet: the request log is gh.requests
             pass
 
         def _answer(self, status: int, body: str, headers: dict[str, str], authenticated: bool) -> None:
             counted = not (status == 304 and authenticated)
-            headers = {**gh.rate_headers(authenticated, counted), **headers}
+            headers = {**gh.rate_headers(authenticated, counted, self.resource), **headers}
             data = body.encode()
             # Logged before answering, so a client that got its answer always finds the request logged.
             logged = {k: v for k, v in self.headers.items() if k.lower() != "authorization"}
-            gh.requests.append(LoggedRequest(self.command, self.path, logged, status, counted, authenticated))
+            gh.requests.append(
+                LoggedRequest(self.command, self.path, logged, status, counted, authenticated, self.resource)
+            )
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
@@ -200,19 +224,38 @@ def _handler_for(gh: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             self._answer(fault.status, fault.body if fault.body is not None else "{}", fault.headers, authenticated)
             return True
 
-        def do_GET(self) -> None:
+        def _refused(self, authenticated: bool) -> bool:
+            """Answer a request past the budget the way GitHub does (counted: the client should not send it)."""
+            if not gh.over_budget(authenticated, self.resource):
+                return False
+            message = json.dumps({"message": "API rate limit exceeded"})
+            self._answer(403, message, {"Content-Type": "application/json"}, authenticated)
+            return True
+
+        def _prologue(self) -> bool | None:
+            """Authentication, injected faults, budget: None when the request was already answered."""
             gh.reload_state()
             authenticated = self._auth()
-            if authenticated is None or self._fault(authenticated):
+            if authenticated is None or self._fault(authenticated) or self._refused(authenticated):
+                return None
+            return authenticated
+
+        def do_GET(self) -> None:
+            self.resource = "core"  # per request: one handler serves every request of a kept-alive connection
+            authenticated = self._prologue()
+            if authenticated is None:
                 return
             match = COMMITS_RE.match(self.path.split("?")[0])
             if not match:
                 self._answer(404, json.dumps({"message": "Not Found"}), {}, authenticated)
                 return
             owner, name, branch = (unquote(g) for g in match.groups())
-            sha = gh.repos.get(f"{owner}/{name}", {}).get(branch)
+            with gh.lock:
+                branches = gh.repos.get(f"{owner}/{name}")
+                sha = branches.get(branch) if branches is not None else None
             if sha is None:
-                self._answer(422 if f"{owner}/{name}" in gh.repos else 404, "{}", {}, authenticated)
+                status = 404 if branches is None else 422  # GitHub: unknown repo 404, unknown ref 422
+                self._answer(status, json.dumps({"message": "No commit found"}), {}, authenticated)
                 return
             etag = f'"{sha}"'
             if self.headers.get("If-None-Match") == etag:
@@ -221,31 +264,40 @@ def _handler_for(gh: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             self._answer(200, sha, {"ETag": etag, "Content-Type": "application/vnd.github.sha"}, authenticated)
 
         def do_POST(self) -> None:
-            gh.reload_state()
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
-            authenticated = self._auth()
-            if authenticated is None or self._fault(authenticated):
+            self.resource = "graphql" if self.path == "/graphql" else "core"
+            authenticated = self._prologue()
+            if authenticated is None:
                 return
             if self.path != "/graphql":
-                self._answer(404, "{}", {}, authenticated)
+                self._answer(404, json.dumps({"message": "Not Found"}), {}, authenticated)
                 return
             if not authenticated:
                 self._answer(401, json.dumps({"message": "This endpoint requires you to be authenticated."}), {}, False)
                 return
-            request = json.loads(raw)
-            variables = request.get("variables", {})
+            try:
+                request = json.loads(raw)
+                query, variables = str(request["query"]), dict(request.get("variables") or {})
+                aliases = [
+                    (alias, str(variables[o]), str(variables[n]), str(variables[b]))
+                    for alias, o, n, b in ALIAS_RE.findall(query)
+                ]
+            except (ValueError, KeyError, TypeError):
+                self._answer(400, json.dumps({"message": "Problems parsing JSON"}), {}, authenticated)
+                return
             data: dict[str, Any] = {}
             errors = []
-            for alias, owner_var, name_var, branch_var in ALIAS_RE.findall(request.get("query", "")):
-                repo = f"{variables[owner_var]}/{variables[name_var]}"
-                branch = str(variables[branch_var]).removeprefix("refs/heads/")
-                if repo not in gh.repos:
-                    data[alias] = None
-                    errors.append({"type": "NOT_FOUND", "path": [alias], "message": f"Could not resolve {repo}"})
-                    continue
-                sha = gh.repos[repo].get(branch)
-                data[alias] = {"ref": {"target": {"oid": sha}} if sha else None}
+            with gh.lock:
+                for alias, owner, name, qualified in aliases:
+                    repo = f"{owner}/{name}"
+                    if repo not in gh.repos:
+                        data[alias] = None
+                        message = f"Could not resolve to a Repository with the name '{repo}'."
+                        errors.append({"type": "NOT_FOUND", "path": [alias], "message": message})
+                        continue
+                    sha = gh.repos[repo].get(qualified.removeprefix("refs/heads/"))
+                    data[alias] = {"ref": {"target": {"oid": sha}} if sha else None}
             body = {"data": data, **({"errors": errors} if errors else {})}
             self._answer(200, json.dumps(body), {"Content-Type": "application/json"}, authenticated)
 
@@ -254,14 +306,20 @@ def _handler_for(gh: FakeGitHub) -> type[BaseHTTPRequestHandler]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--port", type=int, default=9100, help="0: a free port (the URL is printed first)")
     parser.add_argument("--state", type=Path, required=True, help="JSON state file, re-read when it changes")
     parser.add_argument("--token-file", type=Path, help="file holding the accepted token (default: test-token)")
     args = parser.parse_args()
     token = args.token_file.read_text().strip() if args.token_file else "test-token"
     gh = FakeGitHub(token=token, port=args.port, state_file=args.state)
     gh.reload_state()
-    gh.server.serve_forever()
+    print(gh.url, flush=True)
+    try:
+        gh.server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        gh.server.server_close()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,86 +23,126 @@ def gh():
         yield server
 
 
-def run_poll(tmp_path: Path, gh: FakeGitHub, repos: list[dict], *extra: str) -> subprocess.CompletedProcess[str]:
-    playbook = tmp_path / "poll.yml"
-    task = {"secure_streamlit.hosting.github_repo_poll": {"repos": repos, "api_url": gh.url, "token": TOKEN}}
+def run_polls(
+    tmp_path: Path, gh: FakeGitHub, polls: list[list[dict]], *extra: str, token: str | None = TOKEN, **env: str
+) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+    """One play polling each list of entries in turn (failures ignored); returns the run and every result."""
+    tasks = []
+    for index, repos in enumerate(polls):
+        options = {"repos": repos, "api_url": gh.url, **({"token": token} if token else {})}
+        tasks += [
+            {
+                "name": f"Poll {index}",
+                "secure_streamlit.hosting.github_repo_poll": options,
+                "register": "heads",
+                "ignore_errors": True,
+            },
+            {
+                "name": f"Print the heads of poll {index}",
+                "ansible.builtin.debug": {
+                    "msg": "HEADS {{ (heads.repos | default([])) | map(attribute='sha') | join(',') }}"
+                },
+            },
+            {
+                "name": f"Keep the result of poll {index}",
+                "ansible.builtin.copy": {
+                    "content": "{{ heads | to_json }}",
+                    "dest": str(tmp_path / f"out{index}.json"),
+                    "mode": "0600",
+                },
+            },
+        ]
     play = {
         "name": "Poll",
         "hosts": "localhost",
         "connection": "local",
         "gather_facts": False,
         "vars": {"ansible_python_interpreter": sys.executable},
-        "tasks": [
-            {"name": "Read heads", **task, "register": "heads"},
-            {
-                "name": "Print the heads",
-                "ansible.builtin.debug": {"msg": "HEADS {{ heads.repos | map(attribute='sha') | join(',') }}"},
-            },
-            {
-                "name": "Show the result",
-                "ansible.builtin.copy": {
-                    "content": "{{ heads | to_json }}",
-                    "dest": str(tmp_path / "out.json"),
-                    "mode": "0600",
-                },
-            },
-        ],
+        "tasks": tasks,
     }
-    playbook.write_text(yaml.safe_dump([play]))
-    return subprocess.run(
+    playbook = tmp_path / "poll.yml"
+    playbook.write_text(yaml.safe_dump([play], width=1000))
+    run = subprocess.run(
         [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(playbook), *extra],
         cwd=REPO,
-        env=ansible_env(),
+        env=ansible_env(**env),
         capture_output=True,
         text=True,
         check=False,
     )
+    assert run.returncode == 0, run.stdout + run.stderr  # the play itself ran (failures are ignored)
+    results = [json.loads((tmp_path / f"out{i}.json").read_text()) for i in range(len(polls))]
+    return run, results
 
 
 def test_reads_heads_and_compares_with_known_shas(tmp_path, gh):
     one = gh.push("acme", "one")
-    two = gh.push("acme", "two", "release")
-    result = run_poll(
-        tmp_path,
-        gh,
-        [{"repo": "acme/one", "known_sha": one}, {"repo": "https://github.com/acme/two.git", "branch": "release"}],
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = json.loads((tmp_path / "out.json").read_text())
-    assert out["changed"] is False
-    assert [(r["repo"], r["sha"], r["changed_since_known"]) for r in out["repos"]] == [
-        ("acme/one", one, False),
-        ("acme/two", two, True),
+    two = gh.push("acme", "two", "release/1.2")
+    entries = [
+        {"repo": "acme/one", "known_sha": one.upper()},
+        {"repo": "https://github.com/acme/two.git", "branch": "release/1.2", "known_sha": "0" * 40},
+        {"repo": "acme/one"},
+        {"repo": "acme/missing"},
     ]
-    assert out["rate_limit"]["counted_requests"] == 1  # two repos with a token: one GraphQL query
+    _, [out] = run_polls(tmp_path, gh, [entries])
+    assert out["changed"] is False
+    assert "failed" not in out
+    assert [(r["repo"], r["branch"], r["sha"], r["changed_since_known"]) for r in out["repos"]] == [
+        ("acme/one", "main", one, False),
+        ("acme/two", "release/1.2", two, True),
+        ("acme/one", "main", one, True),
+        ("acme/missing", "main", None, False),
+    ]
+    assert out["repos"][3]["error"] == "repository not found"
+    assert out["rate_limit"]["counted_requests"] == 1  # several repos with a token: one GraphQL query
+    assert out["rate_limit"]["resource"] == "graphql"
+    assert [r.path for r in gh.requests] == ["/graphql"]
 
 
-def test_runs_in_check_mode(tmp_path, gh):
+def test_runs_in_check_mode_with_the_token_from_the_environment(tmp_path, gh):
     sha = gh.push("acme", "one")
-    result = run_poll(tmp_path, gh, [{"repo": "acme/one"}], "--check")
-    assert result.returncode == 0, result.stdout
-    assert f"HEADS {sha}" in result.stdout
+    run, [out] = run_polls(tmp_path, gh, [[{"repo": "acme/one"}]], "--check", token=None, GITHUB_TOKEN=TOKEN)
+    assert f"HEADS {sha}" in run.stdout
+    assert (out["changed"], out["repos"][0]["sha"]) == (False, sha)
+    assert gh.requests[0].authenticated
 
 
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        ({"repo": "a;b"}, "repos[0] ('a;b')"),
-        ({"repo": "../x"}, "repos[0] ('../x')"),
-        ({"repo": "acme/one", "known_sha": "nope"}, "known_sha must be a 40-hex"),
+        ({"repo": "a;b"}, "repos[0] ('a;b'): repo 'a;b' must be owner/name"),
+        ({"repo": "../x"}, "repos[0] ('../x'): repository owner '..'"),
+        ({"repo": "acme/one", "branch": "-x"}, "repos[0] ('acme/one'): branch '-x'"),
+        ({"repo": "acme/one", "known_sha": "nope"}, "repos[0] ('acme/one'): known_sha must be a 40-hex"),
     ],
 )
-def test_bad_entries_fail_naming_the_entry(tmp_path, gh, entry, message):
-    result = run_poll(tmp_path, gh, [entry])
-    assert result.returncode != 0
-    assert message in result.stdout
+def test_bad_entries_fail_naming_the_entry_before_any_request(tmp_path, gh, entry, message):
+    _, [out] = run_polls(tmp_path, gh, [[entry]])
+    assert out["failed"] is True
+    assert message in out["msg"]
+    assert gh.requests == []
 
 
-def test_the_token_never_appears_in_output_even_verbose(tmp_path, gh):
+def test_failures_are_clear_and_the_token_never_appears_even_verbose(tmp_path, gh):
     gh.push("acme", "one")
-    result = run_poll(tmp_path, gh, [{"repo": "acme/one"}, {"repo": "acme/missing"}], "-vvv")
-    assert result.returncode == 0, result.stdout
-    assert TOKEN not in result.stdout + result.stderr
+    polls = [
+        [{"repo": "acme/one"}, {"repo": "acme/missing"}],  # partly read: succeeds
+        [{"repo": "acme/missing"}],  # nothing read: fails
+        [{"repo": "acme/one"}],  # rate limited (injected below): fails with retry_at
+    ]
+    # Faults are served in order, one per request; polls 0 and 1 make one request each (a GraphQL batch,
+    # then a REST request), so two no-op faults let the 429 answer poll 2.
+    gh.inject()
+    gh.inject()
+    gh.inject(status=429, headers={"retry-after": "600"})
+    run, (partly, missing, limited) = run_polls(tmp_path, gh, polls, "-vvv")
+    assert TOKEN not in run.stdout + run.stderr
+    assert [r["sha"] is not None for r in partly["repos"]] == [True, False]
+    assert missing["failed"] is True
+    assert "no branch head could be read: acme/missing@main: branch not found" in missing["msg"]
+    assert limited["failed"] is True
+    assert limited["retry_at"] == pytest.approx(time.time() + 600, abs=30)
+    assert "rate limited" in limited["msg"]
 
 
 def test_module_documentation_renders():
@@ -113,5 +154,5 @@ def test_module_documentation_renders():
         text=True,
         check=True,
     ).stdout
-    for option in ("repos", "known_sha", "api_url", "token", "changed_since_known"):
-        assert option in out
+    for text in ("repos", "known_sha", "api_url", "graphql_url", "token", "GITHUB_TOKEN", "changed_since_known"):
+        assert text in out

@@ -256,13 +256,34 @@ def test_audit_chain_verifies_and_an_edit_shows(tmp_path, gh, capsys):
     monitor.cycle()
     config = str(tmp_path / "config.json")
     assert grm.main(["--config", config, "verify-audit"]) == 0
-    assert "audit log OK: 3 records" in capsys.readouterr().out
+    assert "audit log OK: 3 records in 1 files, chained from the first record ever" in capsys.readouterr().out
     log = tmp_path / "log/audit.jsonl"
     lines = log.read_text().splitlines()
     lines[1] = lines[1].replace("deploy_requested", "deploy_succeeded")
     log.write_text("\n".join(lines) + "\n")
     assert grm.main(["--config", config, "verify-audit"]) == 1
-    assert "line 3: chain broken" in capsys.readouterr().out
+    assert "audit.jsonl line 3: chain broken" in capsys.readouterr().out
+
+
+def test_audit_chain_continues_across_rotations_and_restarts(tmp_path, gh, capsys):
+    log = tmp_path / "log/audit.jsonl"
+    gh.push("acme", "demo")
+    monitor = make_monitor(tmp_path, gh, DEMO)
+    monitor.cycle()
+    log.rename(tmp_path / "log/audit.jsonl-20261101")  # what logrotate (dateext, no copytruncate) does
+    gh.push("acme", "demo")
+    monitor.cycle()
+    log.rename(tmp_path / "log/audit.jsonl-20261201")
+    restarted = make_monitor(tmp_path, gh, DEMO)  # the current file is gone: the chain comes from the state
+    gh.push("acme", "demo")
+    restarted.cycle()
+    config = str(tmp_path / "config.json")
+    assert grm.main(["--config", config, "verify-audit"]) == 0
+    assert "in 3 files, chained from the first record ever" in capsys.readouterr().out
+    rotated = tmp_path / "log/audit.jsonl-20261201"
+    rotated.write_text(rotated.read_text().replace("change_detected", "change_ignored"))
+    assert grm.main(["--config", config, "verify-audit"]) == 1
+    assert "audit.jsonl-20261201 line 2: chain broken" in capsys.readouterr().out
 
 
 def test_cli_once_reads_the_systemd_credential_and_never_shows_the_token(tmp_path, gh):

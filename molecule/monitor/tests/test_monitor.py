@@ -126,12 +126,29 @@ def test_faults_are_survived(host, heads):
     assert "rate limited" in journal
 
 
+VERIFY_AUDIT = (
+    "runuser -u github-monitor -- python3 /usr/local/lib/github-repo-monitor/github_repo_monitor.py "
+    "--config /etc/github-repo-monitor/config.json verify-audit"
+)
+
+
 def test_audit_log_chain_verifies(host):
-    out = host.check_output(
-        "runuser -u github-monitor -- python3 /usr/local/lib/github-repo-monitor/github_repo_monitor.py "
-        "--config /etc/github-repo-monitor/config.json verify-audit"
-    )
-    assert out.startswith("audit log OK")
+    assert host.check_output(VERIFY_AUDIT).startswith("audit log OK")
+
+
+def test_audit_log_rotates_monthly_kept_six_years_with_the_chain_intact(host, heads):
+    config = host.file("/etc/logrotate.d/github-repo-monitor")
+    assert "rotate 72" in config.content_string
+    assert "monthly" in config.content_string
+    host.check_output("logrotate -f /etc/logrotate.d/github-repo-monitor")
+    rotated = "audit.jsonl-" + host.check_output("date +%Y%m%d")
+    assert host.check_output("ls /var/log/github-repo-monitor/").split() == ["audit.jsonl", rotated]
+    newer = secrets.token_hex(20)
+    write_fake_state(host, {**heads, "acme/demo": {"main": newer}})
+    wait_for_request_of(host, "demo", newer)
+    out = host.check_output(VERIFY_AUDIT)
+    assert "in 2 files, chained from the first record ever" in out
+    assert host.file("/var/log/github-repo-monitor/audit.jsonl").mode == 0o640
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import hashlib
 import json
 import os
@@ -160,12 +161,16 @@ def write_atomically(path: Path, data: str, mode: int = 0o640) -> None:
 
 
 class AuditLog:
-    """Append-only JSON lines; each record carries the SHA-256 of the previous line, so edits show."""
+    """Append-only JSON lines; each record carries the SHA-256 of the previous line, so edits show.
 
-    def __init__(self, path: Path, clock: Callable[[], float]) -> None:
+    The file is opened per record (no descriptor held), so logrotate can move it away: the chain goes on
+    into the new file from the hash kept in memory, or after a restart from the one kept in the state.
+    """
+
+    def __init__(self, path: Path, clock: Callable[[], float], last_hash: str | None = None) -> None:
         self.path = path
         self.clock = clock
-        self.prev = GENESIS
+        self.prev = last_hash or GENESIS
         if path.exists():
             lines = path.read_bytes().splitlines()
             if lines:
@@ -184,18 +189,36 @@ class AuditLog:
         self.prev = hashlib.sha256(line).hexdigest()
 
 
-def verify_audit(path: Path) -> tuple[bool, str]:
-    prev = GENESIS
-    lines = path.read_bytes().splitlines() if path.exists() else []
-    for number, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            return False, f"line {number}: not JSON"
-        if record.get("prev") != prev:
-            return False, f"line {number}: chain broken (the previous record was changed or removed)"
-        prev = hashlib.sha256(line).hexdigest()
-    return True, f"audit log OK: {len(lines)} records"
+def audit_files(path: Path) -> list[Path]:
+    """The current log and its rotations (logrotate's dateext names), oldest first."""
+    rotated = sorted(p for p in path.parent.glob(path.name + "-*") if p.is_file())
+    return [*rotated, *([path] if path.exists() else [])]
+
+
+def verify_audit(paths: list[Path]) -> tuple[bool, str]:
+    """Check the chain within and across the files, oldest first."""
+    prev: str | None = None
+    anchor = None
+    count = 0
+    for path in paths:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as handle:
+            lines = handle.read().splitlines()
+        for number, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                return False, f"{path.name} line {number}: not JSON"
+            if prev is None:
+                anchor = record.get("prev")
+            elif record.get("prev") != prev:
+                return False, f"{path.name} line {number}: chain broken (the previous record was changed or removed)"
+            prev = hashlib.sha256(line).hexdigest()
+            count += 1
+    start = (
+        "from the first record ever" if anchor in (None, GENESIS) else f"from {anchor[:12]}… (older files not given)"
+    )
+    return True, f"audit log OK: {count} records in {len(paths)} files, chained {start}"
 
 
 # -- the monitor -------------------------------------------------------------------------------------------
@@ -218,8 +241,8 @@ class Monitor:
         self.state_path = Path(config["state_dir"]) / "state.json"
         self.requests_dir = Path(config["spool_dir"]) / "requests"
         self.results_dir = Path(config["spool_dir"]) / "results"
-        self.audit = AuditLog(Path(config["audit_log"]), clock)
         self.state = self._load_state()
+        self.audit = AuditLog(Path(config["audit_log"]), clock, self._audit_last_hash)
         self.error_streak = 0
         self.not_before = 0.0  # a rate limit or reset: no request before this time
         self.stopping = False
@@ -232,7 +255,10 @@ class Monitor:
             state = json.loads(self.state_path.read_text())
         except (OSError, ValueError):
             state = {}
-        apps = state.get("apps", {}) if isinstance(state, dict) else {}
+        if not isinstance(state, dict):
+            state = {}
+        self._audit_last_hash = state.get("audit_last_hash")
+        apps = state.get("apps", {})
         return {
             name: {
                 "last_seen_sha": None,
@@ -247,7 +273,8 @@ class Monitor:
         }
 
     def _save_state(self) -> None:
-        write_atomically(self.state_path, json.dumps({"apps": self.state}, indent=2, sort_keys=True))
+        state = {"apps": self.state, "audit_last_hash": self.audit.prev}
+        write_atomically(self.state_path, json.dumps(state, indent=2, sort_keys=True))
 
     # pacing
     def batch_size(self) -> int:
@@ -412,6 +439,7 @@ class Monitor:
             while not self.stopping and self.clock() < deadline:
                 self.sleep(min(1.0, deadline - self.clock()))
         self.audit.write("stopped")
+        self._save_state()
         log("stopped")
 
 
@@ -451,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         print_status(config)
         return 0
     if args.command == "verify-audit":
-        ok, message = verify_audit(Path(config["audit_log"]))
+        ok, message = verify_audit(audit_files(Path(config["audit_log"])))
         print(message)
         return 0 if ok else 1
     token = read_token(config)
