@@ -50,6 +50,7 @@ def run_polls(
                     "dest": str(tmp_path / f"out{index}.json"),
                     "mode": "0600",
                 },
+                "check_mode": False,  # the test reads it, also under --check
             },
         ]
     play = {
@@ -86,7 +87,7 @@ def test_reads_heads_and_compares_with_known_shas(tmp_path, gh):
     ]
     _, [out] = run_polls(tmp_path, gh, [entries])
     assert out["changed"] is False
-    assert "failed" not in out
+    assert out["failed"] is False
     assert [(r["repo"], r["branch"], r["sha"], r["changed_since_known"]) for r in out["repos"]] == [
         ("acme/one", "main", one, False),
         ("acme/two", "release/1.2", two, True),
