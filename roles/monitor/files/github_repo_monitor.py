@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import gzip
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -27,6 +29,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 try:
@@ -52,6 +55,9 @@ CONFIG_KEYS = {
 }
 APP_KEYS = {"name", "repo", "branch"}
 GENESIS = "0" * 64
+AUDIT_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+MAX_RESULT_BYTES = 65536
+REQUEST_HISTORY = 20  # SHAs per app whose results are still understood
 LOCAL_OR_HTTPS = ("https://", "http://127.0.0.1:", "http://localhost:")
 
 
@@ -90,15 +96,20 @@ def load_config(path: Path) -> dict[str, Any]:
         "token_file": raw.get("token_file"),
         "apps": [],
     }
-    # Plain HTTP only to this host's loopback (tests, a local proxy); the token never crosses a network in clear.
-    if not isinstance(config["api_url"], str) or not config["api_url"].startswith(LOCAL_OR_HTTPS):
-        errors.append(f"api_url must be an https:// URL (is {config['api_url']!r})")
+    errors.extend(url_errors("api_url", config["api_url"], required=True))
+    errors.extend(url_errors("graphql_url", config["graphql_url"], required=False))
     interval = config["interval"]
-    if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+    if not is_number(interval) or not math.isfinite(interval) or interval <= 0:
         errors.append(f"interval must be a number of seconds > 0 (is {interval!r})")
     jitter = config["jitter"]
-    if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter <= 0.5:
+    if not is_number(jitter) or not 0 <= jitter <= 0.5:
         errors.append(f"jitter must be a fraction within 0..0.5 (is {jitter!r})")
+    for key in ("state_dir", "spool_dir", "audit_log", "token_file"):
+        value = config[key]
+        if value is None and key == "token_file":
+            continue
+        if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+            errors.append(f"{key} must be an absolute path (is {value!r})")
     apps = raw.get("apps", [])
     if not isinstance(apps, list):
         errors.append("apps must be a list")
@@ -117,8 +128,14 @@ def load_config(path: Path) -> dict[str, Any]:
             errors.append(f"{label}: duplicate app name")
         else:
             seen.add(name)
+        if not isinstance(app.get("repo"), str):
+            errors.append(f"{label}: repo must be a string owner/name or https://HOST/owner/name")
+            continue
+        if not isinstance(app.get("branch", "main"), str):
+            errors.append(f"{label}: branch must be a string")
+            continue
         try:
-            ref = github_client.RepoRef.parse(str(app.get("repo", "")), str(app.get("branch", "main")))
+            ref = github_client.RepoRef.parse(app["repo"], app.get("branch", "main"))
         except ValueError as exc:
             errors.append(f"{label}: {exc}")
             continue
@@ -126,6 +143,25 @@ def load_config(path: Path) -> dict[str, Any]:
     if errors:
         raise ConfigError(errors)
     return config
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def url_errors(key: str, value: object, *, required: bool) -> list[str]:
+    """https:// only, or plain HTTP to this host's loopback (tests, a local proxy): the token never crosses a
+    network in clear. No credentials, query or fragment; a URL carrying a credential is not echoed."""
+    if value is None and not required:
+        return []
+    if not isinstance(value, str):
+        return [f"{key} must be an https:// URL (is {value!r})"]
+    parts = urlsplit(value)
+    if parts.username or parts.password:
+        return [f"{key}: a URL with credentials in it is refused; give the token as token_file"]
+    if not value.startswith(LOCAL_OR_HTTPS) or not parts.hostname or parts.query or parts.fragment:
+        return [f"{key} must be an https:// URL (is {value!r})"]
+    return []
 
 
 def read_token(config: dict[str, Any]) -> str | None:
@@ -163,8 +199,10 @@ def write_atomically(path: Path, data: str, mode: int = 0o640) -> None:
 class AuditLog:
     """Append-only JSON lines; each record carries the SHA-256 of the previous line, so edits show.
 
-    The file is opened per record (no descriptor held), so logrotate can move it away: the chain goes on
-    into the new file from the hash kept in memory, or after a restart from the one kept in the state.
+    The file is opened per record (no descriptor held), so logrotate can move it away. Each record chains
+    to the file's last line as it is when the record is written (under an exclusive lock, so a `once` run
+    beside the daemon cannot fork the chain); in a new, empty file the chain goes on from the hash kept in
+    memory, or after a restart from the one kept in the state.
     """
 
     def __init__(self, path: Path, clock: Callable[[], float], last_hash: str | None = None) -> None:
@@ -172,21 +210,42 @@ class AuditLog:
         self.clock = clock
         self.prev = last_hash or GENESIS
         if path.exists():
-            lines = path.read_bytes().splitlines()
-            if lines:
-                self.prev = hashlib.sha256(lines[-1]).hexdigest()
+            with open(path, "rb") as handle:
+                last = _last_line(handle.fileno())
+            if last is not None:
+                self.prev = hashlib.sha256(last).hexdigest()
 
     def write(self, event: str, **fields: Any) -> None:
-        record = {"ts": now_iso(self.clock), "event": event, **fields, "prev": self.prev}
-        line = json.dumps(record, sort_keys=True).encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
         try:
+            with contextlib.suppress(OSError):  # no lock where the file system has none: one writer is the norm
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            last = _last_line(fd)
+            if last is not None:
+                self.prev = hashlib.sha256(last).hexdigest()
+            record = {"ts": now_iso(self.clock), "event": event, **fields, "prev": self.prev}
+            line = json.dumps(record, sort_keys=True).encode()
             os.write(fd, line + b"\n")
             os.fsync(fd)
         finally:
-            os.close(fd)
+            os.close(fd)  # releases the lock
         self.prev = hashlib.sha256(line).hexdigest()
+
+
+def _last_line(fd: int) -> bytes | None:
+    """The file's last non-empty line, read backwards from its end (the log may be large)."""
+    size = os.fstat(fd).st_size
+    tail = b""
+    position = size
+    while position > 0:
+        step = min(8192, position)
+        position -= step
+        tail = os.pread(fd, step, position) + tail
+        lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
+        if len(lines) == 2 or position == 0:
+            return lines[-1] or None
+    return None
 
 
 def audit_files(path: Path) -> list[Path]:
@@ -241,6 +300,7 @@ class Monitor:
         self.state_path = Path(config["state_dir"]) / "state.json"
         self.requests_dir = Path(config["spool_dir"]) / "requests"
         self.results_dir = Path(config["spool_dir"]) / "results"
+        self.rejected_dir = self.results_dir / "rejected"
         self.state = self._load_state()
         self.audit = AuditLog(Path(config["audit_log"]), clock, self._audit_last_hash)
         self.error_streak = 0
@@ -251,25 +311,41 @@ class Monitor:
 
     # state
     def _load_state(self) -> dict[str, dict[str, Any]]:
+        state: Any = {}
         try:
             state = json.loads(self.state_path.read_text())
-        except (OSError, ValueError):
-            state = {}
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            log(f"state file {self.state_path} unreadable ({type(exc).__name__}): starting from an empty state")
         if not isinstance(state, dict):
             state = {}
-        self._audit_last_hash = state.get("audit_last_hash")
-        apps = state.get("apps", {})
+        last_hash = state.get("audit_last_hash")
+        self._audit_last_hash = last_hash if isinstance(last_hash, str) and AUDIT_HASH_RE.match(last_hash) else None
+        apps = state.get("apps") if isinstance(state.get("apps"), dict) else {}
+        return {name: self._clean_app_state(apps.get(name)) for name in self.apps}
+
+    @staticmethod
+    def _clean_app_state(saved: object) -> dict[str, Any]:
+        """The saved state of one app, keeping only well-formed values (it decides what is requested)."""
+        saved = saved if isinstance(saved, dict) else {}
+
+        def sha(key: str) -> str | None:
+            value = saved.get(key)
+            return value if isinstance(value, str) and SHA_RE.match(value) else None
+
+        failed = saved.get("failed_shas")
+        history = saved.get("requested_shas")
         return {
-            name: {
-                "last_seen_sha": None,
-                "last_requested_sha": None,
-                "last_deployed_sha": None,
-                "failed_shas": {},
-                "last_checked": None,
-                "last_error": None,
-                **apps.get(name, {}),
-            }
-            for name in self.apps
+            "last_seen_sha": sha("last_seen_sha"),
+            "last_requested_sha": sha("last_requested_sha"),
+            "last_deployed_sha": sha("last_deployed_sha"),
+            "failed_shas": {
+                k: v for k, v in (failed.items() if isinstance(failed, dict) else []) if SHA_RE.match(str(k))
+            },
+            "requested_shas": [s for s in (history if isinstance(history, list) else []) if SHA_RE.match(str(s))],
+            "last_checked": saved.get("last_checked"),
+            "last_error": saved.get("last_error"),
         }
 
     def _save_state(self) -> None:
@@ -278,38 +354,54 @@ class Monitor:
 
     # pacing
     def batch_size(self) -> int:
-        """Repos polled per cycle: all of them, except unauthenticated beyond the hourly budget."""
+        """Repos polled per cycle: all of them, except unauthenticated beyond the hourly budget (then the
+        repos take turns, 54 per cycle: one cycle must never cost more than the hour allows)."""
         if self.authenticated:
             return len(self.apps)
         return min(len(self.apps), int(UNAUTHENTICATED_BUDGET * BUDGET_SHARE))
 
+    def cycle_cost(self) -> int:
+        """Counted requests one cycle may cost: REST one per repo, GraphQL one per 100 repos."""
+        repos = len(self.apps)
+        if self.authenticated:
+            return -(-repos // github_client.GRAPHQL_BATCH) if repos > 1 else repos
+        return self.batch_size()
+
     def effective_interval(self) -> float:
         """The configured interval, raised until no 3600 s window can hold more counted requests than
-        the budget, however the window falls and whatever the jitter does."""
+        90 % of the budget, however the window falls and whatever the jitter does."""
         interval = float(self.config["interval"])
         jitter = float(self.config["jitter"])
         repos = len(self.apps)
-        if self.authenticated:
-            cost = -(-repos // github_client.GRAPHQL_BATCH) if repos > 1 else repos
-            budget = int(5000 * BUDGET_SHARE)
-        else:
-            cost, budget = self.batch_size(), int(UNAUTHENTICATED_BUDGET * BUDGET_SHARE)
+        cost = self.cycle_cost()
+        budget = int((5000 if self.authenticated else UNAUTHENTICATED_BUDGET) * BUDGET_SHARE)
         needed = 0.0
         if cost:
             cycles = budget // cost  # cycles one window may hold
             # n cycles spaced by at least I_min fit in a window when (n - 1) * I_min <= 3600.
             shortest = 3600.0 / (cycles - 1) if cycles > 1 else 3600.0 * 1.02
             needed = shortest / (1 - jitter)
-        effective = max(interval, needed, float(self.client.poll_interval_hint or 0))
+        hint = float(self.client.poll_interval_hint or 0)
+        effective = max(interval, needed, hint)
         if effective != self._announced_interval:
+            previous = self._announced_interval
             self._announced_interval = effective
             if effective > interval:
-                mode = "with a token" if self.authenticated else "unauthenticated"
-                rotation = f", {cost} of them per cycle" if cost < repos and not self.authenticated else ""
-                log(
-                    f"interval raised from {interval:g} s to {effective:.0f} s: {repos} repos {mode}{rotation} "
-                    f"stay under {budget} of {budget / BUDGET_SHARE:.0f} requests/hour"
+                if hint >= needed:
+                    why = "the API asks for it (X-Poll-Interval)"
+                else:
+                    mode = "with a token" if self.authenticated else "unauthenticated"
+                    rotation = f", {cost} of them per cycle" if cost < repos and not self.authenticated else ""
+                    why = (
+                        f"{repos} repos {mode}{rotation} stay under {budget} of "
+                        f"{budget / BUDGET_SHARE:.0f} requests/hour"
+                    )
+                log(f"interval raised from {interval:g} s to {effective:.0f} s: {why}")
+                self.audit.write(
+                    "interval_adjusted", interval=round(effective), configured=interval, repos=repos, cost=cost
                 )
+            elif previous is not None:
+                log(f"interval back to the configured {interval:g} s")
                 self.audit.write("interval_adjusted", interval=round(effective), configured=interval, repos=repos)
         return effective
 
@@ -332,42 +424,60 @@ class Monitor:
 
     # deployer results
     def read_results(self) -> None:
+        """Apply the deployer's outcomes; set aside (results/rejected/) what is not understood."""
         if not self.results_dir.is_dir():
             return
         for path in sorted(self.results_dir.glob("*.json")):
-            try:
-                result = json.loads(path.read_text())
-                app, sha, status = result["app"], result["sha"], result["status"]
-                reason = str(result.get("reason", ""))[:500]
-            except (OSError, ValueError, KeyError, TypeError):
-                log(f"ignoring malformed deploy result {path.name}")
+            if path.name.startswith(".") or not path.is_file() or path.is_symlink():
+                continue  # the deployer's temporary file before its rename, or not a plain file
+            problem = self._apply_result(path)
+            if problem is None:
                 path.unlink(missing_ok=True)
                 continue
-            path.unlink(missing_ok=True)
-            if app not in self.apps or not isinstance(sha, str) or not SHA_RE.match(sha):
-                log(f"ignoring deploy result for unknown app or bad SHA in {path.name}")
-                continue
-            app_state = self.state[app]
-            if app_state["last_requested_sha"] == sha:
-                app_state["last_requested_sha"] = None
-            if status == "deployed":
-                app_state["last_deployed_sha"] = sha
-                app_state["failed_shas"].pop(sha, None)
-                self.audit.write("deploy_succeeded", app=app, sha=sha)
-                log(f"{app}: {sha} deployed")
-            elif status == "failed":
-                failed = app_state["failed_shas"].setdefault(sha, {"count": 0})
-                failed.update(count=failed["count"] + 1, reason=reason, at=now_iso(self.clock))
-                self.audit.write("deploy_failed", app=app, sha=sha, reason=reason)
-                log(f"{app}: deploy of {sha} failed ({reason}); it will not be requested again")
-            else:
-                log(f"ignoring deploy result with status {status!r} in {path.name}")
+            log(f"ignoring deploy result {path.name}: {problem}")
+            self.rejected_dir.mkdir(mode=0o750, exist_ok=True)
+            with contextlib.suppress(OSError):
+                os.replace(path, self.rejected_dir / f"{path.name}.{int(self.clock())}")
+
+    def _apply_result(self, path: Path) -> str | None:
+        """Apply one result file; return why it was not understood, or None."""
+        try:
+            with open(path, "rb") as handle:
+                result = json.loads(handle.read(MAX_RESULT_BYTES + 1)[:MAX_RESULT_BYTES])
+            app, sha, status = result["app"], result["sha"], result["status"]
+            reason = str(result.get("reason") or "")[:500]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return "malformed (not a JSON object with app, sha and status)"
+        if not isinstance(app, str) or app not in self.apps:
+            return "unknown app"
+        if not isinstance(sha, str) or not SHA_RE.match(sha):
+            return "the sha is not 40 hex digits"
+        app_state = self.state[app]
+        known = {app_state["last_requested_sha"], *app_state["requested_shas"]}
+        if sha not in known:
+            return f"{app}: {sha} was never requested"
+        if status not in ("deployed", "failed"):
+            return f"unknown status {str(status)[:40]!r}"
+        if app_state["last_requested_sha"] == sha:
+            app_state["last_requested_sha"] = None
+        if status == "deployed":
+            app_state["last_deployed_sha"] = sha
+            app_state["failed_shas"].pop(sha, None)
+            self.audit.write("deploy_succeeded", app=app, sha=sha)
+            log(f"{app}: {sha} deployed")
+        else:
+            failed = app_state["failed_shas"].setdefault(sha, {"count": 0})
+            failed.update(count=int(failed.get("count") or 0) + 1, reason=reason, at=now_iso(self.clock))
+            self.audit.write("deploy_failed", app=app, sha=sha, reason=reason)
+            log(f"{app}: deploy of {sha} failed ({reason}); it will not be requested again")
+        return None
 
     # one poll
     def cycle(self) -> bool:
         """Poll once; return whether the poll worked. Never raises for what the network does."""
         self.read_results()
         if self.clock() < self.not_before:
+            self._save_state()
             return True
         refs = self.repos_this_cycle()
         try:
@@ -377,43 +487,45 @@ class Monitor:
             self.audit.write("rate_limited", retry_at=exc.retry_at)
             retry_at = exc.retry_at
             log(f"rate limited: next poll after {now_iso(lambda: retry_at)}")
+            self._save_state()
             return False
         except Exception as exc:  # keep running whatever the network or the API does
             self.error_streak += 1
-            self.audit.write("poll_error", reason=str(exc)[:300])
+            self.audit.write("poll_error", reason=f"{type(exc).__name__}: {str(exc)[:300]}")
             log(f"poll failed ({type(exc).__name__}: {str(exc)[:200]}); backing off")
             self._save_state()
             return False
         self.error_streak = 0
         left, reset_in = self.client.budget_left(), self.client.seconds_until_reset()
-        cost = len(refs) if not self.authenticated else 1
-        if left is not None and reset_in is not None and left < cost:
+        cost = self.cycle_cost()
+        if left is not None and reset_in is not None and left <= cost:
             self.not_before = self.clock() + reset_in
             log(f"rate-limit budget nearly spent ({left} left): waiting {reset_in:.0f} s for the reset")
         polled = {ref.key for ref in refs}
         for name, app in self.apps.items():
             if app["ref"].key in polled:
-                self._consider(name, heads.get(app["ref"].key))
+                self._consider(name, heads.get(app["ref"].key) if isinstance(heads, dict) else None)
         self._save_state()
         return True
 
     def _consider(self, name: str, head: github_client.HeadResult | None) -> None:
         app_state = self.state[name]
         app_state["last_checked"] = now_iso(self.clock)
-        if head is None or head.error or head.sha is None:
-            reason = head.error if head else "no answer"
+        sha = getattr(head, "sha", None)
+        if head is None or head.error or not isinstance(sha, str) or not SHA_RE.match(sha):
+            reason = (head.error if head else None) or "no commit SHA in the answer"
             if app_state["last_error"] != reason:
                 self.audit.write("poll_error", app=name, reason=reason)
                 log(f"{name}: {reason}")
             app_state["last_error"] = reason
             return
         app_state["last_error"] = None
-        sha = head.sha
         if sha != app_state["last_seen_sha"]:
             self.audit.write("change_detected", app=name, sha=sha, previous_sha=app_state["last_seen_sha"])
             log(f"{name}: {self.apps[name]['branch']} is now at {sha}")
             app_state["last_seen_sha"] = sha
         if sha == app_state["last_deployed_sha"] or sha in app_state["failed_shas"]:
+            self._withdraw_stale(name, sha)
             return
         if sha == app_state["last_requested_sha"]:
             return  # handed over already; the deployer's result clears it
@@ -427,14 +539,37 @@ class Monitor:
         }
         write_atomically(self.requests_dir / f"{name}.json", json.dumps(request, sort_keys=True))
         app_state["last_requested_sha"] = sha
-        self.audit.write("deploy_requested", app=name, sha=sha)
+        app_state["requested_shas"] = [*[s for s in app_state["requested_shas"] if s != sha], sha][-REQUEST_HISTORY:]
+        self.audit.write("deploy_requested", app=name, sha=sha, previous_sha=app_state["last_deployed_sha"])
         log(f"{name}: deploy of {sha} requested")
+
+    def _withdraw_stale(self, name: str, head: str) -> None:
+        """The branch went back to a deployed (or failed) SHA: a pending request for another SHA is no longer
+        the head, so it is taken back unless the deployer has picked it up already."""
+        app_state = self.state[name]
+        stale = app_state["last_requested_sha"]
+        if stale is None or stale == head:
+            return
+        app_state["last_requested_sha"] = None
+        path = self.requests_dir / f"{name}.json"
+        try:
+            pending = json.loads(path.read_text()).get("sha")
+        except (OSError, ValueError, AttributeError):
+            pending = None
+        if pending == stale:
+            path.unlink(missing_ok=True)
+            self.audit.write("deploy_withdrawn", app=name, sha=stale, head=head)
+            log(f"{name}: request for {stale} withdrawn, the branch is back at {head}")
 
     def run(self) -> None:
         self.audit.write("started", apps=sorted(self.apps), authenticated=self.authenticated)
         log(f"watching {len(self.apps)} apps ({'with' if self.authenticated else 'without'} a token)")
         while not self.stopping:
-            self.cycle()
+            try:
+                self.cycle()
+            except Exception as exc:  # a local failure (disk full, permissions): say so, back off, go on
+                self.error_streak += 1
+                log(f"cycle failed ({type(exc).__name__}: {str(exc)[:200]}); backing off")
             deadline = self.clock() + self.next_delay()
             while not self.stopping and self.clock() < deadline:
                 self.sleep(min(1.0, deadline - self.clock()))
@@ -459,6 +594,16 @@ def print_status(config: dict[str, Any]) -> None:
         )
 
 
+def audit_config_error(path: Path, errors: list[str]) -> None:
+    """A refused start goes on the audit trail too, when the file names a usable audit log."""
+    try:
+        target = json.loads(path.read_text()).get("audit_log")
+        if isinstance(target, str) and target.startswith("/"):
+            AuditLog(Path(target), time.time).write("config_error", errors=errors[:50])
+    except (OSError, ValueError, AttributeError) as exc:
+        log(f"config error not audited ({type(exc).__name__})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Turns pushes to the apps' branches into deploy requests.")
     parser.add_argument("--config", type=Path, default=Path("/etc/github-repo-monitor/config.json"))
@@ -471,6 +616,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         for error in exc.errors:
             print(f"config error: {error}", file=sys.stderr)
+        if args.command in ("run", "once"):
+            audit_config_error(args.config, exc.errors)
         return 2
     if args.command == "check-config":
         print(f"config OK: {len(config['apps'])} apps")
