@@ -64,14 +64,14 @@ def config_for(tmp: Path, gh: FakeGitHub, n: int, interval: float = 30, jitter: 
 
 
 def simulated_monitor(tmp: Path, gh: FakeGitHub, n: int, token: str | None) -> tuple:
-    clock = Clock()
+    clock = gh.clock
     config = grm.load_config(config_for(tmp, gh, n))
     client = GitHubClient(gh.url, token, clock=clock, sleep=lambda _: None)
     return grm.Monitor(config, client, clock=clock, sleep=lambda _: None, authenticated=token is not None), clock
 
 
 def counted_per_hour(n: int, token: str | None) -> tuple[int, float]:
-    with tempfile.TemporaryDirectory() as tmp, FakeGitHub(token=TOKEN) as gh:
+    with tempfile.TemporaryDirectory() as tmp, FakeGitHub(token=TOKEN, clock=Clock()) as gh:
         for i in range(n):
             gh.push("acme", f"app{i}")
         monitor, clock = simulated_monitor(Path(tmp), gh, n, token)
@@ -84,7 +84,7 @@ def counted_per_hour(n: int, token: str | None) -> tuple[int, float]:
 
 
 def detection_latencies(n: int, token: str | None, samples: int) -> list[float]:
-    with tempfile.TemporaryDirectory() as tmp, FakeGitHub(token=TOKEN) as gh:
+    with tempfile.TemporaryDirectory() as tmp, FakeGitHub(token=TOKEN, clock=Clock()) as gh:
         for i in range(n):
             gh.push("acme", f"app{i}")
         tmp_path = Path(tmp)

@@ -26,6 +26,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -66,14 +67,22 @@ class LoggedRequest:
 class FakeGitHub:
     """The fake API's state and its server thread."""
 
-    def __init__(self, token: str = "test-token", port: int = 0, state_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        token: str = "test-token",
+        port: int = 0,
+        state_file: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        # The rate-limit window follows `clock`: a benchmark that simulates hours passes its own.
+        self.clock = clock
         self.token = token
         self.repos: dict[str, dict[str, str]] = {}
         self.faults: list[Fault] = []
         self.poll_interval: int | None = None
         self.requests: list[LoggedRequest] = []
         self.budget_used: dict[tuple[bool, str], int] = {}
-        self.window_start = time.time()
+        self.window_start = clock()
         self.lock = threading.Lock()
         self.state_file = state_file
         self._state_signature: tuple[int, int, int] | None = None
@@ -148,7 +157,7 @@ class FakeGitHub:
 
     # -- answering ---------------------------------------------------------------------------------------
     def _window(self) -> None:
-        now = time.time()
+        now = self.clock()
         if now - self.window_start >= HOUR:
             self.window_start, self.budget_used = now, {}
 
