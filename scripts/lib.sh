@@ -3,6 +3,7 @@
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SSH_VENV:-$REPO_ROOT/.venv}"
+SSLYZE_VENV="$REPO_ROOT/.cache/venv-sslyze"
 CACHE_DIR="${SSH_CACHE_DIR:-$REPO_ROOT/.cache}"
 BASE_IMAGE_REPO="secure-streamlit/base"
 # The tag every scenario and the lab use; setup points it at the current fingerprint.

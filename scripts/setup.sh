@@ -20,6 +20,18 @@ else
   echo "$req_hash" >"$VENV/.requirements"
 fi
 
+# sslyze pins an older cryptography than ansible-lint accepts: it gets a venv of its own.
+step "TLS scanner (sslyze, in $SSLYZE_VENV)"
+sslyze_hash=$(sha256sum scripts/requirements-sslyze.txt | cut -c1-16)
+if [ "$(cat "$SSLYZE_VENV/.requirements" 2>/dev/null)" = "$sslyze_hash" ]; then
+  info "up to date"
+else
+  [ -x "$SSLYZE_VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$SSLYZE_VENV"
+  "$SSLYZE_VENV/bin/python" -m pip install -q --disable-pip-version-check -r scripts/requirements-sslyze.txt \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  echo "$sslyze_hash" >"$SSLYZE_VENV/.requirements"
+fi
+
 step "Ansible collections (galaxy.yml dependencies)"
 "$VENV/bin/python" scripts/install_collections.py
 
