@@ -9,6 +9,7 @@ cd "$REPO_ROOT"
 
 LAB_HTTP_PORT="${SSH_LAB_HTTP_PORT:-8080}"
 LAB_HTTPS_PORT="${SSH_LAB_HTTPS_PORT:-8443}"
+LAB_SANDBOX_PORT="${SSH_LAB_SANDBOX_PORT:-9443}"
 LAB_VOLUME="$LAB_CONTAINER-docker"
 
 # The settings measured to run systemd as PID 1 and a Docker engine inside a container here
@@ -22,6 +23,7 @@ lab_create() {
     -v "$LAB_VOLUME:/var/lib/docker" \
     --stop-signal SIGRTMIN+3 \
     -p "127.0.0.1:$LAB_HTTP_PORT:80" -p "127.0.0.1:$LAB_HTTPS_PORT:443" \
+    -p "127.0.0.1:$LAB_SANDBOX_PORT:9443" \
     --label org.secure-streamlit.role=lab \
     "$BASE_IMAGE" >/dev/null
 }

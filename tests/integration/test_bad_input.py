@@ -6,6 +6,7 @@ assertions look at which tasks ran, so the test fails if validation ever moves b
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
@@ -87,7 +88,31 @@ def inventory(tmp_path: Path) -> Path:
         ),
         ('{"monitor_interval": 0}', "Fail on a polling interval or jitter out of range", ["monitor_interval"]),
         ('{"monitor_interval": "soon"}', "Validating arguments against arg spec", ["monitor_interval", "int"]),
-        ('{"apps": "demo"}', "Validating arguments against arg spec", ["monitor_apps", "str"]),
+        ('{"apps": "demo"}', "Validating arguments against arg spec", ["_apps", "str"]),
+        (
+            '{"apps": [{"name": "a", "repo": "acme/a", "route": {"path": "/x/"}},'
+            ' {"name": "b", "repo": "acme/b", "route": {"path": "/x/"}}]}',
+            "Fail on two apps on one route",
+            ["/x/", "(a, b)"],
+        ),
+        (
+            '{"apps": [{"name": "a", "repo": "acme/a", "route": {"host": "bad_host.example.org"}}]}',
+            "Fail on a route host that is not a valid DNS name",
+            ["tls_apps[0]", "bad_host.example.org"],
+        ),
+        ('{"tls_server_name": "-edge"}', "Fail on an edge or sandbox host name", ["tls_server_name", "-edge"]),
+        ('{"tls_profile": "old"}', "Validating arguments against arg spec", ["tls_profile", "intermediate"]),
+        ('{"tls_leaf_days": 365}', "Fail on certificate lifetimes", ["tls_leaf_days", "1..90"]),
+        (
+            '{"apps": [{"name": "a", "repo": "acme/a", "access": {"htpasswd_users": [{"name": "bob"}]}}]}',
+            "Fail on htpasswd users without a safe name or a password",
+            ["tls_apps[0]", "bob", "non-empty password"],
+        ),
+        (
+            '{"apps": [{"name": "a", "repo": "acme/a", "upload_max_mb": "lots"}]}',
+            "Fail on an upload limit out of range",
+            ["tls_apps[0]", "lots"],
+        ),
     ],
 )
 def test_bad_setting_stops_before_any_change(inventory, extra_vars, failed_task, message_parts):
@@ -126,3 +151,59 @@ def test_good_settings_pass_every_check(inventory):
     assert rc == 0, json.dumps(report["stats"])
     names = [t["task"]["name"] for t in report["plays"][0]["tasks"]]
     assert any("Fail on two apps with the same name" in n for n in names)
+
+
+def make_certificate(days_valid: tuple[int, int]) -> tuple[str, str]:
+    """A self-signed certificate (PEM) valid from now+days_valid[0] to now+days_valid[1], and its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "validation-probe")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + datetime.timedelta(days=days_valid[0]))
+        .not_valid_after(now + datetime.timedelta(days=days_valid[1]))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return certificate.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+
+
+@pytest.mark.parametrize(
+    ("case", "failed_task", "message_parts"),
+    [
+        ("mismatched key", "Fail on an operator certificate that does not match", ["does not match"]),
+        ("expired", "Fail on an expired operator certificate", ["expired", "commonName=validation-probe"]),
+    ],
+)
+def test_bad_operator_certificate_stops_before_any_change(inventory, case, failed_task, message_parts):
+    if case == "expired":
+        certificate, key = make_certificate((-30, -1))
+    else:
+        certificate, _ = make_certificate((0, 30))
+        _, key = make_certificate((0, 30))
+    extra_vars = json.dumps(
+        {"tls_certificate_source": "operator", "tls_operator_certificate": certificate, "tls_operator_private_key": key}
+    )
+    rc, report = run_playbook_json("site.yml", "-i", str(inventory), "--check", "-e", extra_vars)
+
+    assert rc != 0
+    tasks = report["plays"][0]["tasks"]
+    failed = [t for t in tasks if t["hosts"].get("validation-probe", {}).get("failed")]
+    assert len(failed) == 1
+    assert failed[0]["task"]["name"].split(" : ")[-1].startswith(failed_task)
+    for part in message_parts:
+        assert part in failed[0]["hosts"]["validation-probe"]["msg"]
+    assert report["stats"]["validation-probe"]["changed"] == 0
+    # The key never shows in the report.
+    assert key.splitlines()[1] not in json.dumps(report)

@@ -45,7 +45,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.rfile.read(length)
         self._reply(200, json.dumps({"port": self.server.server_port, "received": length}).encode())
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
