@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from tests.helpers import REPO
 
@@ -24,6 +25,7 @@ def lab(*args: str) -> subprocess.CompletedProcess[str]:
         SSH_LAB_CONTAINER=LAB,
         SSH_LAB_HTTP_PORT="18080",
         SSH_LAB_HTTPS_PORT="18443",
+        SSH_LAB_SANDBOX_PORT="19443",
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_FORCE_COLOR="0",
     )
@@ -60,6 +62,21 @@ def test_lab_host_runs_the_hardened_engine(first_run):
     info = docker("exec", LAB, "docker", "info", "--format", "{{.LiveRestoreEnabled}} {{.LoggingDriver}}")
     assert info == "true json-file"
     assert docker("port", LAB, "443/tcp") == "127.0.0.1:18443"
+
+
+def test_lab_edge_serves_https_with_the_lab_ca_and_redirects_http(first_run, tmp_path):
+    ca = tmp_path / "lab-ca.crt"
+    ca.write_text(docker("exec", LAB, "cat", "/etc/streamlit-edge/ca.crt") + "\n")
+    # No app yet: the edge itself answers 404, with its headers, over a certificate for localhost.
+    response = requests.get("https://localhost:18443/", verify=str(ca), timeout=10)
+    assert response.status_code == 404
+    assert response.headers["Strict-Transport-Security"] == "max-age=63072000"
+    sandbox = requests.get("https://localhost:19443/", verify=str(ca), timeout=10)
+    assert sandbox.status_code == 200
+    assert sandbox.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+    redirect = requests.get("http://localhost:18080/x", allow_redirects=False, timeout=10)
+    assert redirect.status_code == 301
+    assert redirect.headers["Location"] == "https://localhost/x"
 
 
 def test_second_lab_run_changes_nothing(first_run):
