@@ -1,0 +1,135 @@
+"""streamlit-secure-context: ONNX inference in a sandboxed browser frame.
+
+The component fetches the model and the self-hosted ONNX Runtime Web files from the app's own server,
+runs them in an opaque-origin ``sandbox="allow-scripts"`` frame with a strict CSP (no network at all
+inside it) and a Web Worker, and returns only the model's outputs to Python. A file the user picks
+inside the component is read there and never sent to the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import streamlit.components.v1 as components
+
+__all__ = [
+    "FilePicker",
+    "SecureContextBuildMissingError",
+    "SecureContextError",
+    "SecureContextTimeoutError",
+    "SecureContextWorkerError",
+    "streamlit_secure_context",
+]
+
+FRONTEND_DIR = Path(__file__).parent / "frontend"
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class SecureContextError(RuntimeError):
+    """An error reported by the component (kind: model, input, file, worker, runtime, timeout)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
+class SecureContextBuildMissingError(SecureContextError):
+    """The package has no built frontend (a source checkout without `npm run build`)."""
+
+
+class SecureContextTimeoutError(SecureContextError):
+    """The sandboxed worker did not answer within the timeout."""
+
+
+class SecureContextWorkerError(SecureContextError):
+    """The worker failed: a model that does not load, an input of the wrong shape, a refused file."""
+
+
+@dataclass(frozen=True)
+class FilePicker:
+    """A file input inside the sandbox: the file is read and preprocessed there, never uploaded.
+
+    accept: file name endings allowed, e.g. (".csv", ".txt").
+    max_bytes: larger files are refused inside the browser.
+    label: the text next to the input.
+    """
+
+    accept: tuple[str, ...] = (".csv", ".txt")
+    max_bytes: int = 1_000_000
+    label: str = "Choose a file (it stays in your browser)"
+
+
+_component = None
+
+
+def _declare() -> Any:
+    global _component  # noqa: PLW0603
+    if _component is None:
+        if not (FRONTEND_DIR / "index.html").is_file():
+            raise SecureContextBuildMissingError(
+                "build",
+                f"no built frontend in {FRONTEND_DIR}: run `npm ci && npm run build` in frontend/ "
+                "(the wheel carries it)",
+            )
+        _component = components.declare_component("streamlit_secure_context", path=str(FRONTEND_DIR))
+    return _component
+
+
+def streamlit_secure_context(
+    model_path: str,
+    inference_params: dict[str, Any] | None = None,
+    security_config: dict[str, Any] | None = None,
+    key: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    file_picker: FilePicker | None = None,
+) -> dict[str, Any] | None:
+    """Run an ONNX model in the browser, inside a sandboxed frame, and return its outputs.
+
+    Args:
+        model_path: URL of the .onnx model on the app's own server, e.g. ``"app/static/model.onnx"``
+            (Streamlit's static serving). Never a CDN.
+        inference_params: ``{"inputs": {"data": [...], "dims": [...]}}`` to infer on values from Python,
+            ``"input_name"`` (default: the model's first input) and ``"shape"`` (for picked files, -1
+            for one free dimension; default ``[1, -1]``).
+        security_config: ``{"threads": 1}``; the opaque-origin frame runs single-threaded.
+        key: Streamlit widget key.
+        timeout: seconds the browser waits for the worker before reporting a timeout.
+        file_picker: show a file input inside the sandbox; only the model's output returns.
+
+    Returns:
+        None until the browser answers; then ``{"status": "ready", "inputs": [...], "outputs": [...]}``
+        once the model is loaded, or ``{"status": "ok", "outputs": {name: {"dims", "data"}},
+        "inferenceMs": ...}`` after an inference.
+
+    Raises:
+        SecureContextBuildMissingError: the package has no built frontend.
+        SecureContextTimeoutError: no answer within ``timeout``.
+        SecureContextWorkerError: the worker's error (model, input, file, worker), with its message.
+    """
+    if timeout <= 0:
+        raise ValueError("timeout must be positive")
+    value = _declare()(
+        model_url=model_path,
+        inference_params=inference_params or {},
+        security_config=security_config or {},
+        timeout_ms=int(timeout * 1000),
+        file_picker=None
+        if file_picker is None
+        else {"accept": list(file_picker.accept), "max_bytes": file_picker.max_bytes, "label": file_picker.label},
+        key=key,
+        default=None,
+    )
+    return raise_for_error(value)
+
+
+def raise_for_error(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The component's value, or the matching exception when it reports an error."""
+    if not isinstance(value, dict) or value.get("status") != "error":
+        return value
+    kind = str(value.get("kind", "worker"))
+    message = str(value.get("message", "unknown error"))
+    if kind == "timeout":
+        raise SecureContextTimeoutError(kind, message)
+    raise SecureContextWorkerError(kind, message)

@@ -1,0 +1,158 @@
+// The component frame (served by Streamlit on the app's origin). It never touches patient data: it
+// fetches the model and the self-hosted runtime, starts the sandboxed inference frame, forwards
+// INIT/INFER, and hands the result (or a clear error) back to Python.
+import { acceptMessage, fitShape, message, parseNumbers, refuseFile, sandboxCsp } from "./protocol";
+import { bootstrap, workerMain } from "./sandbox";
+import { onRender, setComponentValue, setFrameHeight, type RenderArgs } from "./streamlit";
+
+const RUNTIME = "./runtimes/ort";
+const status = document.getElementById("status")!;
+let frame: HTMLIFrameElement | null = null;
+let modelKey = "";
+let inputsKey = "";
+let requestId = 0;
+let timer: ReturnType<typeof setTimeout> | undefined;
+let runtimeFiles: Promise<{ ort: string; glue: string; wasm: ArrayBuffer }> | null = null;
+let ready = false;
+let queued: Record<string, unknown> | null = null;
+
+/** A model path relative to the app (e.g. "app/static/m.onnx") resolved against the app's base URL. */
+function appUrl(path: string): string {
+  const base = window.location.href.split("/component/")[0] + "/";
+  return new URL(path, base).href;
+}
+
+async function sha256Base64(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return btoa(String.fromCharCode(...new Uint8Array(digest)));
+}
+
+async function fetchOk(url: string, what: string): Promise<Response> {
+  const response = await fetch(url);
+  if (!response.ok) throw Object.assign(new Error(`${what} ${url} answered HTTP ${response.status}`), { kind: "model" });
+  return response;
+}
+
+function loadRuntime() {
+  runtimeFiles ??= Promise.all([
+    fetchOk(`${RUNTIME}/ort.wasm.min.js`, "runtime").then((r) => r.text()),
+    fetchOk(`${RUNTIME}/ort-wasm-simd-threaded.mjs`, "runtime").then((r) => r.text()),
+    fetchOk(`${RUNTIME}/ort-wasm-simd-threaded.wasm`, "runtime").then((r) => r.arrayBuffer()),
+  ]).then(([ort, glue, wasm]) => ({ ort, glue, wasm }));
+  return runtimeFiles;
+}
+
+function report(value: Record<string, unknown>): void {
+  clearTimeout(timer);
+  setComponentValue(value);
+}
+
+function fail(kind: string, text: string): void {
+  status.textContent = `Error: ${text}`;
+  report({ status: "error", kind, message: text, requestId });
+}
+
+function armTimeout(ms: number): void {
+  clearTimeout(timer);
+  timer = setTimeout(() => {
+    tearDown();
+    fail("timeout", `no answer from the inference worker within ${ms} ms`);
+  }, ms);
+}
+
+function tearDown(): void {
+  window.removeEventListener("message", onSandboxMessage);
+  frame?.remove();
+  frame = null;
+  ready = false;
+  modelKey = "";
+}
+
+function onSandboxMessage(event: MessageEvent): void {
+  const accepted = acceptMessage(event, frame?.contentWindow ?? null);
+  if (!accepted) return;
+  const payload = accepted.payload as Record<string, unknown>;
+  if (accepted.type === "INIT_DONE") {
+    ready = true;
+    status.textContent = "Model loaded in the sandbox.";
+    if (queued) {
+      send("INFER", queued);
+      queued = null;
+    } else {
+      report({ status: "ready", inputs: payload.inputs, outputs: payload.outputs });
+    }
+  } else if (accepted.type === "RESULT") {
+    status.textContent = "Inference done.";
+    report({ status: "ok", requestId: accepted.requestId, ...payload });
+  } else if (accepted.type === "ERROR") {
+    fail(String(payload.kind ?? "worker"), String(payload.message));
+  }
+}
+
+let timeoutMs = 30_000;
+function send(type: "INIT" | "INFER", payload: Record<string, unknown>, transfer: Transferable[] = []): void {
+  requestId += 1;
+  armTimeout(timeoutMs);
+  // The frame's origin is opaque ("null"): a window reference is the only way to address it. What goes
+  // in is the model and runtime; what comes out is checked by event.source.
+  frame!.contentWindow!.postMessage(message(type, requestId, payload), "*", transfer);
+}
+
+async function start(args: RenderArgs): Promise<void> {
+  const security = (args.security_config ?? {}) as Record<string, unknown>;
+  const params = (args.inference_params ?? {}) as Record<string, unknown>;
+  const picker = args.file_picker as { accept: string[]; max_bytes: number; label: string } | null;
+  timeoutMs = Number(args.timeout_ms ?? 30_000);
+  const key = JSON.stringify([args.model_url, security, picker, params.input_name, params.shape]);
+  const inputs = params.inputs ?? null;
+  if (key !== modelKey) {
+    tearDown();
+    modelKey = key;
+    inputsKey = "";
+    status.textContent = "Loading the model in the sandbox...";
+    armTimeout(timeoutMs);
+    const [runtime, model] = await Promise.all([
+      loadRuntime(),
+      fetchOk(appUrl(String(args.model_url)), "model").then((r) => r.arrayBuffer()),
+    ]);
+    const config = {
+      parentOrigin: window.location.origin,
+      workerSource: workerMain.toString(),
+      filePicker: picker ? { accept: picker.accept, maxBytes: picker.max_bytes, label: picker.label } : null,
+      inputName: (params.input_name as string | undefined) ?? null,
+      shape: (params.shape as number[] | undefined) ?? [1, -1],
+    };
+    const helpers = [acceptMessage, message, parseNumbers, fitShape, refuseFile].map((f) => f.toString()).join("\n");
+    const script = `${helpers}\n(${bootstrap.toString()})(${JSON.stringify(config)});`;
+    const csp = sandboxCsp(await sha256Base64(script));
+    frame = document.createElement("iframe");
+    // An opaque origin: no cookies, no storage, no access to the app's page or the server.
+    frame.setAttribute("sandbox", "allow-scripts");
+    frame.title = "secure inference sandbox";
+    frame.style.cssText = "border:0;width:100%;height:60px";
+    frame.srcdoc =
+      `<!doctype html><html><head><meta http-equiv="Content-Security-Policy" content="${csp}">` +
+      `</head><body style="font-family:sans-serif"><script>${script}</script></body></html>`;
+    window.addEventListener("message", onSandboxMessage);
+    const loaded = new Promise((resolve) => frame!.addEventListener("load", resolve, { once: true }));
+    document.body.appendChild(frame);
+    await loaded;
+    const threads = Number(security.threads ?? 1);
+    send("INIT", { model, ort: runtime.ort, glue: runtime.glue, wasm: runtime.wasm.slice(0), threads }, [model]);
+  }
+  const nextInputs = JSON.stringify([inputs, params.probe_url]);
+  if (nextInputs !== inputsKey && (inputs !== null || params.probe_url)) {
+    inputsKey = nextInputs;
+    const payload = params.probe_url ? { probeUrl: params.probe_url } : { data: (inputs as { data: number[] }).data, dims: (inputs as { dims: number[] }).dims };
+    if (ready) send("INFER", payload);
+    else queued = payload;
+  }
+}
+
+onRender((args) => {
+  setFrameHeight(args.file_picker ? 110 : 40);
+  start(args).catch((error: Error & { kind?: string }) => {
+    tearDown();
+    fail(error.kind ?? "runtime", error.message);
+  });
+});

@@ -1,0 +1,94 @@
+// Messages between the component frame (parent) and its sandboxed inference frame, and the checks
+// both sides apply. Pure functions: unit-tested with vitest.
+
+// Every function here is self-contained (no module-level references): the sandbox receives them as
+// source text.
+export type MessageType = "INIT" | "INIT_DONE" | "INFER" | "RESULT" | "ERROR";
+
+export interface SandboxMessage {
+  channel: "streamlit-secure-context";
+  type: MessageType;
+  requestId: number;
+  payload?: unknown;
+}
+
+export type ErrorKind = "timeout" | "model" | "input" | "worker" | "file" | "runtime";
+
+export interface TensorResult {
+  dims: number[];
+  data: number[];
+}
+
+/** A message from the expected window with the expected shape, else null (ignored). */
+export function acceptMessage(
+  event: { source: unknown; data: unknown },
+  expectedSource: unknown,
+): SandboxMessage | null {
+  if (expectedSource === null || event.source !== expectedSource) return null;
+  const data = event.data as Partial<SandboxMessage> | null;
+  if (typeof data !== "object" || data === null) return null;
+  if (data.channel !== "streamlit-secure-context") return null;
+  if (!["INIT", "INIT_DONE", "INFER", "RESULT", "ERROR"].includes(data.type as string)) return null;
+  if (typeof data.requestId !== "number" || !Number.isInteger(data.requestId)) return null;
+  return data as SandboxMessage;
+}
+
+export function message(type: MessageType, requestId: number, payload?: unknown): SandboxMessage {
+  return { channel: "streamlit-secure-context", type, requestId, payload };
+}
+
+/** The CSP of the inference frame: only its own inline bootstrap (by hash), blob workers, wasm. */
+export function sandboxCsp(bootstrapHash: string): string {
+  return [
+    "default-src 'none'",
+    `script-src 'sha256-${bootstrapHash}' blob: 'wasm-unsafe-eval'`,
+    "worker-src blob:",
+    "connect-src 'none'",
+    "style-src 'unsafe-inline'",
+    "img-src 'none'",
+    "form-action 'none'",
+    "base-uri 'none'",
+  ].join("; ");
+}
+
+export interface FileRules {
+  accept: string[];
+  maxBytes: number;
+}
+
+/** Why a picked file is refused, or null when it may be read. */
+export function refuseFile(file: { name: string; size: number }, rules: FileRules): string | null {
+  if (file.size > rules.maxBytes) {
+    return `${file.name} is ${file.size} bytes; the limit is ${rules.maxBytes} bytes`;
+  }
+  const lower = file.name.toLowerCase();
+  if (rules.accept.length > 0 && !rules.accept.some((ext) => lower.endsWith(ext.toLowerCase()))) {
+    return `${file.name} is not one of the accepted types (${rules.accept.join(", ")})`;
+  }
+  return null;
+}
+
+/** Numbers from CSV or whitespace-separated text; an error names the first bad token. */
+export function parseNumbers(text: string): number[] {
+  const tokens = text.split(/[\s,;]+/).filter((t) => t.length > 0);
+  return tokens.map((token, index) => {
+    const value = Number(token);
+    if (!Number.isFinite(value)) throw new Error(`value ${index + 1} (${token.slice(0, 20)}) is not a number`);
+    return value;
+  });
+}
+
+/** Checks that data fits the shape (-1 once for a free dimension) and returns the concrete shape. */
+export function fitShape(length: number, shape: number[]): number[] {
+  const free = shape.filter((d) => d === -1).length;
+  if (free > 1 || shape.some((d) => d === 0 || d < -1 || !Number.isInteger(d))) {
+    throw new Error(`shape [${shape.join(", ")}] is not valid`);
+  }
+  const known = shape.filter((d) => d !== -1).reduce((a, b) => a * b, 1);
+  if (free === 1) {
+    if (length % known !== 0) throw new Error(`${length} values do not fit shape [${shape.join(", ")}]`);
+    return shape.map((d) => (d === -1 ? length / known : d));
+  }
+  if (known !== length) throw new Error(`${length} values do not fit shape [${shape.join(", ")}]`);
+  return shape;
+}

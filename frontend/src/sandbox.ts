@@ -1,0 +1,150 @@
+// Code that runs inside the sandboxed inference frame and its worker. It is shipped as source text:
+// the parent puts the bootstrap inline in the frame's srcdoc (allowed by its hash) and the worker
+// code into a blob worker, so the frame needs no network at all.
+import { acceptMessage, fitShape, message, parseNumbers, refuseFile } from "./protocol";
+
+/** Runs in the worker, after ONNX Runtime Web's wasm bundle (global `ort`). */
+export function workerMain(): void {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const ort = (self as any).ort;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  let session: any = null;
+  self.onmessage = async (event: MessageEvent) => {
+    const { type, requestId, payload } = event.data;
+    try {
+      if (type === "INIT") {
+        ort.env.wasm.wasmBinary = payload.wasm;
+        ort.env.wasm.wasmPaths = { mjs: payload.glueUrl };
+        ort.env.wasm.numThreads = payload.threads;
+        ort.env.wasm.proxy = false;
+        try {
+          session = await ort.InferenceSession.create(new Uint8Array(payload.model), {
+            executionProviders: ["wasm"],
+            graphOptimizationLevel: "all",
+          });
+        } catch (error) {
+          throw Object.assign(new Error(`the model could not be loaded: ${String(error)}`), { kind: "model" });
+        }
+        self.postMessage({ type: "INIT_DONE", requestId, payload: { inputs: session.inputNames, outputs: session.outputNames } });
+      } else if (type === "INFER") {
+        const feeds: Record<string, unknown> = {};
+        for (const [name, input] of Object.entries(payload.inputs as Record<string, { data: number[]; dims: number[] }>)) {
+          feeds[name] = new ort.Tensor("float32", Float32Array.from(input.data), input.dims);
+        }
+        const started = performance.now();
+        let outputs: Record<string, { dims: number[]; data: ArrayLike<number>; dispose?: () => void }>;
+        try {
+          outputs = await session.run(feeds);
+        } catch (error) {
+          throw Object.assign(new Error(`inference failed: ${String(error)}`), { kind: "input" });
+        }
+        const result: Record<string, { dims: number[]; data: number[] }> = {};
+        for (const [name, tensor] of Object.entries(outputs)) {
+          result[name] = { dims: Array.from(tensor.dims), data: Array.from(tensor.data as ArrayLike<number>) };
+          tensor.dispose?.();
+        }
+        for (const tensor of Object.values(feeds)) (tensor as { dispose?: () => void }).dispose?.();
+        self.postMessage({ type: "RESULT", requestId, payload: { outputs: result, inferenceMs: performance.now() - started } });
+      } else if (type === "PROBE_FETCH") {
+        // Test hook: proves the CSP blocks the worker from reaching any other origin.
+        try {
+          await fetch(payload.url);
+          self.postMessage({ type: "RESULT", requestId, payload: { probe: "fetched" } });
+        } catch (error) {
+          self.postMessage({ type: "RESULT", requestId, payload: { probe: `blocked: ${String(error)}` } });
+        }
+      }
+    } catch (error) {
+      const kind = (error as { kind?: string }).kind ?? "worker";
+      self.postMessage({ type: "ERROR", requestId, payload: { kind, message: String((error as Error).message ?? error) } });
+    }
+  };
+}
+
+interface Config {
+  parentOrigin: string;
+  workerSource: string;
+  filePicker: { accept: string[]; maxBytes: number; label: string } | null;
+  inputName: string | null;
+  shape: number[];
+}
+
+/** Runs in the sandboxed frame (opaque origin). Talks only to window.parent and its own worker. */
+export function bootstrap(config: Config): void {
+  let worker: Worker | null = null;
+  let glueUrl: string | null = null;
+  let workerUrl: string | null = null;
+  let inputName = config.inputName;
+  const toParent = (type: Parameters<typeof message>[0], requestId: number, payload?: unknown) =>
+    // Results go to the component's own origin only, never to "*".
+    window.parent.postMessage(message(type, requestId, payload), config.parentOrigin);
+
+  const relay = (event: MessageEvent) => {
+    const { type, requestId, payload } = event.data;
+    if (type === "INIT_DONE" && inputName === null) inputName = payload.inputs[0];
+    if (type === "INIT_DONE" || type === "RESULT" || type === "ERROR") toParent(type, requestId, payload);
+  };
+
+  const cleanUp = () => {
+    worker?.terminate();
+    worker = null;
+    if (glueUrl) URL.revokeObjectURL(glueUrl);
+    if (workerUrl) URL.revokeObjectURL(workerUrl);
+  };
+  window.addEventListener("pagehide", cleanUp);
+
+  let nextFileRequest = 1_000_000;
+  if (config.filePicker) {
+    const label = document.createElement("label");
+    label.textContent = config.filePicker.label;
+    const input = document.createElement("input");
+    input.type = "file";
+    input.id = "secure-context-file";
+    input.accept = config.filePicker.accept.join(",");
+    label.appendChild(input);
+    document.body.appendChild(label);
+    input.addEventListener("change", async () => {
+      const file = input.files?.[0];
+      if (!file || !worker) return;
+      const requestId = nextFileRequest++;
+      const refused = refuseFile(file, config.filePicker!);
+      if (refused) {
+        toParent("ERROR", requestId, { kind: "file", message: refused });
+        return;
+      }
+      try {
+        const values = parseNumbers(await file.text());
+        const dims = fitShape(values.length, config.shape);
+        // The file's content stays here: only the model's output leaves this frame.
+        worker.postMessage({ type: "INFER", requestId, payload: { inputs: { [inputName!]: { data: values, dims } } } });
+      } catch (error) {
+        toParent("ERROR", requestId, { kind: "input", message: String((error as Error).message) });
+      }
+    });
+  }
+
+  window.addEventListener("message", (event: MessageEvent) => {
+    const accepted = acceptMessage(event, window.parent);
+    if (!accepted) return;
+    const payload = accepted.payload as Record<string, unknown>;
+    if (accepted.type === "INIT") {
+      cleanUp();
+      glueUrl = URL.createObjectURL(new Blob([payload.glue as string], { type: "text/javascript" }));
+      const source = `${payload.ort as string}\n;(${config.workerSource})();`;
+      workerUrl = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
+      worker = new Worker(workerUrl);
+      worker.onmessage = relay;
+      worker.onerror = (error) => toParent("ERROR", accepted.requestId, { kind: "worker", message: error.message });
+      worker.postMessage({
+        type: "INIT",
+        requestId: accepted.requestId,
+        payload: { model: payload.model, wasm: payload.wasm, glueUrl, threads: payload.threads },
+      });
+    } else if (accepted.type === "INFER" && worker) {
+      const inputs = payload.inputs as Record<string, { data: number[]; dims: number[] }> | undefined;
+      const named = inputs ?? {};
+      if (!inputs && payload.data) named[inputName!] = { data: payload.data as number[], dims: payload.dims as number[] };
+      worker.postMessage({ type: payload.probeUrl ? "PROBE_FETCH" : "INFER", requestId: accepted.requestId, payload: payload.probeUrl ? { url: payload.probeUrl } : { inputs: named } });
+    }
+  });
+}

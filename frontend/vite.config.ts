@@ -1,0 +1,18 @@
+import { defineConfig } from "vite";
+
+// The build lands inside the Python package, so the wheel carries it (no network at run time).
+export default defineConfig({
+  base: "./",
+  build: {
+    outDir: "../component/streamlit_secure_context/frontend",
+    emptyOutDir: true,
+    target: "es2022",
+    sourcemap: false,
+    // Not minified: the sandbox's code is shipped as the source text of named functions
+    // (Function.prototype.toString), which must keep their names.
+    minify: false,
+  },
+  test: {
+    include: ["tests/**/*.test.ts"],
+  },
+});
