@@ -4,6 +4,7 @@
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SSH_VENV:-$REPO_ROOT/.venv}"
 SSLYZE_VENV="$REPO_ROOT/.cache/venv-sslyze"
+COMPONENT_VENV="$REPO_ROOT/.cache/venv-component"
 CACHE_DIR="${SSH_CACHE_DIR:-$REPO_ROOT/.cache}"
 BASE_IMAGE_REPO="secure-streamlit/base"
 # The tag every scenario and the lab use; setup points it at the current fingerprint.
@@ -13,3 +14,10 @@ LAB_CONTAINER="${SSH_LAB_CONTAINER:-streamlit-lab}"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 info() { printf '    %s\n' "$*"; }
 die() { printf '\033[31mERROR:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# Installs Debian packages quietly (root, non-interactive).
+apt_install() {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; } \
+    || die "could not install $*"
+}

@@ -32,6 +32,35 @@ else
   echo "$sslyze_hash" >"$SSLYZE_VENV/.requirements"
 fi
 
+step "Secure component (frontend build, wheel, test venv $COMPONENT_VENV)"
+command -v npm >/dev/null || { info "installing nodejs and npm"; apt_install nodejs npm; }
+command -v chromium >/dev/null || { info "installing chromium (browser tests)"; apt_install chromium; }
+component_hash=$(cat frontend/package-lock.json frontend/package.json frontend/*.ts frontend/index.html \
+  frontend/scripts/* frontend/src/* component/pyproject.toml component/requirements-test.txt \
+  component/streamlit_secure_context/*.py component/examples/make_models.py | sha256sum | cut -c1-16)
+if [ "$(cat "$COMPONENT_VENV/.component" 2>/dev/null)" = "$component_hash" ] \
+  && [ -f component/streamlit_secure_context/frontend/index.html ]; then
+  info "up to date"
+else
+  info "npm install and vite build (about 30 s)"
+  # npm install, not npm ci: npm 11 here writes lock files without the other platforms' optional
+  # rollup packages and then refuses them in ci. The lock file still fixes every version.
+  (cd frontend && npm install --no-audit --no-fund --loglevel=error && npm run --silent build)
+  [ -x "$COMPONENT_VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$COMPONENT_VENV"
+  info "installing component/requirements-test.txt (about 1 min)"
+  "$COMPONENT_VENV/bin/python" -m pip install -q --disable-pip-version-check -r component/requirements-test.txt \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  rm -rf "$CACHE_DIR/dist" && mkdir -p "$CACHE_DIR/dist"
+  "$COMPONENT_VENV/bin/python" -m pip wheel -q --disable-pip-version-check --no-deps ./component \
+    -w "$CACHE_DIR/dist" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  rm -rf component/build component/*.egg-info
+  "$COMPONENT_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall \
+    "$CACHE_DIR"/dist/streamlit_secure_context-*.whl 2> >(grep -v "is ignored" >&2)
+  "$COMPONENT_VENV/bin/python" component/examples/make_models.py component/examples/static
+  echo "$component_hash" >"$COMPONENT_VENV/.component"
+fi
+info "wheel: $(ls "$CACHE_DIR"/dist/streamlit_secure_context-*.whl)"
+
 step "Ansible collections (galaxy.yml dependencies)"
 "$VENV/bin/python" scripts/install_collections.py
 

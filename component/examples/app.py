@@ -7,7 +7,6 @@ Run: python component/examples/make_models.py && streamlit run component/example
 from __future__ import annotations
 
 import streamlit as st
-
 from streamlit_secure_context import FilePicker, SecureContextError, streamlit_secure_context
 
 st.title("Risk score, computed in your browser")

@@ -65,7 +65,7 @@ _component = None
 
 
 def _declare() -> Any:
-    global _component  # noqa: PLW0603
+    global _component
     if _component is None:
         if not (FRONTEND_DIR / "index.html").is_file():
             raise SecureContextBuildMissingError(

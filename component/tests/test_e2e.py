@@ -1,0 +1,135 @@
+"""End to end: `streamlit run` of the example app in headless Chromium.
+
+The result reaches Python and is shown; the picked file never reaches the server; the worker cannot
+reach any other origin; bad input gives a clear Python error and the app keeps running.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+
+from .conftest import EXAMPLES
+
+COMPONENT_FRAME = "iframe[title='streamlit_secure_context.streamlit_secure_context']"
+SANDBOX_FRAME = "iframe[title='secure inference sandbox']"
+# Values that appear nowhere else: if they show up in any request, the file left the browser.
+PRIVATE_VALUES = [0.7310585, 1.2345678, -0.9876543, 3.1415926]
+
+
+def expected_scores(values: list[float]) -> list[float]:
+    session = onnxruntime.InferenceSession(str(EXAMPLES / "static/mlp.onnx"))
+    (scores,) = session.run(None, {"features": np.array([values], dtype=np.float32)})
+    return [round(float(s), 4) for s in scores[0]]
+
+
+def open_app(page, url: str, query: str = ""):
+    page.goto(f"{url}/{query}")
+    component = page.frame_locator(COMPONENT_FRAME).first
+    return component, component.frame_locator(SANDBOX_FRAME)
+
+
+def pick(sandbox, tmp_path: Path, content: str, name: str = "record.csv") -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    sandbox.locator("#secure-context-file").set_input_files(str(path))
+
+
+def test_picked_file_is_scored_in_the_browser_and_the_result_reaches_python(page, app_url, tmp_path):
+    component, sandbox = open_app(page, app_url)
+    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
+    pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0\n")
+    shown = page.locator("text=Scores:").inner_text(timeout=30_000)
+    assert shown == "Scores: " + ", ".join(f"{s:.4f}" for s in expected_scores([0.5, 1.0, -0.3, 2.0]))
+
+
+def test_values_from_python_are_scored_too(page, app_url):
+    open_app(page, app_url)
+    page.get_by_text("Score the demo values from Python").click()
+    shown = page.locator("text=Demo scores:").inner_text(timeout=60_000)
+    assert shown.endswith(", ".join(f"{s:.4f}" for s in expected_scores([0.5, 1.0, -0.3, 2.0])))
+
+
+def test_the_picked_file_never_reaches_the_server(page, app_url, tmp_path):
+    sent: list[str] = []
+    page.on("request", lambda request: sent.append(f"{request.url} {request.post_data or ''}"))
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(repr(payload))))
+    component, sandbox = open_app(page, app_url)
+    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
+    pick(sandbox, tmp_path, ",".join(str(v) for v in PRIVATE_VALUES))
+    page.locator("text=Scores:").wait_for(timeout=30_000)
+    assert len(sent) > 10, "the request log is empty: the test would prove nothing"
+    # Only the scores went back (over the websocket); none of the file's values did.
+    for value in PRIVATE_VALUES:
+        assert not [s for s in sent if str(value) in s]
+    # And every request stayed on the app's own server (no CDN, no telemetry).
+    hosts = {s.split("/")[2] for s in sent if s.startswith("http")}
+    assert hosts == {app_url.split("/")[2]}
+
+
+def test_the_inference_frame_is_an_opaque_origin_sandbox(page, app_url):
+    component, _ = open_app(page, app_url)
+    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
+    frame = component.locator(SANDBOX_FRAME)
+    assert frame.get_attribute("sandbox") == "allow-scripts"
+    inner = next(f for f in page.frames if f.url == "about:srcdoc")
+    assert inner.evaluate("self.origin") == "null"
+    csp = inner.evaluate("document.querySelector('meta[http-equiv=Content-Security-Policy]').content")
+    assert "default-src 'none'" in csp
+    assert "connect-src 'none'" in csp
+
+
+def test_a_fetch_to_another_origin_from_the_worker_is_blocked_by_csp(page, probe_url):
+    page.goto(probe_url)
+    shown = page.locator("text=Probe:").inner_text(timeout=60_000)
+    assert shown.startswith("Probe: blocked")
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("?model=app/static/missing.onnx", ["Inference failed (model)", "HTTP 404"]),
+        ("?model=app/static/corrupt.onnx", ["Inference failed (model)", "could not be loaded"]),
+        ("?timeout=0.001", ["Inference failed (timeout)", "within 1 ms"]),
+    ],
+)
+def test_a_bad_model_or_a_timeout_is_a_clear_python_error(page, app_url, query, expected):
+    (EXAMPLES / "static/corrupt.onnx").write_bytes(b"this is not an onnx model" * 40)
+    open_app(page, app_url, query)
+    shown = page.locator("text=Inference failed").inner_text(timeout=60_000)
+    for part in expected:
+        assert part in shown
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("1,2,3,4,5", ["Inference failed (input)", "5 values do not fit shape [1, 4]"]),
+        ("1,2,x,4", ["Inference failed (input)", "value 3 (x) is not a number"]),
+        ("1," * 600, ["Inference failed (file)", "the limit is 1000 bytes"]),
+    ],
+)
+def test_a_bad_file_is_a_clear_python_error_and_the_app_keeps_running(page, app_url, tmp_path, content, expected):
+    component, sandbox = open_app(page, app_url)
+    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
+    pick(sandbox, tmp_path, content)
+    shown = page.locator("text=Inference failed").inner_text(timeout=30_000)
+    for part in expected:
+        assert part in shown
+    # The app is still alive: a good file is scored.
+    pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0", name="good.csv")
+    assert page.locator("text=Scores:").inner_text(timeout=30_000).startswith("Scores: ")
+
+
+def test_the_wheel_carries_the_frontend_and_the_runtimes():
+    import streamlit_secure_context
+
+    frontend = Path(streamlit_secure_context.__file__).parent / "frontend"
+    assert (frontend / "index.html").is_file()
+    assert (frontend / "runtimes/ort/ort-wasm-simd-threaded.wasm").stat().st_size > 1_000_000
+    assert (frontend / "runtimes/ort/ort.wasm.min.js").is_file()
+    assert "onnxruntime-web" not in json.dumps(sorted(p.name for p in frontend.rglob("*")))
