@@ -1,5 +1,5 @@
 # The README's commands. Each prints its progress; all are idempotent.
-.PHONY: setup lab lab-down test lint unit molecule
+.PHONY: setup lab lab-down test lint unit component molecule
 
 setup:      ## venv, collections, Docker engine, base image
 	bash scripts/setup.sh
@@ -18,6 +18,9 @@ lint:
 
 unit:
 	bash scripts/test.sh unit
+
+component:
+	bash scripts/test.sh component
 
 molecule:
 	bash scripts/test.sh molecule $(SCENARIO)

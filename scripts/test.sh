@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, unit and integration tests, every molecule scenario.
 #   scripts/test.sh            everything
-#   scripts/test.sh lint|unit|molecule [scenario]
+#   scripts/test.sh lint|unit|component|molecule [scenario]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
@@ -26,6 +26,13 @@ unit() {
   pytest -q tests
 }
 
+component() {
+  step "Component: vitest (frontend/)"
+  (cd frontend && npx vitest run --reporter=dot)
+  step "Component: pytest in headless Chromium (component/tests, $COMPONENT_VENV)"
+  "$COMPONENT_VENV/bin/python" -m pytest -q component/tests
+}
+
 molecule_all() {
   local scenario=${1:-}
   step "Molecule ${scenario:-(every scenario)}"
@@ -47,8 +54,9 @@ bash scripts/setup.sh
 case "$what" in
   lint) timed lint ;;
   unit) timed unit ;;
+  component) timed component ;;
   molecule) shift; timed molecule_all "${1:-}" ;;
-  all) timed lint; timed unit; timed molecule_all ;;
-  *) die "usage: scripts/test.sh [lint|unit|molecule [scenario]]" ;;
+  all) timed lint; timed unit; timed component; timed molecule_all ;;
+  *) die "usage: scripts/test.sh [lint|unit|component|molecule [scenario]]" ;;
 esac
 step "Passed: $what ($SECONDS s)"

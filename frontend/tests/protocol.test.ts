@@ -1,0 +1,71 @@
+import { describe, expect, it } from "vitest";
+import { acceptMessage, fitShape, message, parseNumbers, refuseFile, sandboxCsp } from "../src/protocol";
+
+describe("acceptMessage", () => {
+  const frame = {};
+  const good = message("RESULT", 3, { outputs: {} });
+
+  it("accepts a well-formed message from the expected window", () => {
+    expect(acceptMessage({ source: frame, data: good }, frame)).toEqual(good);
+  });
+
+  it.each([
+    ["another window", { source: {}, data: good }],
+    ["no data", { source: frame, data: null }],
+    ["another channel", { source: frame, data: { ...good, channel: "other" } }],
+    ["an unknown type", { source: frame, data: { ...good, type: "EVAL" } }],
+    ["a non-integer request id", { source: frame, data: { ...good, requestId: 1.5 } }],
+    ["a string", { source: frame, data: "RESULT" }],
+  ])("ignores %s", (_, event) => {
+    expect(acceptMessage(event, frame)).toBeNull();
+  });
+
+  it("ignores everything when no frame is expected", () => {
+    expect(acceptMessage({ source: null, data: good }, null)).toBeNull();
+  });
+});
+
+describe("sandboxCsp", () => {
+  const csp = sandboxCsp("abc=");
+  it("allows only the hashed bootstrap, blob workers and wasm", () => {
+    expect(csp).toContain("default-src 'none'");
+    expect(csp).toContain("script-src 'sha256-abc=' blob: 'wasm-unsafe-eval'");
+    expect(csp).toContain("connect-src 'none'");
+    expect(csp).not.toContain(" 'unsafe-eval'");
+  });
+});
+
+describe("refuseFile", () => {
+  const rules = { accept: [".csv", ".txt"], maxBytes: 100 };
+  it("accepts a small file of an accepted type", () => {
+    expect(refuseFile({ name: "Record.CSV", size: 100 }, rules)).toBeNull();
+  });
+  it("refuses a file over the limit", () => {
+    expect(refuseFile({ name: "a.csv", size: 101 }, rules)).toMatch(/limit is 100 bytes/);
+  });
+  it("refuses another type", () => {
+    expect(refuseFile({ name: "a.exe", size: 1 }, rules)).toMatch(/not one of the accepted types/);
+  });
+});
+
+describe("parseNumbers", () => {
+  it("reads CSV and whitespace", () => {
+    expect(parseNumbers("1, 2.5;-3\n4e1")).toEqual([1, 2.5, -3, 40]);
+  });
+  it("names the first bad value", () => {
+    expect(() => parseNumbers("1,x,3")).toThrow("value 2 (x) is not a number");
+  });
+});
+
+describe("fitShape", () => {
+  it("fills one free dimension", () => {
+    expect(fitShape(8, [-1, 4])).toEqual([2, 4]);
+  });
+  it("checks a fixed shape", () => {
+    expect(fitShape(4, [1, 4])).toEqual([1, 4]);
+    expect(() => fitShape(5, [1, 4])).toThrow("5 values do not fit shape [1, 4]");
+  });
+  it("refuses two free dimensions", () => {
+    expect(() => fitShape(4, [-1, -1])).toThrow("not valid");
+  });
+});
