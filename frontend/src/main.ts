@@ -138,12 +138,17 @@ async function start(args: RenderArgs): Promise<void> {
     document.body.appendChild(frame);
     await loaded;
     const threads = Number(security.threads ?? 1);
-    send("INIT", { model, ort: runtime.ort, glue: runtime.glue, wasm: runtime.wasm.slice(0), threads }, [model]);
+    // Transferred, not copied: the model and a copy of the 14 MB wasm binary move to the frame.
+    const wasm = runtime.wasm.slice(0);
+    send("INIT", { model, ort: runtime.ort, glue: runtime.glue, wasm, threads }, [model, wasm]);
   }
-  const nextInputs = JSON.stringify([inputs, params.probe_url]);
-  if (nextInputs !== inputsKey && (inputs !== null || params.probe_url)) {
+  const nextInputs = JSON.stringify([inputs, params.probe_url, params.synthetic]);
+  if (nextInputs !== inputsKey && (inputs !== null || params.probe_url || params.synthetic)) {
     inputsKey = nextInputs;
-    const payload = params.probe_url ? { probeUrl: params.probe_url } : { data: (inputs as { data: number[] }).data, dims: (inputs as { dims: number[] }).dims };
+    let payload: Record<string, unknown>;
+    if (params.probe_url) payload = { probeUrl: params.probe_url };
+    else if (params.synthetic) payload = { synthetic: params.synthetic };
+    else payload = { data: (inputs as { data: number[] }).data, dims: (inputs as { dims: number[] }).dims };
     if (ready) send("INFER", payload);
     else queued = payload;
   }

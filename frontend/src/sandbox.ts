@@ -26,6 +26,21 @@ export function workerMain(): void {
           throw Object.assign(new Error(`the model could not be loaded: ${String(error)}`), { kind: "model" });
         }
         self.postMessage({ type: "INIT_DONE", requestId, payload: { inputs: session.inputNames, outputs: session.outputNames } });
+      } else if (type === "INFER" && payload.synthetic) {
+        // Benchmark input: a fixed pattern of the given shape, inferred `runs` times.
+        const { dims, runs } = payload.synthetic as { dims: number[]; runs: number };
+        const size = dims.reduce((a: number, b: number) => a * b, 1);
+        const data = new Float32Array(size).map((_, i) => (i % 7) / 7);
+        const times: number[] = [];
+        for (let run = 0; run < runs; run++) {
+          const feed = new ort.Tensor("float32", data, dims);
+          const started = performance.now();
+          const outputs = await session.run({ [session.inputNames[0]]: feed });
+          times.push(performance.now() - started);
+          for (const tensor of Object.values(outputs)) (tensor as { dispose?: () => void }).dispose?.();
+          feed.dispose?.();
+        }
+        self.postMessage({ type: "RESULT", requestId, payload: { inferenceMs: times, threads: ort.env.wasm.numThreads } });
       } else if (type === "INFER") {
         const feeds: Record<string, unknown> = {};
         for (const [name, input] of Object.entries(payload.inputs as Record<string, { data: number[]; dims: number[] }>)) {
@@ -135,16 +150,24 @@ export function bootstrap(config: Config): void {
       worker = new Worker(workerUrl);
       worker.onmessage = relay;
       worker.onerror = (error) => toParent("ERROR", accepted.requestId, { kind: "worker", message: error.message });
-      worker.postMessage({
-        type: "INIT",
-        requestId: accepted.requestId,
-        payload: { model: payload.model, wasm: payload.wasm, glueUrl, threads: payload.threads },
-      });
+      worker.postMessage(
+        {
+          type: "INIT",
+          requestId: accepted.requestId,
+          payload: { model: payload.model, wasm: payload.wasm, glueUrl, threads: payload.threads },
+        },
+        [payload.model as ArrayBuffer, payload.wasm as ArrayBuffer],
+      );
     } else if (accepted.type === "INFER" && worker) {
       const inputs = payload.inputs as Record<string, { data: number[]; dims: number[] }> | undefined;
       const named = inputs ?? {};
       if (!inputs && payload.data) named[inputName!] = { data: payload.data as number[], dims: payload.dims as number[] };
-      worker.postMessage({ type: payload.probeUrl ? "PROBE_FETCH" : "INFER", requestId: accepted.requestId, payload: payload.probeUrl ? { url: payload.probeUrl } : { inputs: named } });
+      if (payload.probeUrl) {
+        worker.postMessage({ type: "PROBE_FETCH", requestId: accepted.requestId, payload: { url: payload.probeUrl } });
+      } else {
+        const synthetic = payload.synthetic;
+        worker.postMessage({ type: "INFER", requestId: accepted.requestId, payload: synthetic ? { synthetic } : { inputs: named } });
+      }
     }
   });
 }

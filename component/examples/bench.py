@@ -1,0 +1,20 @@
+"""Benchmark page: the 4 MB MatMul model on a fixed 1024x1024 input, inferred `runs` times in the
+sandboxed worker. Used by benchmarks/component_bench.py."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+from streamlit_secure_context import streamlit_secure_context
+
+runs = int(st.query_params.get("runs", "10"))
+result = streamlit_secure_context(
+    "app/static/matmul-4mb.onnx",
+    inference_params={"synthetic": {"dims": [1024, 1024], "runs": runs}},
+    security_config={"threads": 1},
+    timeout=300,
+    key="bench",
+)
+if result and "inferenceMs" in result:
+    st.text("BENCH " + json.dumps({"inferenceMs": result["inferenceMs"], "threads": result.get("threads")}))
