@@ -2,7 +2,8 @@
 
 One run prints:
 - the 4 MB model (y = x @ W + b, W 1024x1024 float32) in Python onnxruntime with 1 and 2 threads,
-  and in ORT-web (wasm, SIMD) in the opaque-origin sandbox's worker, 1 thread: median ms per inference;
+  in ORT-web (wasm, SIMD) in the opaque-origin sandbox's worker (1 thread), and on a cross-origin
+  isolated sandbox origin with 1 and 2 threads: median ms per inference;
 - cold start: page load -> first result of that model (Streamlit page, component, runtime, model, one
   inference), on localhost, a fresh browser context each time.
 
@@ -55,25 +56,46 @@ def native_ms(threads: int, runs: int) -> float:
     return statistics.median(times)
 
 
-def start_streamlit() -> tuple[subprocess.Popen, str]:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "bench.py", "--server.port", str(port)],
-        cwd=EXAMPLES,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen) -> None:
+    for _ in range(150):
         try:
-            if requests.get(f"{url}/_stcore/health", timeout=1).ok:
-                return process, url
+            if requests.get(url, timeout=1).ok:
+                return
         except requests.ConnectionError:
             time.sleep(0.2)
     process.terminate()
-    raise SystemExit("streamlit did not start")
+    raise SystemExit(f"{url} did not answer")
+
+
+def start_servers(isolated: bool) -> tuple[list[subprocess.Popen], str]:
+    """The bench page under `streamlit run`; isolated: behind COOP/COEP with a local sandbox origin."""
+    processes = []
+    env = dict(os.environ, SECURE_CONTEXT_EXAMPLE="bench.py")
+    if isolated:
+        sandbox_port = free_port()
+        sandbox = subprocess.Popen([sys.executable, "sandbox_origin.py", str(sandbox_port)], cwd=EXAMPLES)
+        processes.append(sandbox)
+        wait_for(f"http://127.0.0.1:{sandbox_port}/sandbox.html", sandbox)
+        env["SECURE_CONTEXT_SANDBOX_ORIGIN"] = f"http://127.0.0.1:{sandbox_port}"
+    port = free_port()
+    script = "isolated_server.py" if isolated else "bench.py"
+    streamlit = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(port)],
+        cwd=EXAMPLES,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    processes.append(streamlit)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(f"{url}/_stcore/health", streamlit)
+    return processes, url
 
 
 def browser_result(browser, url: str) -> tuple[dict, float]:
@@ -95,31 +117,40 @@ def main() -> None:
 
     native_1 = native_ms(1, args.runs)
     native_2 = native_ms(2, args.runs)
-    process, url = start_streamlit()
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), args=CHROMIUM_ARGS
-            )
-            browser_result(browser, f"{url}/?runs=1")  # Streamlit's first page build is not the component's cost
-            warm, _ = browser_result(browser, f"{url}/?runs={args.runs + 1}")
-            web_1 = statistics.median(warm["inferenceMs"][1:])
-            cold = [browser_result(browser, f"{url}/?runs=1")[1] for _ in range(args.cold_starts)]
-            browser.close()
-    finally:
-        process.terminate()
+    web: dict[tuple[str, int], tuple[float, int]] = {}
+    cold: dict[str, list[float]] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), args=CHROMIUM_ARGS
+        )
+        for mode, thread_counts in (("opaque", (1,)), ("isolated", (1, 2))):
+            processes, url = start_servers(isolated=mode == "isolated")
+            try:
+                browser_result(browser, f"{url}/?runs=1")  # Streamlit's first page build is not the component's cost
+                for threads in thread_counts:
+                    warm, _ = browser_result(browser, f"{url}/?runs={args.runs + 1}&threads={threads}")
+                    web[mode, threads] = (statistics.median(warm["inferenceMs"][1:]), warm["threads"])
+                cold[mode] = [browser_result(browser, f"{url}/?runs=1&threads=1")[1] for _ in range(args.cold_starts)]
+            finally:
+                for process in processes:
+                    process.terminate()
+        browser.close()
 
     print(f"model: {MODEL.name} ({MODEL.stat().st_size / 1e6:.1f} MB), input 1024x1024, {args.runs} runs, median")
     print("| runtime | threads | ms per inference | vs native 1 thread |")
     print("|---|---|---|---|")
     print(f"| onnxruntime {onnxruntime.__version__} (Python) | 1 | {native_1:.1f} | 1.00x |")
     print(f"| onnxruntime {onnxruntime.__version__} (Python) | 2 | {native_2:.1f} | {native_2 / native_1:.2f}x |")
-    print(f"| ORT-web 1.30 wasm, opaque sandbox worker | {warm['threads']} | {web_1:.1f} | {web_1 / native_1:.2f}x |")
-    print("| ORT-web 1.30 wasm, isolated sandbox origin | 2 | not built (see the note) | - |")
-    print(
-        f"cold start, page load -> first result ({args.cold_starts} fresh contexts): "
-        f"median {statistics.median(cold):.2f} s, min {min(cold):.2f} s, max {max(cold):.2f} s"
-    )
+    for (mode, _), (ms, threads) in web.items():
+        where = "opaque srcdoc sandbox" if mode == "opaque" else "isolated sandbox origin"
+        print(f"| ORT-web 1.30 wasm, {where} | {threads} | {ms:.1f} | {ms / native_1:.2f}x |")
+    speedup = web["isolated", 1][0] / web["isolated", 2][0]
+    print(f"ORT-web speed-up with 2 threads (isolated): {speedup:.2f}x")
+    for mode, times in cold.items():
+        print(
+            f"cold start, {mode}, page load -> first result ({len(times)} fresh contexts): "
+            f"median {statistics.median(times):.2f} s, min {min(times):.2f} s, max {max(times):.2f} s"
+        )
 
 
 if __name__ == "__main__":

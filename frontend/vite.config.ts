@@ -11,6 +11,10 @@ export default defineConfig({
     // Not minified: the sandbox's code is shipped as the source text of named functions
     // (Function.prototype.toString), which must keep their names.
     minify: false,
+    rollupOptions: {
+      // The component page (served by Streamlit) and the isolated sandbox page (served by the edge).
+      input: { index: "index.html", sandbox: "sandbox.html" },
+    },
   },
   test: {
     include: ["tests/**/*.test.ts"],

@@ -9,10 +9,12 @@ import streamlit as st
 from streamlit_secure_context import streamlit_secure_context
 
 runs = int(st.query_params.get("runs", "10"))
+threads = int(st.query_params.get("threads", "1"))
 result = streamlit_secure_context(
     "app/static/matmul-4mb.onnx",
     inference_params={"synthetic": {"dims": [1024, 1024], "runs": runs}},
-    security_config={"threads": 1},
+    # The sandbox origin, when the platform sets one, comes from SECURE_CONTEXT_SANDBOX_ORIGIN.
+    security_config={"threads": threads},
     timeout=300,
     key="bench",
 )

@@ -8,6 +8,8 @@ inside the component is read there and never sent to the server.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ __all__ = [
 
 FRONTEND_DIR = Path(__file__).parent / "frontend"
 DEFAULT_TIMEOUT_S = 30.0
+# Set by the platform in app images: the edge's sandbox origin (isolated, multi-threaded mode).
+SANDBOX_ORIGIN_ENV = "SECURE_CONTEXT_SANDBOX_ORIGIN"
 
 
 class SecureContextError(RuntimeError):
@@ -93,7 +97,10 @@ def streamlit_secure_context(
         inference_params: ``{"inputs": {"data": [...], "dims": [...]}}`` to infer on values from Python,
             ``"input_name"`` (default: the model's first input) and ``"shape"`` (for picked files, -1
             for one free dimension; default ``[1, -1]``).
-        security_config: ``{"threads": 1}``; the opaque-origin frame runs single-threaded.
+        security_config: ``{"sandbox_origin": "https://edge:9443", "threads": 2}``. Without a sandbox
+            origin (also read from the ``SECURE_CONTEXT_SANDBOX_ORIGIN`` environment variable) the model
+            runs in an opaque-origin srcdoc frame, single-threaded. With one, in a frame on that origin
+            (served by the edge with COEP/CORP and a strict CSP), cross-origin isolated: multi-threaded.
         key: Streamlit widget key.
         timeout: seconds the browser waits for the worker before reporting a timeout.
         file_picker: show a file input inside the sandbox; only the model's output returns.
@@ -110,10 +117,16 @@ def streamlit_secure_context(
     """
     if timeout <= 0:
         raise ValueError("timeout must be positive")
+    security = dict(security_config or {})
+    if "sandbox_origin" not in security and os.environ.get(SANDBOX_ORIGIN_ENV):
+        security["sandbox_origin"] = os.environ[SANDBOX_ORIGIN_ENV]
+    origin = security.get("sandbox_origin")
+    if origin is not None and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", str(origin)):
+        raise ValueError(f"sandbox_origin must be scheme://host[:port], got {origin!r}")
     value = _declare()(
         model_url=model_path,
         inference_params=inference_params or {},
-        security_config=security_config or {},
+        security_config=security,
         timeout_ms=int(timeout * 1000),
         file_picker=None
         if file_picker is None

@@ -14,6 +14,8 @@ let requestId = 0;
 let timer: ReturnType<typeof setTimeout> | undefined;
 let runtimeFiles: Promise<{ ort: string; glue: string; wasm: ArrayBuffer }> | null = null;
 let ready = false;
+// "*" for the opaque frame (its origin is "null"); the sandbox origin in isolated mode.
+let frameTarget = "*";
 let queued: Record<string, unknown> | null = null;
 
 /** A model path relative to the app (e.g. "app/static/m.onnx") resolved against the app's base URL. */
@@ -71,6 +73,7 @@ function tearDown(): void {
 function onSandboxMessage(event: MessageEvent): void {
   const accepted = acceptMessage(event, frame?.contentWindow ?? null);
   if (!accepted) return;
+  if (frameTarget !== "*" && event.origin !== frameTarget) return;
   const payload = accepted.payload as Record<string, unknown>;
   if (accepted.type === "INIT_DONE") {
     ready = true;
@@ -79,7 +82,7 @@ function onSandboxMessage(event: MessageEvent): void {
       send("INFER", queued);
       queued = null;
     } else {
-      report({ status: "ready", inputs: payload.inputs, outputs: payload.outputs });
+      report({ status: "ready", ...payload });
     }
   } else if (accepted.type === "RESULT") {
     status.textContent = "Inference done.";
@@ -95,7 +98,7 @@ function send(type: "INIT" | "INFER", payload: Record<string, unknown>, transfer
   armTimeout(timeoutMs);
   // The frame's origin is opaque ("null"): a window reference is the only way to address it. What goes
   // in is the model and runtime; what comes out is checked by event.source.
-  frame!.contentWindow!.postMessage(message(type, requestId, payload), "*", transfer);
+  frame!.contentWindow!.postMessage(message(type, requestId, payload), frameTarget, transfer);
 }
 
 async function start(args: RenderArgs): Promise<void> {
@@ -111,36 +114,51 @@ async function start(args: RenderArgs): Promise<void> {
     inputsKey = "";
     status.textContent = "Loading the model in the sandbox...";
     armTimeout(timeoutMs);
-    const [runtime, model] = await Promise.all([
-      loadRuntime(),
-      fetchOk(appUrl(String(args.model_url)), "model").then((r) => r.arrayBuffer()),
-    ]);
-    const config = {
+    const sandboxOrigin = String(security.sandbox_origin ?? "").replace(/\/$/, "");
+    const settings = {
       parentOrigin: window.location.origin,
-      workerSource: workerMain.toString(),
       filePicker: picker ? { accept: picker.accept, maxBytes: picker.max_bytes, label: picker.label } : null,
       inputName: (params.input_name as string | undefined) ?? null,
       shape: (params.shape as number[] | undefined) ?? [1, -1],
     };
-    const helpers = [acceptMessage, message, parseNumbers, fitShape, refuseFile].map((f) => f.toString()).join("\n");
-    const script = `${helpers}\n(${bootstrap.toString()})(${JSON.stringify(config)});`;
-    const csp = sandboxCsp(await sha256Base64(script));
     frame = document.createElement("iframe");
-    // An opaque origin: no cookies, no storage, no access to the app's page or the server.
-    frame.setAttribute("sandbox", "allow-scripts");
     frame.title = "secure inference sandbox";
     frame.style.cssText = "border:0;width:100%;height:60px";
-    frame.srcdoc =
-      `<!doctype html><html><head><meta http-equiv="Content-Security-Policy" content="${csp}">` +
-      `</head><body style="font-family:sans-serif"><script>${script}</script></body></html>`;
+    let runtime: { ort: string; glue: string; wasm: ArrayBuffer } | null = null;
+    const modelBytes = fetchOk(appUrl(String(args.model_url)), "model").then((r) => r.arrayBuffer());
+    if (sandboxOrigin) {
+      // Isolated mode: a frame on the sandbox origin (served with COEP/CORP and a strict CSP by the
+      // edge), allowed cross-origin isolation: ONNX Runtime Web runs threads there.
+      frameTarget = sandboxOrigin;
+      frame.setAttribute("sandbox", "allow-scripts allow-same-origin");
+      frame.allow = "cross-origin-isolated";
+      frame.src = `${sandboxOrigin}/sandbox.html#${encodeURIComponent(JSON.stringify(settings))}`;
+    } else {
+      // An opaque origin: no cookies, no storage, no network, no access to the app's page.
+      frameTarget = "*";
+      runtime = await loadRuntime();
+      const script =
+        [acceptMessage, message, parseNumbers, fitShape, refuseFile].map((f) => f.toString()).join("\n") +
+        `\n(${bootstrap.toString()})(${JSON.stringify({ ...settings, workerSource: workerMain.toString() })});`;
+      const csp = sandboxCsp(await sha256Base64(script));
+      frame.setAttribute("sandbox", "allow-scripts");
+      frame.srcdoc =
+        `<!doctype html><html><head><meta http-equiv="Content-Security-Policy" content="${csp}">` +
+        `</head><body style="font-family:sans-serif"><script>${script}</script></body></html>`;
+    }
+    const model = await modelBytes;
     window.addEventListener("message", onSandboxMessage);
     const loaded = new Promise((resolve) => frame!.addEventListener("load", resolve, { once: true }));
     document.body.appendChild(frame);
     await loaded;
-    const threads = Number(security.threads ?? 1);
-    // Transferred, not copied: the model and a copy of the 14 MB wasm binary move to the frame.
-    const wasm = runtime.wasm.slice(0);
-    send("INIT", { model, ort: runtime.ort, glue: runtime.glue, wasm, threads }, [model, wasm]);
+    const threads = Number(security.threads ?? (sandboxOrigin ? 2 : 1));
+    if (runtime) {
+      // Transferred, not copied: the model and a copy of the 14 MB wasm binary move to the frame.
+      const wasm = runtime.wasm.slice(0);
+      send("INIT", { model, ort: runtime.ort, glue: runtime.glue, wasm, threads }, [model, wasm]);
+    } else {
+      send("INIT", { model, threads }, [model]);
+    }
   }
   const nextInputs = JSON.stringify([inputs, params.probe_url, params.synthetic]);
   if (nextInputs !== inputsKey && (inputs !== null || params.probe_url || params.synthetic)) {

@@ -13,8 +13,13 @@ export function workerMain(): void {
     const { type, requestId, payload } = event.data;
     try {
       if (type === "INIT") {
-        ort.env.wasm.wasmBinary = payload.wasm;
-        ort.env.wasm.wasmPaths = { mjs: payload.glueUrl };
+        if (payload.wasmPaths) {
+          // Isolated mode: the runtime's files come from the sandbox origin itself (threads need that).
+          ort.env.wasm.wasmPaths = payload.wasmPaths;
+        } else {
+          ort.env.wasm.wasmBinary = payload.wasm;
+          ort.env.wasm.wasmPaths = { mjs: payload.glueUrl };
+        }
         ort.env.wasm.numThreads = payload.threads;
         ort.env.wasm.proxy = false;
         try {
@@ -25,7 +30,16 @@ export function workerMain(): void {
         } catch (error) {
           throw Object.assign(new Error(`the model could not be loaded: ${String(error)}`), { kind: "model" });
         }
-        self.postMessage({ type: "INIT_DONE", requestId, payload: { inputs: session.inputNames, outputs: session.outputNames } });
+        self.postMessage({
+          type: "INIT_DONE",
+          requestId,
+          payload: {
+            inputs: session.inputNames,
+            outputs: session.outputNames,
+            isolated: (self as unknown as { crossOriginIsolated?: boolean }).crossOriginIsolated === true,
+            threads: ort.env.wasm.numThreads,
+          },
+        });
       } else if (type === "INFER" && payload.synthetic) {
         // Benchmark input: a fixed pattern of the given shape, inferred `runs` times.
         const { dims, runs } = payload.synthetic as { dims: number[]; runs: number };
@@ -78,6 +92,8 @@ export function workerMain(): void {
 
 interface Config {
   parentOrigin: string;
+  /** Set in isolated mode: the sandbox origin that serves the runtime (and this page). */
+  runtimeBase?: string;
   workerSource: string;
   filePicker: { accept: string[]; maxBytes: number; label: string } | null;
   inputName: string | null;
@@ -141,22 +157,33 @@ export function bootstrap(config: Config): void {
   window.addEventListener("message", (event: MessageEvent) => {
     const accepted = acceptMessage(event, window.parent);
     if (!accepted) return;
+    // On a real origin the sender's origin is known too: only the component's.
+    if (config.runtimeBase && event.origin !== config.parentOrigin) return;
     const payload = accepted.payload as Record<string, unknown>;
     if (accepted.type === "INIT") {
       cleanUp();
-      glueUrl = URL.createObjectURL(new Blob([payload.glue as string], { type: "text/javascript" }));
-      const source = `${payload.ort as string}\n;(${config.workerSource})();`;
+      let source: string;
+      let runtime: Record<string, unknown>;
+      if (config.runtimeBase) {
+        source = `importScripts(${JSON.stringify(`${config.runtimeBase}ort.wasm.min.js`)});\n(${config.workerSource})();`;
+        runtime = { wasmPaths: config.runtimeBase };
+      } else {
+        glueUrl = URL.createObjectURL(new Blob([payload.glue as string], { type: "text/javascript" }));
+        source = `${payload.ort as string}\n;(${config.workerSource})();`;
+        runtime = { wasm: payload.wasm, glueUrl };
+      }
       workerUrl = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
       worker = new Worker(workerUrl);
       worker.onmessage = relay;
       worker.onerror = (error) => toParent("ERROR", accepted.requestId, { kind: "worker", message: error.message });
+      const transfer = [payload.model, payload.wasm].filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
       worker.postMessage(
         {
           type: "INIT",
           requestId: accepted.requestId,
-          payload: { model: payload.model, wasm: payload.wasm, glueUrl, threads: payload.threads },
+          payload: { model: payload.model, threads: payload.threads, ...runtime },
         },
-        [payload.model as ArrayBuffer, payload.wasm as ArrayBuffer],
+        transfer,
       );
     } else if (accepted.type === "INFER" && worker) {
       const inputs = payload.inputs as Record<string, { data: number[]; dims: number[] }> | undefined;
