@@ -130,6 +130,7 @@ def main() -> None:
                 for threads in thread_counts:
                     warm, _ = browser_result(browser, f"{url}/?runs={args.runs + 1}&threads={threads}")
                     web[mode, threads] = (statistics.median(warm["inferenceMs"][1:]), warm["threads"])
+                    assert warm["isolated"] == (mode == "isolated"), warm
                 cold[mode] = [browser_result(browser, f"{url}/?runs=1&threads=1")[1] for _ in range(args.cold_starts)]
             finally:
                 for process in processes:

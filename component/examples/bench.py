@@ -19,4 +19,4 @@ result = streamlit_secure_context(
     key="bench",
 )
 if result and "inferenceMs" in result:
-    st.text("BENCH " + json.dumps({"inferenceMs": result["inferenceMs"], "threads": result.get("threads")}))
+    st.text("BENCH " + json.dumps({k: result.get(k) for k in ("inferenceMs", "threads", "isolated")}))

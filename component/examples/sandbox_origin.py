@@ -10,6 +10,7 @@ import functools
 import http.server
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import streamlit_secure_context
 
@@ -27,7 +28,7 @@ HEADERS = {
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {
+    extensions_map: ClassVar[dict[str, str]] = {
         **http.server.SimpleHTTPRequestHandler.extensions_map,
         ".js": "text/javascript",
         ".mjs": "text/javascript",

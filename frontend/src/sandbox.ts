@@ -54,7 +54,8 @@ export function workerMain(): void {
           for (const tensor of Object.values(outputs)) (tensor as { dispose?: () => void }).dispose?.();
           feed.dispose?.();
         }
-        self.postMessage({ type: "RESULT", requestId, payload: { inferenceMs: times, threads: ort.env.wasm.numThreads } });
+        const isolated = (self as unknown as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
+        self.postMessage({ type: "RESULT", requestId, payload: { inferenceMs: times, threads: ort.env.wasm.numThreads, isolated } });
       } else if (type === "INFER") {
         const feeds: Record<string, unknown> = {};
         for (const [name, input] of Object.entries(payload.inputs as Record<string, { data: number[]; dims: number[] }>)) {
