@@ -32,11 +32,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_streamlit(script: str) -> Iterator[str]:
+def start_streamlit(script: str, env: dict[str, str] | None = None) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(port), "--server.address", "127.0.0.1"],
         cwd=EXAMPLES,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -65,6 +66,31 @@ def app_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def probe_url() -> Iterator[str]:
     yield from start_streamlit("csp_probe.py")
+
+
+@pytest.fixture(scope="session")
+def sandbox_origin() -> Iterator[str]:
+    """A stand-in for the edge's sandbox origin (same headers as roles/tls sends there)."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "sandbox_origin.py", str(port)], cwd=EXAMPLES)
+    origin = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(50):
+            try:
+                if requests.get(f"{origin}/sandbox.html", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        yield origin
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def isolated_app_url(sandbox_origin) -> Iterator[str]:
+    """The example app behind COOP/COEP, told the sandbox origin as the platform tells app images."""
+    yield from start_streamlit("isolated_server.py", {"SECURE_CONTEXT_SANDBOX_ORIGIN": sandbox_origin})
 
 
 @pytest.fixture(scope="session")

@@ -133,3 +133,45 @@ def test_the_wheel_carries_the_frontend_and_the_runtimes():
     assert (frontend / "runtimes/ort/ort-wasm-simd-threaded.wasm").stat().st_size > 1_000_000
     assert (frontend / "runtimes/ort/ort.wasm.min.js").is_file()
     assert "onnxruntime-web" not in json.dumps(sorted(p.name for p in frontend.rglob("*")))
+
+
+def test_isolated_mode_runs_on_the_sandbox_origin_cross_origin_isolated(
+    page, isolated_app_url, sandbox_origin, tmp_path
+):
+    component, sandbox = open_app(page, isolated_app_url)
+    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
+    frame = component.locator(SANDBOX_FRAME)
+    assert frame.get_attribute("allow") == "cross-origin-isolated"
+    assert frame.get_attribute("src").startswith(f"{sandbox_origin}/sandbox.html#")
+    inner = next(f for f in page.frames if f.url.startswith(sandbox_origin))
+    assert inner.evaluate("self.origin") == sandbox_origin
+    # Every frame on the way is isolated: that is what lets ORT-web run threads.
+    assert all(f.evaluate("self.crossOriginIsolated") for f in page.frames)
+    pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0")
+    shown = page.locator("text=Scores:").inner_text(timeout=30_000)
+    assert shown == "Scores: " + ", ".join(f"{s:.4f}" for s in expected_scores([0.5, 1.0, -0.3, 2.0]))
+
+
+def test_isolated_sandbox_ignores_messages_from_another_origin(page, sandbox_origin):
+    """A page that is not the component frames the sandbox page: it answers nothing to it."""
+    page.goto(f"{sandbox_origin}/index.html")  # any page of another origin than the one in the fragment
+    page.evaluate(
+        """(origin) => new Promise((resolve) => {
+            const frame = document.createElement('iframe');
+            frame.src = origin + '/sandbox.html#' + encodeURIComponent(JSON.stringify({parentOrigin: 'http://127.0.0.2:1'}));
+            frame.onload = resolve;
+            document.body.appendChild(frame);
+        })""",
+        sandbox_origin,
+    )
+    answers = page.evaluate(
+        """() => new Promise((resolve) => {
+            const got = [];
+            window.addEventListener('message', (e) => got.push(e.data));
+            const frame = document.querySelector('iframe').contentWindow;
+            frame.postMessage({channel: 'streamlit-secure-context', type: 'INFER', requestId: 1,
+                               payload: {probeUrl: 'http://127.0.0.1:9/'}}, '*');
+            setTimeout(() => resolve(got), 1500);
+        })"""
+    )
+    assert answers == []
