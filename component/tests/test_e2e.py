@@ -152,8 +152,9 @@ def test_isolated_mode_runs_on_the_sandbox_origin_cross_origin_isolated(
     assert shown == "Scores: " + ", ".join(f"{s:.4f}" for s in expected_scores([0.5, 1.0, -0.3, 2.0]))
 
 
-def test_isolated_sandbox_ignores_messages_from_another_origin(page, sandbox_origin):
-    """A page that is not the component frames the sandbox page: it answers nothing to it."""
+def test_isolated_sandbox_answers_only_the_declared_component_origin(page, sandbox_origin):
+    """A page that is not the declared component origin frames the sandbox page and sends INIT: no
+    answer reaches it (neither INIT_DONE nor the worker's error): nothing is posted to "*"."""
     page.goto(f"{sandbox_origin}/index.html")  # any page of another origin than the one in the fragment
     page.evaluate(
         """(origin) => new Promise((resolve) => {
@@ -169,9 +170,9 @@ def test_isolated_sandbox_ignores_messages_from_another_origin(page, sandbox_ori
             const got = [];
             window.addEventListener('message', (e) => got.push(e.data));
             const frame = document.querySelector('iframe').contentWindow;
-            frame.postMessage({channel: 'streamlit-secure-context', type: 'INFER', requestId: 1,
-                               payload: {probeUrl: 'http://127.0.0.1:9/'}}, '*');
-            setTimeout(() => resolve(got), 1500);
+            frame.postMessage({channel: 'streamlit-secure-context', type: 'INIT', requestId: 1,
+                               payload: {model: new ArrayBuffer(64), threads: 1}}, '*');
+            setTimeout(() => resolve(got), 3000);
         })"""
     )
     assert answers == []
