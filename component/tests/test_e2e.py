@@ -152,27 +152,29 @@ def test_isolated_mode_runs_on_the_sandbox_origin_cross_origin_isolated(
     assert shown == "Scores: " + ", ".join(f"{s:.4f}" for s in expected_scores([0.5, 1.0, -0.3, 2.0]))
 
 
-def test_isolated_sandbox_answers_only_the_declared_component_origin(page, sandbox_origin):
-    """A page that is not the declared component origin frames the sandbox page and sends INIT: no
-    answer reaches it (neither INIT_DONE nor the worker's error): nothing is posted to "*"."""
-    page.goto(f"{sandbox_origin}/index.html")  # any page of another origin than the one in the fragment
-    page.evaluate(
-        """(origin) => new Promise((resolve) => {
-            const frame = document.createElement('iframe');
-            frame.src = origin + '/sandbox.html#' + encodeURIComponent(JSON.stringify({parentOrigin: 'http://127.0.0.2:1'}));
-            frame.onload = resolve;
-            document.body.appendChild(frame);
-        })""",
-        sandbox_origin,
-    )
-    answers = page.evaluate(
-        """() => new Promise((resolve) => {
+def frame_sandbox_and_send_init(page, top_url: str, sandbox_origin: str, declared_parent: str) -> list:
+    """Frames the sandbox page from `top_url`, declaring `declared_parent` as the component's origin,
+    sends INIT with a broken model, and returns what comes back (up to 20 s)."""
+    page.goto(top_url)
+    return page.evaluate(
+        """([origin, parent]) => new Promise((resolve) => {
             const got = [];
-            window.addEventListener('message', (e) => got.push(e.data));
-            const frame = document.querySelector('iframe').contentWindow;
-            frame.postMessage({channel: 'streamlit-secure-context', type: 'INIT', requestId: 1,
-                               payload: {model: new ArrayBuffer(64), threads: 1}}, '*');
-            setTimeout(() => resolve(got), 3000);
-        })"""
+            window.addEventListener('message', (e) => {
+                if (e.data && e.data.channel === 'streamlit-secure-context') { got.push(e.data.type); resolve(got); }
+            });
+            const frame = document.createElement('iframe');
+            frame.src = origin + '/sandbox.html#' + encodeURIComponent(JSON.stringify({parentOrigin: parent}));
+            frame.onload = () => frame.contentWindow.postMessage({channel: 'streamlit-secure-context',
+                type: 'INIT', requestId: 1, payload: {model: new ArrayBuffer(64), threads: 1}}, '*');
+            document.body.appendChild(frame);
+            setTimeout(() => resolve(got), 20000);
+        })""",
+        [sandbox_origin, declared_parent],
     )
-    assert answers == []
+
+
+def test_isolated_sandbox_answers_only_the_declared_component_origin(page, app_url, sandbox_origin):
+    # The harness works: the declared parent gets the worker's error about the broken model.
+    assert frame_sandbox_and_send_init(page, app_url, sandbox_origin, app_url) == ["ERROR"]
+    # Another page gets nothing: its INIT is ignored and nothing is ever posted to "*".
+    assert frame_sandbox_and_send_init(page, app_url, sandbox_origin, "http://127.0.0.2:1") == []
