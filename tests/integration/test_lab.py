@@ -71,9 +71,13 @@ def test_lab_edge_serves_https_with_the_lab_ca_and_redirects_http(first_run, tmp
     response = requests.get("https://localhost:18443/", verify=str(ca), timeout=10)
     assert response.status_code == 404
     assert response.headers["Strict-Transport-Security"] == "max-age=63072000"
-    sandbox = requests.get("https://localhost:19443/", verify=str(ca), timeout=10)
+    # The sandbox origin serves the component's isolated page and the self-hosted runtime.
+    sandbox = requests.get("https://localhost:19443/sandbox.html", verify=str(ca), timeout=10)
     assert sandbox.status_code == 200
+    assert "secure-context sandbox" in sandbox.text
     assert sandbox.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+    wasm = requests.head("https://localhost:19443/runtimes/ort/ort-wasm-simd-threaded.wasm", verify=str(ca), timeout=10)
+    assert wasm.headers["Content-Type"] == "application/wasm"
     redirect = requests.get("http://localhost:18080/x", allow_redirects=False, timeout=10)
     assert redirect.status_code == 301
     assert redirect.headers["Location"] == "https://localhost/x"
