@@ -306,8 +306,8 @@ def test_broken_sshd_option_is_caught_before_it_reaches_sshd(host):
     before = host.file("/etc/ssh/sshd_config").sha256sum
     result = run_negative("broken_sshd", "hardening_preflight,hardening_ssh")
     assert result.returncode != 0
-    assert "failed validating" in flat(result)
-    assert "NoSuchOption" in flat(result)
+    assert "failed to validate" in flat(result)
+    assert "Bad configuration option: NoSuchOption" in flat(result)
     assert host.file("/etc/ssh/sshd_config").sha256sum == before
     assert host.service("ssh").is_running
 
