@@ -5,7 +5,7 @@
 # and loads them into THIS machine's kernel with `auditctl -R`, run from this machine (root, initial
 # namespaces), lists them with `auditctl -l`, then restores the kernel's previous rules and settings.
 #   bash benchmarks/auditctl_load.sh [INSTANCE]     (default instance-baseline; see benchmarks/lynis.sh)
-# auditctl comes from the instance (the VM needs only libaudit1, which every Debian has): nothing is
+# auditctl (and libauparse) come from the instance; the VM has libaudit1, as every Debian: nothing is
 # installed here. Rules whose watched path has no parent directory on this machine (a setuid program
 # that only the instance has) cannot be placed here and are listed as skipped.
 set -euo pipefail
@@ -17,8 +17,11 @@ docker inspect "$INSTANCE" >/dev/null 2>&1 || die "no $INSTANCE: run benchmarks/
 
 work=$(mktemp -d)
 docker cp -L "$INSTANCE:/usr/sbin/auditctl" "$work/auditctl"
+# libauparse comes with auditd, which this machine does not have; libaudit1 it has.
+lib=$(docker exec "$INSTANCE" sh -c 'ldd /usr/sbin/auditctl | awk "/libauparse/ {print \$3}"')
+docker cp -L "$INSTANCE:$lib" "$work/$(basename "$lib")"
 docker cp -L "$INSTANCE:/etc/audit/audit.rules" "$work/audit.rules"
-auditctl() { "$work/auditctl" "$@"; }
+auditctl() { LD_LIBRARY_PATH="$work" "$work/auditctl" "$@"; }
 
 step "Kernel audit status before"
 auditctl -s | tee "$work/status.before" | sed 's/^/    /'
@@ -47,14 +50,15 @@ while IFS= read -r line; do
   fi
 done <"$work/audit.rules" >"$work/load.rules"
 # No -c: any rule the kernel refuses fails the run.
-auditctl -R "$work/load.rules" | sed 's/^/    /'
+auditctl -R "$work/load.rules" >"$work/load.out"
 loaded=$(auditctl -l | grep -vcx 'No rules' || true)
 expected=$(grep -c '^-[aw]' "$work/load.rules")
 info "loaded $loaded rules (expected $expected); skipped $(wc -l <"$work/skipped") (parent directory absent here):"
 sed 's/^/      /' "$work/skipped"
 
 step "Rules by key (auditctl -l)"
-auditctl -l | grep -o 'key=[^ ]*' | sort | uniq -c | sed 's/^/    /'
+auditctl -l | grep -oE '(key=|-k )[^ ]+' | sed 's/^-k /key=/' | sort | uniq -c | sed 's/^/    /'
+info "status while loaded: $(grep -E '^(enabled|backlog_limit|failure)' <(auditctl -s) | tr '\n' ' ')"
 [ "$loaded" -eq "$expected" ] || die "the kernel holds $loaded rules, expected $expected"
 auditctl -l | grep -q -- '-k docker\|key=docker' || die "no docker rule loaded"
 info "OK: every rule the role wrote (and this machine can hold) is in the kernel"
