@@ -89,11 +89,12 @@ def streamlit_secure_context(
     timeout: float = DEFAULT_TIMEOUT_S,
     file_picker: FilePicker | None = None,
 ) -> dict[str, Any] | None:
-    """Run an ONNX model in the browser, inside a sandboxed frame, and return its outputs.
+    """Run an ONNX model or a TF.js GraphModel in the browser, in a sandboxed frame; return its outputs.
 
     Args:
-        model_path: URL of the .onnx model on the app's own server, e.g. ``"app/static/model.onnx"``
-            (Streamlit's static serving). Never a CDN.
+        model_path: URL of the model on the app's own server (Streamlit's static serving), never a
+            CDN: an ``.onnx`` file (ONNX Runtime Web), e.g. ``"app/static/model.onnx"``, or a TF.js
+            GraphModel's ``model.json`` with its weight files beside it (TF.js, wasm backend).
         inference_params: ``{"inputs": {"data": [...], "dims": [...]}}`` to infer on values from Python,
             ``"input_name"`` (default: the model's first input) and ``"shape"`` (for picked files, -1
             for one free dimension; default ``[1, -1]``).

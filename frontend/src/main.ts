@@ -5,14 +5,22 @@ import { acceptMessage, fitShape, message, parseNumbers, refuseFile, sandboxCsp 
 import { bootstrap, workerMain } from "./sandbox";
 import { onRender, setComponentValue, setFrameHeight, type RenderArgs } from "./streamlit";
 
-const RUNTIME = "./runtimes/ort";
+const RUNTIMES = "./runtimes";
 const status = document.getElementById("status")!;
 let frame: HTMLIFrameElement | null = null;
 let modelKey = "";
 let inputsKey = "";
 let requestId = 0;
 let timer: ReturnType<typeof setTimeout> | undefined;
-let runtimeFiles: Promise<{ ort: string; glue: string; wasm: ArrayBuffer }> | null = null;
+/** A runtime as the opaque frame receives it: scripts for the worker, a module, wasm binaries. */
+interface RuntimeBundle {
+  kind: RuntimeKind;
+  scripts: string[];
+  glue?: string;
+  binaries: Record<string, ArrayBuffer>;
+}
+type RuntimeKind = "ort" | "tfjs";
+const runtimeFiles: Partial<Record<RuntimeKind, Promise<RuntimeBundle>>> = {};
 let ready = false;
 // "*" for the opaque frame (its origin is "null"); the sandbox origin in isolated mode.
 let frameTarget = "*";
@@ -35,13 +43,54 @@ async function fetchOk(url: string, what: string): Promise<Response> {
   return response;
 }
 
-function loadRuntime() {
-  runtimeFiles ??= Promise.all([
-    fetchOk(`${RUNTIME}/ort.wasm.min.js`, "runtime").then((r) => r.text()),
-    fetchOk(`${RUNTIME}/ort-wasm-simd-threaded.mjs`, "runtime").then((r) => r.text()),
-    fetchOk(`${RUNTIME}/ort-wasm-simd-threaded.wasm`, "runtime").then((r) => r.arrayBuffer()),
-  ]).then(([ort, glue, wasm]) => ({ ort, glue, wasm }));
-  return runtimeFiles;
+const text = (url: string) => fetchOk(url, "runtime").then((r) => r.text());
+const bytes = (url: string) => fetchOk(url, "runtime").then((r) => r.arrayBuffer());
+
+/** The self-hosted runtime files for the opaque frame, fetched once from the component's own URL. */
+function loadRuntime(kind: RuntimeKind): Promise<RuntimeBundle> {
+  if (kind === "tfjs") {
+    const base = `${RUNTIMES}/tfjs`;
+    runtimeFiles.tfjs ??= Promise.all([
+      text(`${base}/tf-core.min.js`),
+      text(`${base}/tf-converter.min.js`),
+      text(`${base}/tf-backend-wasm.min.js`),
+      bytes(`${base}/tfjs-backend-wasm.wasm`),
+      bytes(`${base}/tfjs-backend-wasm-simd.wasm`),
+    ]).then(([core, converter, backend, wasm, simd]) => ({
+      kind,
+      scripts: [core, converter, backend],
+      binaries: { "tfjs-backend-wasm.wasm": wasm, "tfjs-backend-wasm-simd.wasm": simd },
+    }));
+    return runtimeFiles.tfjs;
+  }
+  const base = `${RUNTIMES}/ort`;
+  runtimeFiles.ort ??= Promise.all([
+    text(`${base}/ort.wasm.min.js`),
+    text(`${base}/ort-wasm-simd-threaded.mjs`),
+    bytes(`${base}/ort-wasm-simd-threaded.wasm`),
+  ]).then(([ort, glue, wasm]) => ({ kind, scripts: [ort], glue, binaries: { wasm } }));
+  return runtimeFiles.ort;
+}
+
+/** The model: an .onnx file, or a TF.js GraphModel (model.json and its weight files, concatenated). */
+async function loadModel(url: string, kind: RuntimeKind): Promise<{ model: ArrayBuffer; modelJson?: unknown }> {
+  const response = await fetchOk(url, "model");
+  if (kind === "ort") return { model: await response.arrayBuffer() };
+  let modelJson: { weightsManifest?: { paths: string[] }[] };
+  try {
+    modelJson = await response.json();
+  } catch {
+    throw Object.assign(new Error(`the model ${url} is not a TF.js model.json`), { kind: "model" });
+  }
+  const paths = (modelJson.weightsManifest ?? []).flatMap((group) => group.paths);
+  const shards = await Promise.all(paths.map((path) => fetchOk(new URL(path, url).href, "model weights").then((r) => r.arrayBuffer())));
+  const model = new Uint8Array(shards.reduce((n, s) => n + s.byteLength, 0));
+  let offset = 0;
+  for (const shard of shards) {
+    model.set(new Uint8Array(shard), offset);
+    offset += shard.byteLength;
+  }
+  return { model: model.buffer, modelJson };
 }
 
 function report(value: Record<string, unknown>): void {
@@ -124,8 +173,9 @@ async function start(args: RenderArgs): Promise<void> {
     frame = document.createElement("iframe");
     frame.title = "secure inference sandbox";
     frame.style.cssText = "border:0;width:100%;height:60px";
-    let runtime: { ort: string; glue: string; wasm: ArrayBuffer } | null = null;
-    const modelBytes = fetchOk(appUrl(String(args.model_url)), "model").then((r) => r.arrayBuffer());
+    const kind: RuntimeKind = String(args.model_url).split("?")[0].endsWith(".json") ? "tfjs" : "ort";
+    let runtime: RuntimeBundle | null = null;
+    const modelFiles = loadModel(appUrl(String(args.model_url)), kind);
     if (sandboxOrigin) {
       // Isolated mode: a frame on the sandbox origin (served with COEP/CORP and a strict CSP by the
       // edge), allowed cross-origin isolation: ONNX Runtime Web runs threads there.
@@ -136,7 +186,7 @@ async function start(args: RenderArgs): Promise<void> {
     } else {
       // An opaque origin: no cookies, no storage, no network, no access to the app's page.
       frameTarget = "*";
-      runtime = await loadRuntime();
+      runtime = await loadRuntime(kind);
       const script =
         [acceptMessage, message, parseNumbers, fitShape, refuseFile].map((f) => f.toString()).join("\n") +
         `\n(${bootstrap.toString()})(${JSON.stringify({ ...settings, workerSource: workerMain.toString() })});`;
@@ -146,18 +196,19 @@ async function start(args: RenderArgs): Promise<void> {
         `<!doctype html><html><head><meta http-equiv="Content-Security-Policy" content="${csp}">` +
         `</head><body style="font-family:sans-serif"><script>${script}</script></body></html>`;
     }
-    const model = await modelBytes;
+    const { model, modelJson } = await modelFiles;
     window.addEventListener("message", onSandboxMessage);
     const loaded = new Promise((resolve) => frame!.addEventListener("load", resolve, { once: true }));
     document.body.appendChild(frame);
     await loaded;
     const threads = Number(security.threads ?? (sandboxOrigin ? 2 : 1));
     if (runtime) {
-      // Transferred, not copied: the model and a copy of the 14 MB wasm binary move to the frame.
-      const wasm = runtime.wasm.slice(0);
-      send("INIT", { model, ort: runtime.ort, glue: runtime.glue, wasm, threads }, [model, wasm]);
+      // Transferred, not copied: the model and copies of the wasm binaries move to the frame.
+      const binaries = Object.fromEntries(Object.entries(runtime.binaries).map(([name, b]) => [name, b.slice(0)]));
+      const payload = { kind, model, modelJson, scripts: runtime.scripts, glue: runtime.glue, binaries, threads };
+      send("INIT", payload, [model, ...Object.values(binaries)]);
     } else {
-      send("INIT", { model, threads }, [model]);
+      send("INIT", { kind, model, modelJson, threads }, [model]);
     }
   }
   const nextInputs = JSON.stringify([inputs, params.probe_url, params.synthetic]);

@@ -43,7 +43,8 @@ export function sandboxCsp(bootstrapHash: string): string {
     "default-src 'none'",
     `script-src 'sha256-${bootstrapHash}' blob: 'wasm-unsafe-eval'`,
     "worker-src blob:",
-    "connect-src 'none'",
+    // blob: only: the TF.js wasm backend fetches its binary from a blob URL this frame made itself.
+    "connect-src blob:",
     "style-src 'unsafe-inline'",
     "img-src 'none'",
     "form-action 'none'",

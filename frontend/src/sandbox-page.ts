@@ -10,7 +10,7 @@ if (typeof settings.parentOrigin !== "string" || !/^https?:\/\/[^/]+$/.test(sett
 } else {
   bootstrap({
     parentOrigin: settings.parentOrigin,
-    runtimeBase: new URL("./runtimes/ort/", window.location.href).href,
+    runtimeBase: new URL("./runtimes/", window.location.href).href,
     workerSource: workerMain.toString(),
     filePicker: settings.filePicker ?? null,
     inputName: settings.inputName ?? null,

@@ -9,10 +9,34 @@ export function workerMain(): void {
   const ort = (self as any).ort;
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   let session: any = null;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  let tf: any = null;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  let graphModel: any = null;
   self.onmessage = async (event: MessageEvent) => {
     const { type, requestId, payload } = event.data;
     try {
-      if (type === "INIT") {
+      if (type === "INIT" && payload.kind === "tfjs") {
+        // TF.js GraphModel on the wasm backend (no threads: the threaded binary is not shipped).
+        tf = (self as any).tf;
+        tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", false);
+        tf.wasm.setWasmPaths(payload.wasmUrls ?? payload.wasmPaths);
+        if (!(await tf.setBackend("wasm"))) throw new Error("the TF.js wasm backend did not start");
+        const { modelTopology, weightsManifest, format, generatedBy, convertedBy, signature } = payload.modelJson;
+        const weightSpecs = weightsManifest.flatMap((group: { weights: unknown[] }) => group.weights);
+        try {
+          graphModel = await tf.loadGraphModel(
+            tf.io.fromMemory({ modelTopology, weightSpecs, weightData: payload.model, format, generatedBy, convertedBy, signature }),
+          );
+        } catch (error) {
+          throw Object.assign(new Error(`the model could not be loaded: ${String(error)}`), { kind: "model" });
+        }
+        self.postMessage({
+          type: "INIT_DONE",
+          requestId,
+          payload: { inputs: graphModel.inputNodes, outputs: graphModel.outputNodes, isolated: false, threads: 1 },
+        });
+      } else if (type === "INIT") {
         if (payload.wasmPaths) {
           // Isolated mode: the runtime's files come from the sandbox origin itself (threads need that).
           ort.env.wasm.wasmPaths = payload.wasmPaths;
@@ -40,6 +64,26 @@ export function workerMain(): void {
             threads: ort.env.wasm.numThreads,
           },
         });
+      } else if (type === "INFER" && graphModel) {
+        const result: Record<string, { dims: number[]; data: number[] }> = {};
+        const started = performance.now();
+        const feeds: Record<string, unknown> = {};
+        try {
+          for (const [name, input] of Object.entries(payload.inputs as Record<string, { data: number[]; dims: number[] }>)) {
+            feeds[name] = tf.tensor(input.data, input.dims, "float32");
+          }
+          const outputs = await graphModel.executeAsync(feeds, graphModel.outputNodes);
+          const list = Array.isArray(outputs) ? outputs : [outputs];
+          list.forEach((tensor: { shape: number[]; dataSync: () => ArrayLike<number>; dispose: () => void }, i: number) => {
+            result[graphModel.outputNodes[i]] = { dims: tensor.shape, data: Array.from(tensor.dataSync()) };
+            tensor.dispose();
+          });
+        } catch (error) {
+          throw Object.assign(new Error(`inference failed: ${String(error)}`), { kind: "input" });
+        } finally {
+          for (const tensor of Object.values(feeds)) (tensor as { dispose: () => void }).dispose();
+        }
+        self.postMessage({ type: "RESULT", requestId, payload: { outputs: result, inferenceMs: performance.now() - started } });
       } else if (type === "INFER" && payload.synthetic) {
         // Benchmark input: a fixed pattern of the given shape, inferred `runs` times.
         const { dims, runs } = payload.synthetic as { dims: number[]; runs: number };
@@ -106,6 +150,7 @@ export function bootstrap(config: Config): void {
   let worker: Worker | null = null;
   let glueUrl: string | null = null;
   let workerUrl: string | null = null;
+  const blobUrls: string[] = [];
   let inputName = config.inputName;
   const toParent = (type: Parameters<typeof message>[0], requestId: number, payload?: unknown) =>
     // Results go to the component's own origin only, never to "*".
@@ -122,6 +167,7 @@ export function bootstrap(config: Config): void {
     worker = null;
     if (glueUrl) URL.revokeObjectURL(glueUrl);
     if (workerUrl) URL.revokeObjectURL(workerUrl);
+    for (const url of blobUrls.splice(0)) URL.revokeObjectURL(url);
   };
   window.addEventListener("pagehide", cleanUp);
 
@@ -165,24 +211,42 @@ export function bootstrap(config: Config): void {
       cleanUp();
       let source: string;
       let runtime: Record<string, unknown>;
+      const kind = payload.kind === "tfjs" ? "tfjs" : "ort";
       if (config.runtimeBase) {
-        source = `importScripts(${JSON.stringify(`${config.runtimeBase}ort.wasm.min.js`)});\n(${config.workerSource})();`;
-        runtime = { wasmPaths: config.runtimeBase };
+        const scripts =
+          kind === "tfjs"
+            ? ["tfjs/tf-core.min.js", "tfjs/tf-converter.min.js", "tfjs/tf-backend-wasm.min.js"]
+            : ["ort/ort.wasm.min.js"];
+        source = `importScripts(${scripts.map((f) => JSON.stringify(config.runtimeBase + f)).join(", ")});\n(${config.workerSource})();`;
+        runtime = { wasmPaths: `${config.runtimeBase}${kind}/` };
       } else {
-        glueUrl = URL.createObjectURL(new Blob([payload.glue as string], { type: "text/javascript" }));
-        source = `${payload.ort as string}\n;(${config.workerSource})();`;
-        runtime = { wasm: payload.wasm, glueUrl };
+        const binaries = payload.binaries as Record<string, ArrayBuffer>;
+        source = `${(payload.scripts as string[]).join("\n;")}\n;(${config.workerSource})();`;
+        if (kind === "tfjs") {
+          // The wasm backend fetches its binary: from blob URLs of this frame (CSP connect-src blob:).
+          const wasmUrls: Record<string, string> = {};
+          for (const [name, buffer] of Object.entries(binaries)) {
+            wasmUrls[name] = URL.createObjectURL(new Blob([buffer], { type: "application/wasm" }));
+            blobUrls.push(wasmUrls[name]);
+          }
+          // TF.js asks for an entry per binary; the threaded one is never loaded (threads are off).
+          wasmUrls["tfjs-backend-wasm-threaded-simd.wasm"] = wasmUrls["tfjs-backend-wasm-simd.wasm"];
+          runtime = { wasmUrls };
+        } else {
+          glueUrl = URL.createObjectURL(new Blob([payload.glue as string], { type: "text/javascript" }));
+          runtime = { wasm: binaries.wasm, glueUrl };
+        }
       }
       workerUrl = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
       worker = new Worker(workerUrl);
       worker.onmessage = relay;
       worker.onerror = (error) => toParent("ERROR", accepted.requestId, { kind: "worker", message: error.message });
-      const transfer = [payload.model, payload.wasm].filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
+      const transfer = [payload.model, runtime.wasm].filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
       worker.postMessage(
         {
           type: "INIT",
           requestId: accepted.requestId,
-          payload: { model: payload.model, threads: payload.threads, ...runtime },
+          payload: { kind, model: payload.model, modelJson: payload.modelJson, threads: payload.threads, ...runtime },
         },
         transfer,
       );
