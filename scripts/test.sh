@@ -22,8 +22,10 @@ lint() {
 }
 
 unit() {
-  step "Unit and integration tests (pytest tests/)"
-  pytest -q tests
+  # One worker per test file: the lab, the bad-input plays and the unit tests run side by side.
+  local workers=${PYTEST_WORKERS:-3}
+  step "Unit and integration tests (pytest tests/, $workers workers)"
+  pytest -q -n "$workers" --dist loadfile tests
 }
 
 component() {
@@ -33,14 +35,48 @@ component() {
   "$COMPONENT_VENV/bin/python" -m pytest -q component/tests
 }
 
+# One scenario, its output in a log file; the verdict goes to a file of its own so that the caller
+# can collect it after `wait`.
+molecule_one() {
+  local scenario=$1 logs=$2 start=$SECONDS
+  if molecule test -s "$scenario" >"$logs/$scenario.log" 2>&1; then
+    echo passed >"$logs/$scenario.status"
+    info "molecule $scenario: passed in $((SECONDS - start)) s"
+  else
+    echo failed >"$logs/$scenario.status"
+    info "molecule $scenario: FAILED after $((SECONDS - start)) s"
+  fi
+}
+
 molecule_all() {
   local scenario=${1:-}
-  step "Molecule ${scenario:-(every scenario)}"
   if [ -n "$scenario" ]; then
+    step "Molecule $scenario"
     molecule test -s "$scenario"
-  else
-    molecule test --all
+    return
   fi
+  # Every scenario, MOLECULE_JOBS at a time (each has its own instance, named after it), the
+  # longest first. Each log is printed whole if its scenario fails.
+  local jobs=${MOLECULE_JOBS:-2} logs="$CACHE_DIR/molecule-logs" failed=0 name
+  local -a scenarios=()
+  for name in tls apps monitor baseline docker $(ls molecule); do
+    [ -f "molecule/$name/molecule.yml" ] && [[ ! " ${scenarios[*]} " =~ " $name " ]] && scenarios+=("$name")
+  done
+  step "Molecule: ${scenarios[*]} ($jobs at a time; logs in $logs)"
+  rm -rf "$logs" && mkdir -p "$logs"
+  for name in "${scenarios[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do sleep 2; done
+    molecule_one "$name" "$logs" &
+  done
+  wait
+  for name in "${scenarios[@]}"; do
+    if [ "$(cat "$logs/$name.status" 2>/dev/null)" != passed ]; then
+      failed=1
+      step "Molecule $name failed: its log"
+      cat "$logs/$name.log"
+    fi
+  done
+  [ "$failed" = 0 ] || die "molecule: a scenario failed (logs in $logs)"
 }
 
 timed() {
