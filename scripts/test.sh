@@ -25,7 +25,7 @@ unit() {
   # One worker per test file: the lab, the bad-input plays and the unit tests run side by side.
   local workers=${PYTEST_WORKERS:-3}
   step "Unit and integration tests (pytest tests/, $workers workers)"
-  pytest -q -n "$workers" --dist loadfile tests
+  pytest -q -n "$workers" --dist loadfile --durations=10 tests
 }
 
 component() {
@@ -59,7 +59,7 @@ molecule_all() {
   # longest first. Each log is printed whole if its scenario fails.
   local jobs=${MOLECULE_JOBS:-2} logs="$CACHE_DIR/molecule-logs" failed=0 name
   local -a scenarios=()
-  for name in tls apps monitor baseline docker $(ls molecule); do
+  for name in baseline tls apps monitor docker $(ls molecule); do
     [ -f "molecule/$name/molecule.yml" ] && [[ ! " ${scenarios[*]} " =~ " $name " ]] && scenarios+=("$name")
   done
   step "Molecule: ${scenarios[*]} ($jobs at a time; logs in $logs)"

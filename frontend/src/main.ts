@@ -174,7 +174,8 @@ async function start(args: RenderArgs): Promise<void> {
     frame.title = "secure inference sandbox";
     frame.style.cssText = "border:0;width:100%;height:60px";
     const kind: RuntimeKind = String(args.model_url).split("?")[0].endsWith(".json") ? "tfjs" : "ort";
-    let runtime: RuntimeBundle | null = null;
+    // The model, the runtime and the frame's own start all proceed at once (cold start).
+    let runtimeFiles: Promise<RuntimeBundle | null> = Promise.resolve(null);
     const modelFiles = loadModel(appUrl(String(args.model_url)), kind);
     if (sandboxOrigin) {
       // Isolated mode: a frame on the sandbox origin (served with COEP/CORP and a strict CSP by the
@@ -186,7 +187,7 @@ async function start(args: RenderArgs): Promise<void> {
     } else {
       // An opaque origin: no cookies, no storage, no network, no access to the app's page.
       frameTarget = "*";
-      runtime = await loadRuntime(kind);
+      runtimeFiles = loadRuntime(kind);
       const script =
         [acceptMessage, message, parseNumbers, fitShape, refuseFile].map((f) => f.toString()).join("\n") +
         `\n(${bootstrap.toString()})(${JSON.stringify({ ...settings, workerSource: workerMain.toString() })});`;
@@ -196,11 +197,10 @@ async function start(args: RenderArgs): Promise<void> {
         `<!doctype html><html><head><meta http-equiv="Content-Security-Policy" content="${csp}">` +
         `</head><body style="font-family:sans-serif"><script>${script}</script></body></html>`;
     }
-    const { model, modelJson } = await modelFiles;
     window.addEventListener("message", onSandboxMessage);
     const loaded = new Promise((resolve) => frame!.addEventListener("load", resolve, { once: true }));
     document.body.appendChild(frame);
-    await loaded;
+    const [{ model, modelJson }, runtime] = await Promise.all([modelFiles, runtimeFiles, loaded]);
     const threads = Number(security.threads ?? (sandboxOrigin ? 2 : 1));
     if (runtime) {
       // Transferred, not copied: the model and copies of the wasm binaries move to the frame.
