@@ -16,7 +16,7 @@ LAB_VOLUME="$LAB_CONTAINER-docker"
 # (README, "The lab and the test bench"). .config/molecule/config.yml holds the same for the tests.
 lab_create() {
   docker run -d --name "$LAB_CONTAINER" --hostname "$LAB_CONTAINER" \
-    --cap-add SYS_ADMIN --cap-add NET_ADMIN \
+    --cap-add SYS_ADMIN --cap-add NET_ADMIN --cap-add DAC_READ_SEARCH \
     --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
     --cgroupns host -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
     --tmpfs /run --tmpfs /run/lock --tmpfs /tmp \

@@ -87,6 +87,43 @@ def test_login_defaults_set_umask_and_password_ageing(host):
     defs = host.file("/etc/login.defs").content_string
     assert "\nUMASK\t\t027\n" in defs
     assert "\nPASS_MAX_DAYS\t\t365\n" in defs
+    assert "\nSHA_CRYPT_MIN_ROUNDS\t\t65536\n" in defs
+
+
+def test_sha512_hashes_use_the_configured_rounds(host):
+    host.run("userdel -r roundsprobe")
+    host.check_output("useradd roundsprobe")
+    try:
+        host.check_output("echo 'roundsprobe:Kq7-vX2m!pL9zR4t' | chpasswd -c SHA512")
+        assert host.check_output("getent shadow roundsprobe").split(":")[1].startswith("$6$rounds=65536$")
+    finally:
+        host.run("userdel -r roundsprobe")
+
+
+def test_sysstat_collects_system_activity(host):
+    assert 'ENABLED="true"' in host.file("/etc/default/sysstat").content_string
+    assert host.service("sysstat").is_enabled
+    assert host.service("sysstat-collect.timer").is_running
+
+
+def test_aide_notices_a_changed_configuration_file(host):
+    assert host.file("/var/lib/aide/aide.db").exists
+    assert host.service("dailyaidecheck.timer").is_enabled
+    # Other tests change accounts, so the database is not clean here; the probe file is, until changed.
+    assert "/etc/ssh/ssh_config" not in host.run("aide --config /etc/aide/aide.conf --check").stdout
+    host.check_output("echo '# probe' >> /etc/ssh/ssh_config")
+    try:
+        changed = host.run("aide --config /etc/aide/aide.conf --check")
+        assert changed.rc != 0
+        assert "/etc/ssh/ssh_config" in changed.stdout
+    finally:
+        host.check_output("sed -i '/^# probe$/d' /etc/ssh/ssh_config")
+
+
+def test_a_rootkit_scan_runs_daily(host):
+    assert host.package("chkrootkit").is_installed
+    assert 'RUN_DAILY="true"' in host.file("/etc/chkrootkit/chkrootkit.conf").content_string
+    assert host.service("chkrootkit.timer").is_enabled
 
 
 def test_weak_password_is_rejected_by_pwquality(host):
