@@ -139,9 +139,14 @@ def inventory(tmp_path: Path) -> Path:
             ["apps[0]", "STREAMLIT_", "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION"],
         ),
         (
-            '{"apps": [{"name": "a", "repo": "acme/a", "secrets": {"../token": "TopS3cretValue"}}]}',
-            "Fail on secrets that are not file names with text values",
-            ["apps[0]", "../token"],
+            '{"vault_a_token": "TopS3cretValue", "apps": [{"name": "a", "repo": "acme/a", "secrets": {"../t": "vault_a_token"}}]}',
+            "Fail on secrets that are not file names mapped to defined variables",
+            ["apps[0]", "../t", "vault_a_token"],
+        ),
+        (
+            '{"apps": [{"name": "a", "repo": "acme/a", "secrets": {"api-token": "vault_missing_token"}}]}',
+            "Fail on secrets that are not file names mapped to defined variables",
+            ["apps[0]", "vault_missing_token", "defined"],
         ),
         (
             '{"apps": [{"name": "a", "repo": "acme/a", "upload_max_mb": "lots"}]}',
