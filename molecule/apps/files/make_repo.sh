@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A bare repository of a tiny Streamlit app: main at v1; branch next at v2; branch broken at a commit
-# whose app never becomes healthy (malformed .streamlit/config.toml: streamlit exits at start);
+# whose app never becomes healthy (its .streamlit/config.toml names TLS files that do not exist:
+# streamlit exits at start);
 # branch nobuild at a commit without the entrypoint (the image build fails). The SHAs are written to
 # /srv/git/shas/<name> for the tests.
 set -euo pipefail
@@ -30,8 +31,8 @@ commit "v2" v2
 git push -q "$bare" HEAD:refs/heads/next
 
 mkdir -p .streamlit
-printf '[server\nthis is not toml\n' >.streamlit/config.toml
-commit "broken: malformed config.toml" broken
+printf '[server]\nsslCertFile = "/nonexistent.pem"\nsslKeyFile = "/nonexistent.key"\n' >.streamlit/config.toml
+commit "broken: TLS files that do not exist" broken
 git push -q "$bare" HEAD:refs/heads/broken
 
 git rm -q -r .streamlit streamlit_app.py

@@ -173,7 +173,7 @@ def test_a_broken_commit_leaves_the_old_version_serving(host, commit, step):
     with Load(host, "/hello/") as load:
         result = deploy(host, commit)
     assert result.returncode != 0
-    assert f"failed at the {step} step" in result.stdout
+    assert f"failed at the {step} step" in " ".join(result.stdout.split())
     after = serving(host, "hello")
     assert after["Id"] == before["Id"]
     assert set(load.codes) == {"200"}, load.codes
