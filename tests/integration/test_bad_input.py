@@ -139,7 +139,8 @@ def inventory(tmp_path: Path) -> Path:
             ["apps[0]", "STREAMLIT_", "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION"],
         ),
         (
-            '{"vault_a_token": "TopS3cretValue", "apps": [{"name": "a", "repo": "acme/a", "secrets": {"../t": "vault_a_token"}}]}',
+            '{"vault_a_token": "TopS3cretValue",'
+            ' "apps": [{"name": "a", "repo": "acme/a", "secrets": {"../t": "vault_a_token"}}]}',
             "Fail on secrets that are not file names mapped to defined variables",
             ["apps[0]", "../t", "vault_a_token"],
         ),

@@ -76,8 +76,8 @@ class Load:
         self.host.run("rm -f /tmp/load.codes /tmp/load.stop")
         self.host.run(
             "nohup sh -c 'while [ ! -e /tmp/load.stop ]; do "
-            f"{CURL} -o /dev/null -w \"%{{http_code}}\\n\" https://edge.lab.test{self.path}_stcore/health >>/tmp/load.codes;"
-            " sleep 0.05; done' >/dev/null 2>&1 &"
+            f'{CURL} -o /dev/null -w "%{{http_code}}\\n" https://edge.lab.test{self.path}_stcore/health'
+            " >>/tmp/load.codes; sleep 0.05; done' >/dev/null 2>&1 &"
         )
         return self
 
@@ -92,23 +92,28 @@ def test_container_is_hardened(host):
     config, host_config = container["Config"], container["HostConfig"]
     assert config["User"] == "10001:10001"
     assert host_config["ReadonlyRootfs"] is True
-    assert host_config["CapDrop"] == ["ALL"] and not host_config["CapAdd"]
+    assert host_config["CapDrop"] == ["ALL"]
+    assert not host_config["CapAdd"]
     assert "no-new-privileges:true" in host_config["SecurityOpt"]
     assert host_config["Privileged"] is False
     tmp = host_config["Tmpfs"]["/tmp"]
-    assert "noexec" in tmp and "nosuid" in tmp
+    assert "noexec" in tmp
+    assert "nosuid" in tmp
     assert host_config["NanoCpus"] == 1_000_000_000
-    assert host_config["Memory"] == 512 * 1024**2 and host_config["MemorySwap"] == host_config["Memory"]
+    assert host_config["Memory"] == 512 * 1024**2
+    assert host_config["MemorySwap"] == host_config["Memory"]
     assert host_config["PidsLimit"] == 128
     assert host_config["CpuShares"] == 512
     assert host_config["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 5}
     assert host_config["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "5", "max-size": "10m"}}
-    assert not host_config["PortBindings"] and not container["NetworkSettings"]["Ports"]
+    assert not host_config["PortBindings"]
+    assert not container["NetworkSettings"]["Ports"]
     assert host_config["NetworkMode"] == "streamlit-apps"
     assert "_stcore/health" in " ".join(config["Healthcheck"]["Test"])
     assert container["State"]["Health"]["Status"] == "healthy"
     mounts = {m["Destination"]: m for m in container["Mounts"]}
-    assert set(mounts) == {"/run/secrets"} and mounts["/run/secrets"]["RW"] is False
+    assert set(mounts) == {"/run/secrets"}
+    assert mounts["/run/secrets"]["RW"] is False
     assert not any("docker.sock" in m["Source"] for m in container["Mounts"])
     assert "GREETING=molecule" in config["Env"]
     assert not any(SECRET in e for e in config["Env"])
@@ -158,9 +163,11 @@ def test_deploy_switches_to_the_new_commit_without_failed_requests(host):
     assert after["Config"]["Labels"]["secure_streamlit.sha"] == sha(host, "v2")
     assert sha(host, "v2")[:12] in after["Name"]
     assert before["Id"] != after["Id"]
-    assert len(load.codes) > 20 and set(load.codes) == {"200"}, load.codes
+    assert len(load.codes) > 20
+    assert set(load.codes) == {"200"}, load.codes
     record = audit_records(host)[-1]
-    assert record["status"] == "deployed" and record["sha"] == sha(host, "v2")
+    assert record["status"] == "deployed"
+    assert record["sha"] == sha(host, "v2")
     assert record["previous"] == [sha(host, "v1")]
     answer = json.loads(host.file(f"{RESULTS}/hello.json").content_string)
     assert answer == {"app": "hello", "sha": sha(host, "v2"), "status": "deployed", "reason": ""}
@@ -178,10 +185,13 @@ def test_a_broken_commit_leaves_the_old_version_serving(host, commit, step):
     assert after["Id"] == before["Id"]
     assert set(load.codes) == {"200"}, load.codes
     record = audit_records(host)[-1]
-    assert record["status"] == "failed" and record["sha"] == sha(host, commit)
+    assert record["status"] == "failed"
+    assert record["sha"] == sha(host, commit)
     assert record["reason"].startswith(f"{step} failed")
     answer = json.loads(host.file(f"{RESULTS}/hello.json").content_string)
-    assert answer["status"] == "failed" and answer["sha"] == sha(host, commit) and answer["reason"]
+    assert answer["status"] == "failed"
+    assert answer["sha"] == sha(host, commit)
+    assert answer["reason"]
 
 
 def test_redeploying_the_running_commit_changes_nothing(host):
@@ -190,7 +200,8 @@ def test_redeploying_the_running_commit_changes_nothing(host):
     assert result.returncode == 0, result.stdout[-3000:]
     assert serving(host, "hello")["Id"] == before["Id"]
     answer = json.loads(host.file(f"{RESULTS}/hello.json").content_string)
-    assert answer["status"] == "deployed" and answer["reason"] == "already serving with these settings"
+    assert answer["status"] == "deployed"
+    assert answer["reason"] == "already serving with these settings"
 
 
 def test_old_images_are_pruned(host):
