@@ -171,7 +171,7 @@ def test_deploy_switches_to_the_new_commit_without_failed_requests(host):
     assert record["previous"] == [sha(host, "v1")]
     answer = json.loads(host.file(f"{RESULTS}/hello.json").content_string)
     assert answer == {"app": "hello", "sha": sha(host, "v2"), "status": "deployed", "reason": ""}
-    assert SECRET not in result.stdout
+    assert SECRET not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(("commit", "step"), [("broken", "health"), ("nobuild", "build")])
@@ -180,7 +180,7 @@ def test_a_broken_commit_leaves_the_old_version_serving(host, commit, step):
     with Load(host, "/hello/") as load:
         result = deploy(host, commit)
     assert result.returncode != 0
-    assert f"failed at the {step} step" in " ".join(result.stdout.split())
+    assert f"failed at the {step} step" in " ".join((result.stdout + result.stderr).split())
     after = serving(host, "hello")
     assert after["Id"] == before["Id"]
     assert set(load.codes) == {"200"}, load.codes
