@@ -128,7 +128,7 @@ def push(container: str, case: str) -> str:
     return sh(
         container,
         f"set -e; w=$(mktemp -d); git clone -q {BARE} $w; cd $w; git config user.name bench;"
-        f" git config user.email bench@lab.test; {change}; git commit -qam '{case} {stamp}';"
+        f" git config user.email bench@lab.test; {change}; git add -A; git commit -qm '{case} {stamp}';"
         f" git push -q origin HEAD:main; git rev-parse HEAD; rm -rf $w",
     )
 
@@ -206,8 +206,10 @@ def main() -> None:
         ca = Path(directory) / "ca.crt"
         ca.write_text(sh(args.container, "cat /etc/streamlit-edge/ca.crt") + "\n")
         hosts = inventory(args.container, Path(directory))
-        results = [run_case(args, hosts, address, str(ca), case) for case in args.cases.split(",")]
-    print(json.dumps(results, indent=2))
+        results = []
+        for case in args.cases.split(","):
+            results.append(run_case(args, hosts, address, str(ca), case))
+            print(json.dumps(results[-1]), flush=True)
     print(f"\n{'case':<22} {'deploy':<7} {'push->serving s':>15} {'requests':>9} {'req/s':>6} {'failed':>7}")
     for r in results:
         print(
