@@ -96,9 +96,9 @@ class Load:
     def __exit__(self, *exc) -> None:
         time.sleep(2)  # a little load after the deploy too
         self._stop.set()
-        self._thread.join()
-        time.sleep(1)
         self.seconds = time.monotonic() - self._started
+        self._thread.join()
+        time.sleep(1)  # the last answers
 
 
 def inventory(container: str, directory: Path) -> Path:
