@@ -127,11 +127,13 @@ def push(container: str, case: str) -> str:
         "broken": 'mkdir -p .streamlit && printf \'[server]\\nsslCertFile = "/x.pem"\\nsslKeyFile = "/x.key"\\n\''
         " >.streamlit/config.toml",
     }[case.split("-")[0]]
+    # A broken commit goes to a branch of its own: main stays healthy for the next case.
+    branch = "bench-broken" if case.startswith("broken") else "main"
     return sh(
         container,
         f"set -e; w=$(mktemp -d); git clone -q {BARE} $w; cd $w; git config user.name bench;"
         f" git config user.email bench@lab.test; {change}; git add -A; git commit -qm '{case} {stamp}';"
-        f" git push -q origin HEAD:main; git rev-parse HEAD; rm -rf $w",
+        f" git push -q origin HEAD:{branch}; git rev-parse HEAD; rm -rf $w",
     )
 
 
