@@ -109,6 +109,47 @@ def inventory(tmp_path: Path) -> Path:
             ["tls_apps[0]", "bob", "non-empty password"],
         ),
         (
+            '{"apps": [{"name": "a", "repo": "acme/a", "resources": {"memory": "lots"}}]}',
+            "Fail on resource limits that do not parse",
+            ["apps[0]", "(name a)", "memory", "lots"],
+        ),
+        (
+            '{"apps": [{"name": "a", "repo": "acme/a", "resources": {"cpus": "fast", "pids": 5}}]}',
+            "Fail on resource limits that do not parse",
+            ["apps[0]", "cpus", "fast"],
+        ),
+        (
+            '{"apps": [{"name": "a", "repo": "acme/a", "entrypoint": "../../etc/passwd.py"}]}',
+            "Fail on an entrypoint or requirements file outside the repository",
+            ["apps[0]", "../../etc/passwd.py", "inside the repository"],
+        ),
+        (
+            '{"apps": [{"name": "a", "repo": "acme/a", "requirements": "/etc/shadow"}]}',
+            "Fail on an entrypoint or requirements file outside the repository",
+            ["apps[0]", "/etc/shadow"],
+        ),
+        (
+            '{"apps": [{"name": "a", "repo": "acme/a", "python": "3"}]}',
+            "Fail on a Python version that is not major.minor",
+            ["apps[0]", "python", "major.minor"],
+        ),
+        (
+            '{"apps": [{"name": "a", "repo": "acme/a", "env": {"STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION": "false"}}]}',
+            "Fail on environment variables that are not NAME=text",
+            ["apps[0]", "STREAMLIT_", "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION"],
+        ),
+        (
+            '{"vault_a_token": "TopS3cretValue",'
+            ' "apps": [{"name": "a", "repo": "acme/a", "secrets": {"../t": "vault_a_token"}}]}',
+            "Fail on secrets that are not file names mapped to defined variables",
+            ["apps[0]", "../t", "vault_a_token"],
+        ),
+        (
+            '{"apps": [{"name": "a", "repo": "acme/a", "secrets": {"api-token": "vault_missing_token"}}]}',
+            "Fail on secrets that are not file names mapped to defined variables",
+            ["apps[0]", "vault_missing_token", "defined"],
+        ),
+        (
             '{"apps": [{"name": "a", "repo": "acme/a", "upload_max_mb": "lots"}]}',
             "Fail on an upload limit out of range",
             ["tls_apps[0]", "lots"],
@@ -139,6 +180,8 @@ def test_bad_setting_stops_before_any_change(inventory, extra_vars, failed_task,
         assert not result.get("changed"), f"{name} changed the host before the failure"
         assert name in READ_ONLY_TASKS or name.startswith(("Fail ", "Validating arguments")), name
     assert report["stats"]["validation-probe"]["changed"] == 0
+    # A secret value never shows, even in the failure.
+    assert "TopS3cretValue" not in json.dumps(report)
 
 
 def test_good_settings_pass_every_check(inventory):
