@@ -110,10 +110,12 @@ def test_aide_notices_a_changed_configuration_file(host):
     assert host.file("/var/lib/aide/aide.db").exists
     assert host.service("dailyaidecheck.timer").is_enabled
     # Other tests change accounts, so the database is not clean here; the probe file is, until changed.
-    assert "/etc/ssh/ssh_config" not in host.run("aide --config /etc/aide/aide.conf --check").stdout
+    # --limit: only /etc/ssh is compared (the whole file system takes minutes).
+    check = "aide --config /etc/aide/aide.conf --limit '^/etc/ssh' --check"
+    assert "/etc/ssh/ssh_config" not in host.run(check).stdout
     host.check_output("echo '# probe' >> /etc/ssh/ssh_config")
     try:
-        changed = host.run("aide --config /etc/aide/aide.conf --check")
+        changed = host.run(check)
         assert changed.rc != 0
         assert "/etc/ssh/ssh_config" in changed.stdout
     finally:
