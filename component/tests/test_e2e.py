@@ -19,12 +19,18 @@ COMPONENT_FRAME = "iframe[title='streamlit_secure_context.streamlit_secure_conte
 SANDBOX_FRAME = "iframe[title='secure inference sandbox']"
 # Values that appear nowhere else: if they show up in any request, the file left the browser.
 PRIVATE_VALUES = [0.7310585, 1.2345678, -0.9876543, 3.1415926]
+DEMO_VALUES = [0.5, 1.0, -0.3, 2.0]
 
 
 def expected_scores(values: list[float]) -> list[float]:
     session = onnxruntime.InferenceSession(str(EXAMPLES / "static/mlp.onnx"))
     (scores,) = session.run(None, {"features": np.array([values], dtype=np.float32)})
     return [round(float(s), 4) for s in scores[0]]
+
+
+def scores_line(values: list[float] = DEMO_VALUES) -> str:
+    """The app's "Scores:" line for these values, as native onnxruntime computes them."""
+    return "Scores: " + ", ".join(f"{s:.4f}" for s in expected_scores(values))
 
 
 def open_app(page, url: str, query: str = ""):
@@ -44,14 +50,14 @@ def test_picked_file_is_scored_in_the_browser_and_the_result_reaches_python(page
     component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
     pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0\n")
     shown = page.locator("text=Scores:").inner_text(timeout=30_000)
-    assert shown == "Scores: " + ", ".join(f"{s:.4f}" for s in expected_scores([0.5, 1.0, -0.3, 2.0]))
+    assert shown == scores_line()
 
 
 def test_values_from_python_are_scored_too(page, app_url):
     open_app(page, app_url)
     page.get_by_text("Score the demo values from Python").click(timeout=60_000)
     shown = page.locator("text=Demo scores:").inner_text(timeout=60_000)
-    assert shown.endswith(", ".join(f"{s:.4f}" for s in expected_scores([0.5, 1.0, -0.3, 2.0])))
+    assert shown.endswith(", ".join(f"{s:.4f}" for s in expected_scores(DEMO_VALUES)))
 
 
 def test_a_tfjs_graph_model_gives_the_same_scores_as_the_onnx_model(page, app_url, tmp_path):
@@ -60,7 +66,7 @@ def test_a_tfjs_graph_model_gives_the_same_scores_as_the_onnx_model(page, app_ur
     component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
     pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0\n")
     shown = page.locator("text=Scores:").inner_text(timeout=30_000)
-    assert shown == "Scores: " + ", ".join(f"{s:.4f}" for s in expected_scores([0.5, 1.0, -0.3, 2.0]))
+    assert shown == scores_line()
 
 
 def test_the_picked_file_never_reaches_the_server(page, app_url, tmp_path):
@@ -160,7 +166,7 @@ def test_isolated_mode_runs_on_the_sandbox_origin_cross_origin_isolated(
     assert all(f.evaluate("self.crossOriginIsolated") for f in page.frames)
     pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0")
     shown = page.locator("text=Scores:").inner_text(timeout=30_000)
-    assert shown == "Scores: " + ", ".join(f"{s:.4f}" for s in expected_scores([0.5, 1.0, -0.3, 2.0]))
+    assert shown == scores_line()
 
 
 def test_a_tfjs_graph_model_runs_in_isolated_mode_too(page, isolated_app_url, tmp_path):
@@ -168,7 +174,7 @@ def test_a_tfjs_graph_model_runs_in_isolated_mode_too(page, isolated_app_url, tm
     component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
     pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0")
     shown = page.locator("text=Scores:").inner_text(timeout=30_000)
-    assert shown == "Scores: " + ", ".join(f"{s:.4f}" for s in expected_scores([0.5, 1.0, -0.3, 2.0]))
+    assert shown == scores_line()
 
 
 def frame_sandbox_and_send_init(page, top_url: str, sandbox_origin: str, declared_parent: str) -> list:
