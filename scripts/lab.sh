@@ -16,11 +16,12 @@ LAB_VOLUME="$LAB_CONTAINER-docker"
 # (README, "The lab and the test bench"). .config/molecule/config.yml holds the same for the tests.
 lab_create() {
   docker run -d --name "$LAB_CONTAINER" --hostname "$LAB_CONTAINER" \
-    --cap-add SYS_ADMIN --cap-add NET_ADMIN --cap-add DAC_READ_SEARCH \
+    --cap-add SYS_ADMIN --cap-add NET_ADMIN --cap-add DAC_READ_SEARCH --cap-add SYS_PTRACE \
     --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
     --cgroupns host -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
     --tmpfs /run --tmpfs /run/lock --tmpfs /tmp \
     -v "$LAB_VOLUME:/var/lib/docker" \
+    -v "$CACHE_DIR/images:/opt/images:ro" \
     --stop-signal SIGRTMIN+3 \
     -p "127.0.0.1:$LAB_HTTP_PORT:80" -p "127.0.0.1:$LAB_HTTPS_PORT:443" \
     -p "127.0.0.1:$LAB_SANDBOX_PORT:9443" \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A bare repository of a tiny Streamlit app: main at v1; branch next at v2; branch broken at a commit
+# A bare repository of a tiny Streamlit app: main and stable at v1; branch next at v2; branch broken at a commit
 # whose app never becomes healthy (its .streamlit/config.toml names TLS files that do not exist:
 # streamlit exits at start);
 # branch nobuild at a commit without the entrypoint (the image build fails). The SHAs are written to
@@ -24,7 +24,7 @@ st.write(os.environ.get("GREETING", ""))
 PY
 printf '# no extra requirements\n' >requirements.txt
 commit "v1" v1
-git push -q "$bare" main
+git push -q "$bare" main HEAD:refs/heads/stable
 
 sed -i 's/hello v1/hello v2/' streamlit_app.py
 commit "v2" v2

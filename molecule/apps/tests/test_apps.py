@@ -1,19 +1,22 @@
-"""The apps role on a real engine behind real nginx: hardening, serving, deploys, rollback, pruning.
+"""The apps role on a real engine behind real nginx, with the monitor and the host's deployer.
 
-The tests run in order: v1 serves after converge; deploy.yml moves it to v2 under load; the broken
-commits (never healthy; no entrypoint) leave v2 serving and are recorded as failed; images are
-pruned; removing an app from the inventory removes its container and route.
+The tests run in order: v1 serves after converge and the monitor settles on it; a push to main (the
+bare repository and the fake GitHub move) goes live through monitor -> deployer -> deploy.yml under
+load, and old images are pruned; a broken push is recorded as failed, not retried, and v2 keeps
+serving; a commit without an entrypoint fails at the build step of a manual deploy.yml; redeploying
+the running commit changes nothing; an edited inventory adds a third app and removes one.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
 import time
 from pathlib import Path
 
-import pytest
+import yaml
 
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 DEPLOY = PROJECT / "playbooks/deploy.yml"
@@ -23,6 +26,10 @@ UPSTREAMS = "/etc/nginx/streamlit-upstreams"
 AUDIT_LOG = "/var/log/streamlit/deploys.log"
 RESULTS = "/var/spool/github-repo-monitor/results"
 SECRET = "molecule-S3cret-NeverLogged"
+TOKEN = "ghp_molecule0nlyF4keT0kenNeverLogged00"
+REPOSITORY = "/srv/git/acme/hello.git"
+FAKE_STATE = "/var/lib/fake-github/state.json"
+MONITOR_STATE = "/var/lib/github-repo-monitor/state.json"
 
 
 def sha(host, name: str) -> str:
@@ -47,9 +54,9 @@ def status_of(host, path: str) -> int:
     return int(host.check_output(f"{CURL} -o /dev/null -w '%{{http_code}}' 'https://edge.lab.test{path}'"))
 
 
-def run_playbook(playbook: Path, *args: str) -> subprocess.CompletedProcess:
+def run_playbook(playbook: Path, *args: str, inventory: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(playbook), *args],
+        ["ansible-playbook", "-i", str(inventory or os.environ["MOLECULE_INVENTORY_FILE"]), str(playbook), *args],
         capture_output=True,
         text=True,
         check=False,
@@ -61,8 +68,31 @@ def deploy(host, name: str) -> subprocess.CompletedProcess:
     return run_playbook(DEPLOY, "-e", "deploy_hosts=all", "-e", "app=hello", "-e", f"sha={sha(host, name)}")
 
 
-def audit_records(host) -> list[dict]:
-    return [json.loads(line) for line in host.file(AUDIT_LOG).content_string.splitlines()]
+def audit_records(host, commit: str | None = None) -> list[dict]:
+    records = [json.loads(line) for line in host.file(AUDIT_LOG).content_string.splitlines()]
+    return [r for r in records if commit is None or r.get("sha") == sha(host, commit)]
+
+
+def push(host, branch: str, commit: str) -> None:
+    """Move the branch in the bare repository and in what the fake GitHub answers (a push)."""
+    host.check_output(f"git -C {REPOSITORY} update-ref refs/heads/{branch} {sha(host, commit)}")
+    state = json.loads(host.file(FAKE_STATE).content_string)
+    state["repos"]["acme/hello"][branch] = sha(host, commit)
+    host.check_output(f"echo '{json.dumps(state)}' >{FAKE_STATE}.new && mv {FAKE_STATE}.new {FAKE_STATE}")
+
+
+def monitor_state(host, app: str) -> dict:
+    result = host.run(f"cat {MONITOR_STATE}")
+    return json.loads(result.stdout).get("apps", {}).get(app, {}) if result.rc == 0 else {}
+
+
+def wait_until(condition, timeout: float, what: str) -> float:
+    """Seconds until condition() held; fails naming what was awaited."""
+    start = time.monotonic()
+    while not condition():
+        assert time.monotonic() - start < timeout, f"not within {timeout} s: {what}"
+        time.sleep(1)
+    return time.monotonic() - start
 
 
 class Load:
@@ -154,44 +184,71 @@ def test_apps_answer_through_the_edge(host):
     assert host.check_output("stat -c %a /etc/streamlit-apps/secrets/hello/api-token") == "400"
 
 
-def test_deploy_switches_to_the_new_commit_without_failed_requests(host):
-    before = serving(host, "hello")
+def test_the_monitor_settles_on_the_commits_site_yml_deployed(host):
+    """The monitor's first poll requests each branch head; the deployer finds it serving already."""
+    assert host.service("streamlit-deployer.path").is_running
+    for app in ("hello", "extra"):
+        wait_until(lambda app=app: monitor_state(host, app).get("last_deployed_sha") == sha(host, "v1"), 180, app)
+    assert host.run("systemctl is-failed streamlit-deployer.service").stdout.strip() != "failed"
+    assert host.file("/var/spool/github-repo-monitor/requests").listdir() == []
+
+
+def test_a_push_goes_live_through_the_monitor_without_failed_requests(host):
+    before, extra = serving(host, "hello"), serving(host, "extra")
     with Load(host, "/hello/") as load:
-        result = deploy(host, "v2")
-    assert result.returncode == 0, result.stdout[-3000:]
+        push(host, "main", "v2")
+        seconds = wait_until(
+            lambda: monitor_state(host, "hello").get("last_deployed_sha") == sha(host, "v2"), 300, "v2 deployed"
+        )
+    print(f"push -> serving and acknowledged: {seconds:.0f} s")
     after = serving(host, "hello")
     assert after["Config"]["Labels"]["secure_streamlit.sha"] == sha(host, "v2")
-    assert sha(host, "v2")[:12] in after["Name"]
     assert before["Id"] != after["Id"]
+    assert serving(host, "extra")["Id"] == extra["Id"]
     assert len(load.codes) > 20
     assert set(load.codes) == {"200"}, load.codes
-    record = audit_records(host)[-1]
+    (record,) = audit_records(host, "v2")
     assert record["status"] == "deployed"
-    assert record["sha"] == sha(host, "v2")
+    assert record["requested_by"] == "monitor"
     assert record["previous"] == [sha(host, "v1")]
-    answer = json.loads(host.file(f"{RESULTS}/hello.json").content_string)
-    assert answer == {"app": "hello", "sha": sha(host, "v2"), "status": "deployed", "reason": ""}
-    assert SECRET not in result.stdout + result.stderr
+    # apps_keep_images: 1 -- only the running image is left.
+    images = host.check_output("docker images -q --filter label=secure_streamlit.app=hello").split()
+    assert len(images) == 1
+    assert json.loads(host.check_output(f"docker inspect {images[0]}"))[0]["Id"] == after["Image"]
+    journal = host.check_output("journalctl -u streamlit-deployer.service -u github-repo-monitor.service --no-pager")
+    assert f"hello: deploying {sha(host, 'v2')}" in journal
+    assert SECRET not in journal
+    assert TOKEN not in journal
 
 
-@pytest.mark.parametrize(("commit", "step"), [("broken", "health"), ("nobuild", "build")])
-def test_a_broken_commit_leaves_the_old_version_serving(host, commit, step):
+def test_a_broken_push_is_recorded_as_failed_not_retried_and_the_old_version_keeps_serving(host):
     before = serving(host, "hello")
     with Load(host, "/hello/") as load:
-        result = deploy(host, commit)
-    assert result.returncode != 0
-    assert f"failed at the {step} step" in " ".join((result.stdout + result.stderr).split())
-    after = serving(host, "hello")
-    assert after["Id"] == before["Id"]
+        push(host, "main", "broken")
+        wait_until(lambda: sha(host, "broken") in monitor_state(host, "hello").get("failed_shas", {}), 300, "failed")
+    assert serving(host, "hello")["Id"] == before["Id"]
     assert set(load.codes) == {"200"}, load.codes
-    record = audit_records(host)[-1]
+    (record,) = audit_records(host, "broken")
     assert record["status"] == "failed"
-    assert record["sha"] == sha(host, commit)
-    assert record["reason"].startswith(f"{step} failed")
-    answer = json.loads(host.file(f"{RESULTS}/hello.json").content_string)
-    assert answer["status"] == "failed"
-    assert answer["sha"] == sha(host, commit)
-    assert answer["reason"]
+    assert record["reason"].startswith("health failed")
+    time.sleep(8)  # four more polls of the same head
+    assert len(audit_records(host, "broken")) == 1
+    assert host.file("/var/spool/github-repo-monitor/requests").listdir() == []
+    push(host, "main", "v2")  # back at the running commit: nothing to deploy
+
+
+def test_a_commit_that_does_not_build_leaves_the_old_version_serving(host):
+    before = serving(host, "hello")
+    with Load(host, "/hello/") as load:
+        result = deploy(host, "nobuild")
+    assert result.returncode != 0
+    assert "failed at the build step" in " ".join((result.stdout + result.stderr).split())
+    assert serving(host, "hello")["Id"] == before["Id"]
+    assert set(load.codes) == {"200"}, load.codes
+    (record,) = audit_records(host, "nobuild")
+    assert record["status"] == "failed"
+    assert record["reason"].startswith("build failed")
+    assert record["requested_by"].startswith("deploy.yml by ")
 
 
 def test_redeploying_the_running_commit_changes_nothing(host):
@@ -199,34 +256,40 @@ def test_redeploying_the_running_commit_changes_nothing(host):
     result = deploy(host, "v2")
     assert result.returncode == 0, result.stdout[-3000:]
     assert serving(host, "hello")["Id"] == before["Id"]
-    answer = json.loads(host.file(f"{RESULTS}/hello.json").content_string)
-    assert answer["status"] == "deployed"
-    assert answer["reason"] == "already serving with these settings"
+    record = audit_records(host, "v2")[-1]
+    assert record["status"] == "deployed"
+    assert record["reason"] == "already serving with these settings"
 
 
-def test_old_images_are_pruned(host):
-    # Back to v1 (its image is still there), then v2 again: three deploys, at most two images kept.
-    assert deploy(host, "v1").returncode == 0
-    assert deploy(host, "v2").returncode == 0
-    images = host.check_output("docker images -q --filter label=secure_streamlit.app=hello").split()
-    assert len(images) <= 2
-    running = serving(host, "hello")["Image"]
-    assert running.split(":")[-1][:12] in images
-
-
-def test_removing_an_app_removes_its_container_and_route(host):
-    only_hello = json.dumps({"apps": [a for a in _inventory_apps() if a["name"] == "hello"]})
-    result = run_playbook(CONVERGE, "-e", only_hello)
+def test_an_app_added_and_one_removed_by_editing_only_the_inventory(host, tmp_path):
+    """The inventory's apps list loses `extra` and gains `third`; converge (site.yml's roles) does the rest."""
+    settings = copy.deepcopy(_inventory_settings())
+    settings["apps"] = [
+        *[a for a in settings["apps"] if a["name"] != "extra"],
+        {"name": "third", "repo": "acme/hello", "branch": "stable"},
+    ]
+    inventory = yaml.safe_load(Path(os.environ["MOLECULE_INVENTORY_FILE"]).read_text())
+    inventory["all"]["vars"] = {**inventory["all"]["vars"], **settings}
+    edited = tmp_path / "inventory.yml"
+    edited.write_text(yaml.safe_dump(inventory))
+    result = run_playbook(CONVERGE, inventory=edited)
     assert result.returncode == 0, result.stdout[-3000:]
+    # The third app: built, running hardened, routed, watched, accepted by the deployer.
+    assert serving(host, "third")["Config"]["Labels"]["secure_streamlit.sha"] == sha(host, "v1")
+    assert status_of(host, "/third/_stcore/health") == 200
+    monitor_config = json.loads(host.check_output("cat /etc/github-repo-monitor/config.json"))
+    assert sorted(a["name"] for a in monitor_config["apps"]) == ["hello", "third"]
+    deployer_config = json.loads(host.check_output("cat /opt/secure-streamlit-deployer/deployer.json"))
+    assert deployer_config["apps"] == ["hello", "third"]
+    # The removed one: no container, image, route or upstream left.
     assert containers(host, "extra") == []
     assert not host.file(f"{UPSTREAMS}/extra.conf").exists
     assert status_of(host, "/second/") == 404
     assert host.run("docker images -q --filter label=secure_streamlit.app=extra").stdout.strip() == ""
     assert status_of(host, "/hello/_stcore/health") == 200
+    wait_until(lambda: monitor_state(host, "third").get("last_deployed_sha") == sha(host, "v1"), 180, "third")
 
 
-def _inventory_apps() -> list[dict]:
-    import yaml
-
+def _inventory_settings() -> dict:
     molecule = yaml.safe_load((PROJECT / "molecule/apps/molecule.yml").read_text())
-    return molecule["provisioner"]["inventory"]["group_vars"]["all"]["apps"]
+    return molecule["provisioner"]["inventory"]["group_vars"]["all"]
