@@ -5,6 +5,9 @@
 - ``matmul-4mb.onnx``: ``y = x @ W + b`` with W 1024x1024 float32 (4 MB): the benchmark's model.
 - ``mlp-tfjs/model.json`` + ``weights.bin``: the same MLP as a TF.js GraphModel (a GraphDef written out
   directly, as tensorflowjs_converter would), so both runtimes can be checked against one answer.
+- ``mlp.tflite``: the same MLP as a TFLite flatbuffer (FULLY_CONNECTED with a fused ReLU,
+  FULLY_CONNECTED, SOFTMAX), written with the ``tflite`` package's generated schema builders, no
+  TensorFlow: for LiteRT.js.
 
 Usage: python make_models.py OUTPUT_DIR
 """
@@ -15,8 +18,10 @@ import json
 import sys
 from pathlib import Path
 
+import flatbuffers
 import numpy as np
 import onnx
+import tflite
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
@@ -113,6 +118,157 @@ def mlp_tfjs(directory: Path) -> None:
     print(f"{directory / 'model.json'}: {sum(v.nbytes for v in weights.values())} bytes of weights")
 
 
+def _vector(builder: flatbuffers.Builder, start, values: list[int]) -> int:
+    """A vector of int32, built back to front as flatbuffers needs."""
+    start(builder, len(values))
+    for value in reversed(values):
+        builder.PrependInt32(value)
+    return builder.EndVector()
+
+
+def _offsets(builder: flatbuffers.Builder, start, offsets: list[int]) -> int:
+    start(builder, len(offsets))
+    for offset in reversed(offsets):
+        builder.PrependUOffsetTRelative(offset)
+    return builder.EndVector()
+
+
+def mlp_tflite() -> bytes:
+    """The MLP as a TFLite model (schema version 3), batch 1: tensors, buffers, three operators and a
+    "serving_default" signature naming the input "features" and the output "probabilities"."""
+    weights = mlp_weights()
+    b = flatbuffers.Builder(4096)
+    # Buffer 0 is the empty buffer by convention; TFLite's FULLY_CONNECTED takes weights as [out, in].
+    constants = {
+        "w1": np.ascontiguousarray(weights["w1"].T),
+        "b1": weights["b1"],
+        "w2": np.ascontiguousarray(weights["w2"].T),
+        "b2": weights["b2"],
+    }
+    buffers = []
+    for data in [None, *constants.values()]:
+        payload = None if data is None else b.CreateNumpyVector(np.frombuffer(data.tobytes(), dtype=np.uint8))
+        tflite.BufferStart(b)
+        if payload is not None:
+            tflite.BufferAddData(b, payload)
+        buffers.append(tflite.BufferEnd(b))
+
+    # (name, shape, buffer): activations use buffer 0, constants their own.
+    specs = [
+        ("features", [1, 4], 0),
+        *((name, list(value.shape), i + 1) for i, (name, value) in enumerate(constants.items())),
+        ("hidden", [1, 8], 0),
+        ("logits", [1, 3], 0),
+        ("probabilities", [1, 3], 0),
+    ]
+    index = {name: i for i, (name, _, _) in enumerate(specs)}
+    tensors = []
+    for name, shape, buffer in specs:
+        name_offset = b.CreateString(name)
+        shape_offset = _vector(b, tflite.TensorStartShapeVector, shape)
+        tflite.TensorStart(b)
+        tflite.TensorAddShape(b, shape_offset)
+        tflite.TensorAddType(b, tflite.TensorType.FLOAT32)
+        tflite.TensorAddBuffer(b, buffer)
+        tflite.TensorAddName(b, name_offset)
+        tensors.append(tflite.TensorEnd(b))
+
+    codes = []
+    for code in (tflite.BuiltinOperator.FULLY_CONNECTED, tflite.BuiltinOperator.SOFTMAX):
+        tflite.OperatorCodeStart(b)
+        # Both fields: readers before schema 2.4 read only the deprecated int8 one.
+        tflite.OperatorCodeAddDeprecatedBuiltinCode(b, code)
+        tflite.OperatorCodeAddBuiltinCode(b, code)
+        tflite.OperatorCodeAddVersion(b, 1)
+        codes.append(tflite.OperatorCodeEnd(b))
+
+    def fully_connected(activation: int) -> int:
+        tflite.FullyConnectedOptionsStart(b)
+        tflite.FullyConnectedOptionsAddFusedActivationFunction(b, activation)
+        return tflite.FullyConnectedOptionsEnd(b)
+
+    def softmax() -> int:
+        tflite.SoftmaxOptionsStart(b)
+        tflite.SoftmaxOptionsAddBeta(b, 1.0)
+        return tflite.SoftmaxOptionsEnd(b)
+
+    FC, SOFTMAX = 0, 1
+    graph = [
+        (
+            FC,
+            ["features", "w1", "b1"],
+            "hidden",
+            tflite.BuiltinOptions.FullyConnectedOptions,
+            lambda: fully_connected(tflite.ActivationFunctionType.RELU),
+        ),
+        (
+            FC,
+            ["hidden", "w2", "b2"],
+            "logits",
+            tflite.BuiltinOptions.FullyConnectedOptions,
+            lambda: fully_connected(tflite.ActivationFunctionType.NONE),
+        ),
+        (SOFTMAX, ["logits"], "probabilities", tflite.BuiltinOptions.SoftmaxOptions, softmax),
+    ]
+    operators = []
+    for opcode, inputs, output, options_type, options in graph:
+        options_offset = options()
+        inputs_offset = _vector(b, tflite.OperatorStartInputsVector, [index[n] for n in inputs])
+        outputs_offset = _vector(b, tflite.OperatorStartOutputsVector, [index[output]])
+        tflite.OperatorStart(b)
+        tflite.OperatorAddOpcodeIndex(b, opcode)
+        tflite.OperatorAddInputs(b, inputs_offset)
+        tflite.OperatorAddOutputs(b, outputs_offset)
+        tflite.OperatorAddBuiltinOptionsType(b, options_type)
+        tflite.OperatorAddBuiltinOptions(b, options_offset)
+        operators.append(tflite.OperatorEnd(b))
+
+    tensors_offset = _offsets(b, tflite.SubGraphStartTensorsVector, tensors)
+    sub_inputs = _vector(b, tflite.SubGraphStartInputsVector, [index["features"]])
+    sub_outputs = _vector(b, tflite.SubGraphStartOutputsVector, [index["probabilities"]])
+    operators_offset = _offsets(b, tflite.SubGraphStartOperatorsVector, operators)
+    graph_name = b.CreateString("risk_mlp")
+    tflite.SubGraphStart(b)
+    tflite.SubGraphAddTensors(b, tensors_offset)
+    tflite.SubGraphAddInputs(b, sub_inputs)
+    tflite.SubGraphAddOutputs(b, sub_outputs)
+    tflite.SubGraphAddOperators(b, operators_offset)
+    tflite.SubGraphAddName(b, graph_name)
+    subgraph = tflite.SubGraphEnd(b)
+
+    def tensor_map(name: str) -> int:
+        name_offset = b.CreateString(name)
+        tflite.TensorMapStart(b)
+        tflite.TensorMapAddName(b, name_offset)
+        tflite.TensorMapAddTensorIndex(b, index[name])
+        return tflite.TensorMapEnd(b)
+
+    signature_inputs = _offsets(b, tflite.SignatureDefStartInputsVector, [tensor_map("features")])
+    signature_outputs = _offsets(b, tflite.SignatureDefStartOutputsVector, [tensor_map("probabilities")])
+    signature_key = b.CreateString("serving_default")
+    tflite.SignatureDefStart(b)
+    tflite.SignatureDefAddInputs(b, signature_inputs)
+    tflite.SignatureDefAddOutputs(b, signature_outputs)
+    tflite.SignatureDefAddSignatureKey(b, signature_key)
+    tflite.SignatureDefAddSubgraphIndex(b, 0)
+    signature = tflite.SignatureDefEnd(b)
+
+    codes_offset = _offsets(b, tflite.ModelStartOperatorCodesVector, codes)
+    subgraphs_offset = _offsets(b, tflite.ModelStartSubgraphsVector, [subgraph])
+    buffers_offset = _offsets(b, tflite.ModelStartBuffersVector, buffers)
+    signatures_offset = _offsets(b, tflite.ModelStartSignatureDefsVector, [signature])
+    description = b.CreateString("component/examples/make_models.py")
+    tflite.ModelStart(b)
+    tflite.ModelAddVersion(b, 3)
+    tflite.ModelAddOperatorCodes(b, codes_offset)
+    tflite.ModelAddSubgraphs(b, subgraphs_offset)
+    tflite.ModelAddDescription(b, description)
+    tflite.ModelAddBuffers(b, buffers_offset)
+    tflite.ModelAddSignatureDefs(b, signatures_offset)
+    b.Finish(tflite.ModelEnd(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
 def main(output: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
     for name, model in (("mlp.onnx", mlp()), ("matmul-4mb.onnx", matmul_4mb())):
@@ -120,6 +276,8 @@ def main(output: Path) -> None:
         onnx.save(model, output / name)
         print(f"{output / name}: {(output / name).stat().st_size} bytes")
     mlp_tfjs(output / "mlp-tfjs")
+    (output / "mlp.tflite").write_bytes(mlp_tflite())
+    print(f"{output / 'mlp.tflite'}: {(output / 'mlp.tflite').stat().st_size} bytes")
 
 
 if __name__ == "__main__":
