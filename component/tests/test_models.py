@@ -28,3 +28,10 @@ def test_the_tflite_mlp_gives_the_onnx_mlps_scores_in_native_litert():
         got = run(features=features)["probabilities"]
         assert got.shape == (1, 3)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_tflite_benchmark_model_gives_the_onnx_ones_output_in_native_litert():
+    x = (np.arange(1024 * 1024, dtype=np.float32) % 7 / 7).reshape(1024, 1024)
+    (expected,) = onnxruntime.InferenceSession(str(EXAMPLES / "static/matmul-4mb.onnx")).run(None, {"x": x})
+    run = Interpreter(model_path=str(EXAMPLES / "static/matmul-4mb.tflite")).get_signature_runner("serving_default")
+    np.testing.assert_allclose(run(x=x)["y"], expected, rtol=1e-4, atol=1e-3)

@@ -116,6 +116,23 @@ export function workerMain(): void {
           for (const tensor of Object.values(feeds)) (tensor as { dispose: () => void }).dispose();
         }
         self.postMessage({ type: "RESULT", requestId, payload: { outputs: result, inferenceMs: performance.now() - started } });
+      } else if (type === "INFER" && tflite && payload.synthetic) {
+        // Benchmark input, as for ORT below: a fixed pattern of the given shape, inferred `runs` times.
+        const { dims, runs } = payload.synthetic as { dims: number[]; runs: number };
+        const size = dims.reduce((a: number, b: number) => a * b, 1);
+        const data = new Float32Array(size).map((_, i) => (i % 7) / 7);
+        const name = tflite.getInputDetails()[0].name;
+        const times: number[] = [];
+        for (let run = 0; run < runs; run++) {
+          const feed = new litert.Tensor(data, dims);
+          const started = performance.now();
+          const outputs = await tflite.run({ [name]: feed });
+          times.push(performance.now() - started);
+          for (const tensor of Object.values(outputs) as { delete: () => void }[]) tensor.delete();
+          feed.delete();
+        }
+        const isolated = (self as unknown as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
+        self.postMessage({ type: "RESULT", requestId, payload: { inferenceMs: times, threads: 1, isolated } });
       } else if (type === "INFER" && tflite) {
         const result: Record<string, { dims: number[]; data: number[] }> = {};
         const started = performance.now();
