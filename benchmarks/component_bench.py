@@ -1,9 +1,10 @@
-"""streamlit-secure-context: ONNX Runtime Web in the sandboxed worker against native onnxruntime.
+"""streamlit-secure-context: ONNX Runtime Web and LiteRT.js in the sandboxed worker against native onnxruntime.
 
 One run prints:
 - the 4 MB model (y = x @ W + b, W 1024x1024 float32) in Python onnxruntime with 1 and 2 threads,
   in ORT-web (wasm, SIMD) in the opaque-origin sandbox's worker (1 thread), and on a cross-origin
-  isolated sandbox origin with 1 and 2 threads: median ms per inference;
+  isolated sandbox origin with 1 and 2 threads, and the same model as .tflite on LiteRT.js (XNNPack,
+  1 thread) in both modes: median ms per inference;
 - cold start: page load -> first result of that model (Streamlit page, component, runtime, model, one
   inference), on localhost, a fresh browser context each time.
 
@@ -118,6 +119,7 @@ def main() -> None:
     native_1 = native_ms(1, args.runs)
     native_2 = native_ms(2, args.runs)
     web: dict[tuple[str, int], tuple[float, int]] = {}
+    litert: dict[str, float] = {}
     cold: dict[str, list[float]] = {}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -131,6 +133,9 @@ def main() -> None:
                     warm, _ = browser_result(browser, f"{url}/?runs={args.runs + 1}&threads={threads}")
                     web[mode, threads] = (statistics.median(warm["inferenceMs"][1:]), warm["threads"])
                     assert warm["isolated"] == (mode == "isolated"), warm
+                tflite, _ = browser_result(browser, f"{url}/?runs={args.runs + 1}&model=app/static/matmul-4mb.tflite")
+                assert tflite["isolated"] == (mode == "isolated"), tflite
+                litert[mode] = statistics.median(tflite["inferenceMs"][1:])
                 cold[mode] = [browser_result(browser, f"{url}/?runs=1&threads=1")[1] for _ in range(args.cold_starts)]
             finally:
                 for process in processes:
@@ -145,6 +150,9 @@ def main() -> None:
     for (mode, _), (ms, threads) in web.items():
         where = "opaque srcdoc sandbox" if mode == "opaque" else "isolated sandbox origin"
         print(f"| ORT-web 1.30 wasm, {where} | {threads} | {ms:.1f} | {ms / native_1:.2f}x |")
+    for mode, ms in litert.items():
+        where = "opaque srcdoc sandbox" if mode == "opaque" else "isolated sandbox origin"
+        print(f"| LiteRT.js 2.5.3 wasm (XNNPack), {where} | 1 | {ms:.1f} | {ms / native_1:.2f}x |")
     speedup = web["isolated", 1][0] / web["isolated", 2][0]
     print(f"ORT-web speed-up with 2 threads (isolated): {speedup:.2f}x")
     for mode, times in cold.items():

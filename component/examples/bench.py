@@ -10,8 +10,10 @@ from streamlit_secure_context import streamlit_secure_context
 
 runs = int(st.query_params.get("runs", "10"))
 threads = int(st.query_params.get("threads", "1"))
+# ?model=app/static/matmul-4mb.tflite: the same model on LiteRT.js.
+model = st.query_params.get("model", "app/static/matmul-4mb.onnx")
 result = streamlit_secure_context(
-    "app/static/matmul-4mb.onnx",
+    model,
     inference_params={"synthetic": {"dims": [1024, 1024], "runs": runs}},
     # The sandbox origin, when the platform sets one, comes from SECURE_CONTEXT_SANDBOX_ORIGIN.
     security_config={"threads": threads},

@@ -5,18 +5,24 @@
 - ``matmul-4mb.onnx``: ``y = x @ W + b`` with W 1024x1024 float32 (4 MB): the benchmark's model.
 - ``mlp-tfjs/model.json`` + ``weights.bin``: the same MLP as a TF.js GraphModel (a GraphDef written out
   directly, as tensorflowjs_converter would), so both runtimes can be checked against one answer.
+- ``mlp.tflite``, ``matmul-4mb.tflite``: the same two models as TFLite flatbuffers (FULLY_CONNECTED
+  with a fused ReLU, FULLY_CONNECTED, SOFTMAX; one FULLY_CONNECTED), written with the ``tflite``
+  package's generated schema builders, no TensorFlow: for LiteRT.js.
 
 Usage: python make_models.py OUTPUT_DIR
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
 
+import flatbuffers
 import numpy as np
 import onnx
+import tflite
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
@@ -113,6 +119,177 @@ def mlp_tfjs(directory: Path) -> None:
     print(f"{directory / 'model.json'}: {sum(v.nbytes for v in weights.values())} bytes of weights")
 
 
+def _vector(builder: flatbuffers.Builder, start, values: list[int]) -> int:
+    """A vector of int32, built back to front as flatbuffers needs."""
+    start(builder, len(values))
+    for value in reversed(values):
+        builder.PrependInt32(value)
+    return builder.EndVector()
+
+
+def _offsets(builder: flatbuffers.Builder, start, offsets: list[int]) -> int:
+    start(builder, len(offsets))
+    for offset in reversed(offsets):
+        builder.PrependUOffsetTRelative(offset)
+    return builder.EndVector()
+
+
+def dense_tflite(
+    inputs: tuple[str, list[int]], layers: list[tuple[np.ndarray, np.ndarray, int]], output: str, softmax: bool
+) -> bytes:
+    """A stack of dense layers as a TFLite model (schema version 3): one FULLY_CONNECTED per layer (weight
+    [in, out], bias, fused activation), then SOFTMAX if asked, and a "serving_default" signature that
+    names the input and the output (LiteRT.js names its tensors by it)."""
+    b = flatbuffers.Builder(4096)
+    # TFLite's FULLY_CONNECTED takes weights as [out, in].
+    constants = {}
+    for i, (weight, bias, _) in enumerate(layers):
+        constants[f"w{i + 1}"] = np.ascontiguousarray(weight.T)
+        constants[f"b{i + 1}"] = bias
+    # Buffer 0 is the empty buffer by convention.
+    buffers = []
+    for data in [None, *constants.values()]:
+        payload = None if data is None else b.CreateNumpyVector(np.frombuffer(data.tobytes(), dtype=np.uint8))
+        tflite.BufferStart(b)
+        if payload is not None:
+            tflite.BufferAddData(b, payload)
+        buffers.append(tflite.BufferEnd(b))
+
+    # (name, shape, buffer): activations use buffer 0, constants their own.
+    input_name, input_shape = inputs
+    rows = input_shape[0]
+    activations = [f"dense{i + 1}" for i in range(len(layers))]
+    activations[-1] = "logits" if softmax else output
+    specs = [
+        (input_name, input_shape, 0),
+        *((name, list(value.shape), i + 1) for i, (name, value) in enumerate(constants.items())),
+        *((name, [rows, weight.shape[1]], 0) for name, (weight, _, _) in zip(activations, layers, strict=True)),
+        *([(output, [rows, layers[-1][0].shape[1]], 0)] if softmax else []),
+    ]
+    index = {name: i for i, (name, _, _) in enumerate(specs)}
+    tensors = []
+    for name, shape, buffer in specs:
+        name_offset = b.CreateString(name)
+        shape_offset = _vector(b, tflite.TensorStartShapeVector, shape)
+        tflite.TensorStart(b)
+        tflite.TensorAddShape(b, shape_offset)
+        tflite.TensorAddType(b, tflite.TensorType.FLOAT32)
+        tflite.TensorAddBuffer(b, buffer)
+        tflite.TensorAddName(b, name_offset)
+        tensors.append(tflite.TensorEnd(b))
+
+    codes = []
+    for code in (tflite.BuiltinOperator.FULLY_CONNECTED, tflite.BuiltinOperator.SOFTMAX):
+        tflite.OperatorCodeStart(b)
+        # Both fields: readers before schema 2.4 read only the deprecated int8 one.
+        tflite.OperatorCodeAddDeprecatedBuiltinCode(b, code)
+        tflite.OperatorCodeAddBuiltinCode(b, code)
+        tflite.OperatorCodeAddVersion(b, 1)
+        codes.append(tflite.OperatorCodeEnd(b))
+
+    def fully_connected(activation: int) -> int:
+        tflite.FullyConnectedOptionsStart(b)
+        tflite.FullyConnectedOptionsAddFusedActivationFunction(b, activation)
+        return tflite.FullyConnectedOptionsEnd(b)
+
+    def softmax_options() -> int:
+        tflite.SoftmaxOptionsStart(b)
+        tflite.SoftmaxOptionsAddBeta(b, 1.0)
+        return tflite.SoftmaxOptionsEnd(b)
+
+    FC, SOFTMAX = 0, 1
+    graph = []
+    previous = input_name
+    for i, (_, _, activation) in enumerate(layers):
+        options = functools.partial(fully_connected, activation)
+        graph.append(
+            (
+                FC,
+                [previous, f"w{i + 1}", f"b{i + 1}"],
+                activations[i],
+                tflite.BuiltinOptions.FullyConnectedOptions,
+                options,
+            )
+        )
+        previous = activations[i]
+    if softmax:
+        graph.append((SOFTMAX, [previous], output, tflite.BuiltinOptions.SoftmaxOptions, softmax_options))
+    operators = []
+    for opcode, op_inputs, op_output, options_type, options in graph:
+        options_offset = options()
+        inputs_offset = _vector(b, tflite.OperatorStartInputsVector, [index[n] for n in op_inputs])
+        outputs_offset = _vector(b, tflite.OperatorStartOutputsVector, [index[op_output]])
+        tflite.OperatorStart(b)
+        tflite.OperatorAddOpcodeIndex(b, opcode)
+        tflite.OperatorAddInputs(b, inputs_offset)
+        tflite.OperatorAddOutputs(b, outputs_offset)
+        tflite.OperatorAddBuiltinOptionsType(b, options_type)
+        tflite.OperatorAddBuiltinOptions(b, options_offset)
+        operators.append(tflite.OperatorEnd(b))
+
+    tensors_offset = _offsets(b, tflite.SubGraphStartTensorsVector, tensors)
+    sub_inputs = _vector(b, tflite.SubGraphStartInputsVector, [index[input_name]])
+    sub_outputs = _vector(b, tflite.SubGraphStartOutputsVector, [index[output]])
+    operators_offset = _offsets(b, tflite.SubGraphStartOperatorsVector, operators)
+    graph_name = b.CreateString("dense")
+    tflite.SubGraphStart(b)
+    tflite.SubGraphAddTensors(b, tensors_offset)
+    tflite.SubGraphAddInputs(b, sub_inputs)
+    tflite.SubGraphAddOutputs(b, sub_outputs)
+    tflite.SubGraphAddOperators(b, operators_offset)
+    tflite.SubGraphAddName(b, graph_name)
+    subgraph = tflite.SubGraphEnd(b)
+
+    def tensor_map(name: str) -> int:
+        name_offset = b.CreateString(name)
+        tflite.TensorMapStart(b)
+        tflite.TensorMapAddName(b, name_offset)
+        tflite.TensorMapAddTensorIndex(b, index[name])
+        return tflite.TensorMapEnd(b)
+
+    signature_inputs = _offsets(b, tflite.SignatureDefStartInputsVector, [tensor_map(input_name)])
+    signature_outputs = _offsets(b, tflite.SignatureDefStartOutputsVector, [tensor_map(output)])
+    signature_key = b.CreateString("serving_default")
+    tflite.SignatureDefStart(b)
+    tflite.SignatureDefAddInputs(b, signature_inputs)
+    tflite.SignatureDefAddOutputs(b, signature_outputs)
+    tflite.SignatureDefAddSignatureKey(b, signature_key)
+    tflite.SignatureDefAddSubgraphIndex(b, 0)
+    signature = tflite.SignatureDefEnd(b)
+
+    codes_offset = _offsets(b, tflite.ModelStartOperatorCodesVector, codes)
+    subgraphs_offset = _offsets(b, tflite.ModelStartSubgraphsVector, [subgraph])
+    buffers_offset = _offsets(b, tflite.ModelStartBuffersVector, buffers)
+    signatures_offset = _offsets(b, tflite.ModelStartSignatureDefsVector, [signature])
+    description = b.CreateString("component/examples/make_models.py")
+    tflite.ModelStart(b)
+    tflite.ModelAddVersion(b, 3)
+    tflite.ModelAddOperatorCodes(b, codes_offset)
+    tflite.ModelAddSubgraphs(b, subgraphs_offset)
+    tflite.ModelAddDescription(b, description)
+    tflite.ModelAddBuffers(b, buffers_offset)
+    tflite.ModelAddSignatureDefs(b, signatures_offset)
+    b.Finish(tflite.ModelEnd(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def mlp_tflite() -> bytes:
+    """The MLP, batch 1: FULLY_CONNECTED with a fused ReLU, FULLY_CONNECTED, SOFTMAX."""
+    w = mlp_weights()
+    relu, none = tflite.ActivationFunctionType.RELU, tflite.ActivationFunctionType.NONE
+    return dense_tflite(
+        ("features", [1, 4]), [(w["w1"], w["b1"], relu), (w["w2"], w["b2"], none)], "probabilities", softmax=True
+    )
+
+
+def matmul_4mb_tflite() -> bytes:
+    """The benchmark's model (the ONNX one's W and b) as one FULLY_CONNECTED: the LiteRT.js timing."""
+    rng = np.random.default_rng(11)
+    weights = rng.normal(size=(1024, 1024)).astype(np.float32)
+    bias = rng.normal(size=(1024,)).astype(np.float32)
+    return dense_tflite(("x", [1024, 1024]), [(weights, bias, tflite.ActivationFunctionType.NONE)], "y", softmax=False)
+
+
 def main(output: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
     for name, model in (("mlp.onnx", mlp()), ("matmul-4mb.onnx", matmul_4mb())):
@@ -120,6 +297,9 @@ def main(output: Path) -> None:
         onnx.save(model, output / name)
         print(f"{output / name}: {(output / name).stat().st_size} bytes")
     mlp_tfjs(output / "mlp-tfjs")
+    for name, data in (("mlp.tflite", mlp_tflite()), ("matmul-4mb.tflite", matmul_4mb_tflite())):
+        (output / name).write_bytes(data)
+        print(f"{output / name}: {len(data)} bytes")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""streamlit-secure-context: ONNX inference in a sandboxed browser frame.
+"""streamlit-secure-context: ONNX, TF.js and TFLite inference in a sandboxed browser frame.
 
-The component fetches the model and the self-hosted ONNX Runtime Web files from the app's own server,
+The component fetches the model and the self-hosted runtime files from the app's own server,
 runs them in an opaque-origin ``sandbox="allow-scripts"`` frame with a strict CSP (no network at all
 inside it) and a Web Worker, and returns only the model's outputs to Python. A file the user picks
 inside the component is read there and never sent to the server.
@@ -89,12 +89,13 @@ def streamlit_secure_context(
     timeout: float = DEFAULT_TIMEOUT_S,
     file_picker: FilePicker | None = None,
 ) -> dict[str, Any] | None:
-    """Run an ONNX model or a TF.js GraphModel in the browser, in a sandboxed frame; return its outputs.
+    """Run an ONNX, TF.js GraphModel or TFLite model in the browser, in a sandboxed frame; return its outputs.
 
     Args:
         model_path: URL of the model on the app's own server (Streamlit's static serving), never a
             CDN: an ``.onnx`` file (ONNX Runtime Web), e.g. ``"app/static/model.onnx"``, or a TF.js
-            GraphModel's ``model.json`` with its weight files beside it (TF.js, wasm backend).
+            GraphModel's ``model.json`` with its weight files beside it (TF.js, wasm backend), or a
+            ``.tflite`` file (LiteRT.js, XNNPack on wasm; inputs and outputs named by its signature).
         inference_params: ``{"inputs": {"data": [...], "dims": [...]}}`` to infer on values from Python,
             ``"input_name"`` (default: the model's first input) and ``"shape"`` (for picked files, -1
             for one free dimension; default ``[1, -1]``).

@@ -69,6 +69,35 @@ def test_a_tfjs_graph_model_gives_the_same_scores_as_the_onnx_model(page, app_ur
     assert shown == scores_line()
 
 
+def test_a_tflite_model_gives_the_same_scores_as_the_onnx_model(page, app_url, tmp_path):
+    # The same MLP as a .tflite flatbuffer on LiteRT.js (XNNPack, wasm) under the frame's CSP, which
+    # allows 'wasm-unsafe-eval' but not 'unsafe-eval'.
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    component, sandbox = open_app(page, app_url, "?model=app/static/mlp.tflite")
+    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
+    pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0\n")
+    shown = page.locator("text=Scores:").inner_text(timeout=30_000)
+    assert shown == scores_line()
+    # Chromium has relaxed SIMD: only that build was fetched, from the app's own server.
+    litert = sorted(url.rsplit("/", 1)[1] for url in fetched if "/runtimes/litert/" in url)
+    assert litert == ["litert.iife.js", "litert_wasm_internal.js", "litert_wasm_internal.wasm"]
+
+
+def test_a_corrupt_tflite_model_is_a_clear_python_error_and_the_app_keeps_running(page, app_url, tmp_path):
+    (EXAMPLES / "static/corrupt.tflite").write_bytes(b"this is not a tflite model" * 40)
+    component, sandbox = open_app(page, app_url, "?model=app/static/corrupt.tflite")
+    shown = page.locator("text=Inference failed").inner_text(timeout=60_000)
+    assert "Inference failed (model)" in shown
+    assert "could not be loaded" in shown
+    # The script went on past the error, and the same server then scores with the good model.
+    page.get_by_text("Score the demo values from Python").wait_for(timeout=10_000)
+    component, sandbox = open_app(page, app_url, "?model=app/static/mlp.tflite")
+    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
+    pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0")
+    assert page.locator("text=Scores:").inner_text(timeout=30_000) == scores_line()
+
+
 def test_the_picked_file_never_reaches_the_server(page, app_url, tmp_path):
     sent: list[str] = []
     page.on("request", lambda request: sent.append(f"{request.url} {request.post_data or ''}"))
@@ -149,6 +178,10 @@ def test_the_wheel_carries_the_frontend_and_the_runtimes():
     assert (frontend / "runtimes/ort/ort.wasm.min.js").is_file()
     assert (frontend / "runtimes/tfjs/tfjs-backend-wasm-simd.wasm").is_file()
     assert (frontend / "runtimes/tfjs/tf-converter.min.js").is_file()
+    for build in ("litert_wasm_internal", "litert_wasm_compat_internal"):
+        assert (frontend / f"runtimes/litert/{build}.wasm").stat().st_size > 1_000_000
+        assert (frontend / f"runtimes/litert/{build}.js").is_file()
+    assert (frontend / "runtimes/litert/litert.iife.js").is_file()
     assert "onnxruntime-web" not in json.dumps(sorted(p.name for p in frontend.rglob("*")))
 
 
@@ -175,6 +208,19 @@ def test_a_tfjs_graph_model_runs_in_isolated_mode_too(page, isolated_app_url, tm
     pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0")
     shown = page.locator("text=Scores:").inner_text(timeout=30_000)
     assert shown == scores_line()
+
+
+def test_a_tflite_model_runs_in_isolated_mode_too(page, isolated_app_url, sandbox_origin, tmp_path):
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    component, sandbox = open_app(page, isolated_app_url, "?model=app/static/mlp.tflite")
+    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
+    pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0")
+    shown = page.locator("text=Scores:").inner_text(timeout=30_000)
+    assert shown == scores_line()
+    # The runtime came from the sandbox origin (LiteRT.js chose its build there), the model from the app.
+    assert f"{sandbox_origin}/runtimes/litert/litert_wasm_internal.wasm" in fetched
+    assert any(url.endswith("/app/static/mlp.tflite") for url in fetched)
 
 
 def frame_sandbox_and_send_init(page, top_url: str, sandbox_origin: str, declared_parent: str) -> list:

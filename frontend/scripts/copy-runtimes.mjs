@@ -1,7 +1,8 @@
 // Self-hosts the pinned runtimes next to the build: ONNX Runtime Web (the wasm-only bundle, its glue
-// module, the SIMD binary) and TF.js (core, converter for GraphModels, the wasm backend and its
-// binaries). Nothing is loaded from a CDN at run time.
+// module, the SIMD binary), TF.js (core, converter for GraphModels, the wasm backend and its
+// binaries) and LiteRT.js for .tflite models. Nothing is loaded from a CDN at run time.
 import { copyFileSync, mkdirSync } from "node:fs";
+import { build } from "vite";
 
 const out = "../component/streamlit_secure_context/frontend/runtimes";
 const runtimes = {
@@ -16,8 +17,29 @@ const runtimes = {
       "tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-simd.wasm",
     ],
   ],
+  // The single-threaded XNNPack CPU builds: relaxed SIMD (Chromium, Firefox) and "compat" (plain SIMD,
+  // for browsers without relaxed SIMD). Not shipped: the threaded and JSPI builds (JSPI is only for
+  // WebNN and WebGPU partitioning, which the sandbox does not use).
+  litert: [
+    "@litertjs/core/wasm",
+    ["litert_wasm_internal.js", "litert_wasm_internal.wasm", "litert_wasm_compat_internal.js", "litert_wasm_compat_internal.wasm"],
+  ],
 };
 for (const [name, [base, files]] of Object.entries(runtimes)) {
   mkdirSync(`${out}/${name}`, { recursive: true });
   for (const file of files) copyFileSync(`node_modules/${base}/${file}`, `${out}/${name}/${file.split("/").pop()}`);
 }
+
+// @litertjs/core ships only an ES module with a bare import; the worker is a classic script (a blob
+// worker in the opaque frame), so it gets one script that sets the global `litert`.
+await build({
+  configFile: false,
+  logLevel: "warn",
+  build: {
+    outDir: `${out}/litert`,
+    emptyOutDir: false,
+    target: "es2022",
+    minify: true,
+    lib: { entry: "node_modules/@litertjs/core/dist/index.js", name: "litert", formats: ["iife"], fileName: () => "litert.iife.js" },
+  },
+});

@@ -1,7 +1,18 @@
 // The component frame (served by Streamlit on the app's origin). It never touches patient data: it
 // fetches the model and the self-hosted runtime, starts the sandboxed inference frame, forwards
 // INIT/INFER, and hands the result (or a clear error) back to Python.
-import { acceptMessage, fitShape, message, parseNumbers, refuseFile, sandboxCsp } from "./protocol";
+import {
+  acceptMessage,
+  fitShape,
+  litertGlue,
+  message,
+  parseNumbers,
+  refuseFile,
+  relaxedSimdSupported,
+  runtimeKind,
+  sandboxCsp,
+  type RuntimeKind,
+} from "./protocol";
 import { bootstrap, workerMain } from "./sandbox";
 import { onRender, setComponentValue, setFrameHeight, type RenderArgs } from "./streamlit";
 
@@ -17,9 +28,10 @@ interface RuntimeBundle {
   kind: RuntimeKind;
   scripts: string[];
   glue?: string;
+  /** The glue's file name (LiteRT.js's loader wants a URL ending in it). */
+  glueName?: string;
   binaries: Record<string, ArrayBuffer>;
 }
-type RuntimeKind = "ort" | "tfjs";
 const runtimeFiles: Partial<Record<RuntimeKind, Promise<RuntimeBundle>>> = {};
 let ready = false;
 // "*" for the opaque frame (its origin is "null"); the sandbox origin in isolated mode.
@@ -63,6 +75,17 @@ function loadRuntime(kind: RuntimeKind): Promise<RuntimeBundle> {
     }));
     return runtimeFiles.tfjs;
   }
+  if (kind === "litert") {
+    // Only the build this browser will run (each binary is ~9 MB): relaxed SIMD, else plain SIMD.
+    const glueName = litertGlue(relaxedSimdSupported());
+    const base = `${RUNTIMES}/litert`;
+    runtimeFiles.litert ??= Promise.all([
+      text(`${base}/litert.iife.js`),
+      text(`${base}/${glueName}`),
+      bytes(`${base}/${glueName.replace(/\.js$/, ".wasm")}`),
+    ]).then(([litert, glue, wasm]) => ({ kind, scripts: [litert], glue, glueName, binaries: { wasm } }));
+    return runtimeFiles.litert;
+  }
   const base = `${RUNTIMES}/ort`;
   runtimeFiles.ort ??= Promise.all([
     text(`${base}/ort.wasm.min.js`),
@@ -72,10 +95,10 @@ function loadRuntime(kind: RuntimeKind): Promise<RuntimeBundle> {
   return runtimeFiles.ort;
 }
 
-/** The model: an .onnx file, or a TF.js GraphModel (model.json and its weight files, concatenated). */
+/** The model: an .onnx or .tflite file, or a TF.js GraphModel (model.json and its weight files, concatenated). */
 async function loadModel(url: string, kind: RuntimeKind): Promise<{ model: ArrayBuffer; modelJson?: unknown }> {
   const response = await fetchOk(url, "model");
-  if (kind === "ort") return { model: await response.arrayBuffer() };
+  if (kind !== "tfjs") return { model: await response.arrayBuffer() };
   let modelJson: { weightsManifest?: { paths: string[] }[] };
   try {
     modelJson = await response.json();
@@ -173,7 +196,7 @@ async function start(args: RenderArgs): Promise<void> {
     frame = document.createElement("iframe");
     frame.title = "secure inference sandbox";
     frame.style.cssText = "border:0;width:100%;height:60px";
-    const kind: RuntimeKind = String(args.model_url).split("?")[0].endsWith(".json") ? "tfjs" : "ort";
+    const kind = runtimeKind(String(args.model_url));
     // The model, the runtime and the frame's own start all proceed at once (cold start).
     let runtimeFiles: Promise<RuntimeBundle | null> = Promise.resolve(null);
     const modelFiles = loadModel(appUrl(String(args.model_url)), kind);
@@ -205,7 +228,8 @@ async function start(args: RenderArgs): Promise<void> {
     if (runtime) {
       // Transferred, not copied: the model and copies of the wasm binaries move to the frame.
       const binaries = Object.fromEntries(Object.entries(runtime.binaries).map(([name, b]) => [name, b.slice(0)]));
-      const payload = { kind, model, modelJson, scripts: runtime.scripts, glue: runtime.glue, binaries, threads };
+      const { scripts, glue, glueName } = runtime;
+      const payload = { kind, model, modelJson, scripts, glue, glueName, binaries, threads };
       send("INIT", payload, [model, ...Object.values(binaries)]);
     } else {
       send("INIT", { kind, model, modelJson, threads }, [model]);

@@ -12,6 +12,9 @@ export interface SandboxMessage {
   payload?: unknown;
 }
 
+/** The runtime for a model: ONNX Runtime Web, TF.js (GraphModel) or LiteRT.js (.tflite). */
+export type RuntimeKind = "ort" | "tfjs" | "litert";
+
 export type ErrorKind = "timeout" | "model" | "input" | "worker" | "file" | "runtime";
 
 export interface TensorResult {
@@ -92,4 +95,28 @@ export function fitShape(length: number, shape: number[]): number[] {
   }
   if (known !== length) throw new Error(`${length} values do not fit shape [${shape.join(", ")}]`);
   return shape;
+}
+
+/** The runtime a model URL needs, by its file name (query and fragment ignored). */
+export function runtimeKind(modelUrl: string): RuntimeKind {
+  const path = modelUrl.split(/[?#]/)[0].toLowerCase();
+  if (path.endsWith(".json")) return "tfjs";
+  if (path.endsWith(".tflite")) return "litert";
+  return "ort";
+}
+
+/** Whether this browser validates a relaxed-SIMD module (the same probe LiteRT.js uses to choose its
+ * build): the opaque frame is sent only the one LiteRT.js binary it will run. */
+export function relaxedSimdSupported(): boolean {
+  // (func (result v128) i32.const 1 i8x16.splat i32.const 2 i8x16.splat i8x16.relaxed_swizzle)
+  const probe = [
+    0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15,
+    253, 128, 2, 11,
+  ];
+  return WebAssembly.validate(new Uint8Array(probe));
+}
+
+/** The LiteRT.js glue script for a browser: the relaxed-SIMD build, else the plain-SIMD "compat" one. */
+export function litertGlue(relaxedSimd: boolean): string {
+  return relaxedSimd ? "litert_wasm_internal.js" : "litert_wasm_compat_internal.js";
 }

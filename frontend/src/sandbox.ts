@@ -3,7 +3,8 @@
 // code into a blob worker, so the frame needs no network at all.
 import { acceptMessage, fitShape, message, parseNumbers, refuseFile } from "./protocol";
 
-/** Runs in the worker, after ONNX Runtime Web's wasm bundle (global `ort`). */
+/** Runs in the worker, after the runtime's scripts: ONNX Runtime Web's wasm bundle (global `ort`),
+ * TF.js (`tf`) or LiteRT.js (`litert`). */
 export function workerMain(): void {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   const ort = (self as any).ort;
@@ -13,6 +14,10 @@ export function workerMain(): void {
   let tf: any = null;
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   let graphModel: any = null;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  let litert: any = null;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  let tflite: any = null;
   self.onmessage = async (event: MessageEvent) => {
     const { type, requestId, payload } = event.data;
     try {
@@ -35,6 +40,33 @@ export function workerMain(): void {
           type: "INIT_DONE",
           requestId,
           payload: { inputs: graphModel.inputNodes, outputs: graphModel.outputNodes, isolated: false, threads: 1 },
+        });
+      } else if (type === "INIT" && payload.kind === "litert") {
+        // LiteRT.js on its XNNPack CPU (wasm) path, single-threaded; WebGPU is not used.
+        litert = (self as any).litert;
+        // Opaque frame: the binary came with INIT (the glue would fetch it, and there is no network).
+        // The glue is a blob URL; the fragment names the file, as LiteRT.js's loader wants a ".js" URL.
+        // Isolated: the binary is fetched from the sandbox origin (this blob worker's own URL would
+        // give the glue no directory to resolve it against).
+        (self as any).Module = payload.wasm
+          ? { wasmBinary: payload.wasm }
+          : { locateFile: (file: string) => `${payload.wasmPaths}${file}` };
+        await litert.loadLiteRt(payload.glueUrl ? `${payload.glueUrl}#${payload.glueName}` : payload.wasmPaths);
+        try {
+          tflite = await litert.loadAndCompile(new Uint8Array(payload.model), { accelerator: "wasm" });
+        } catch (error) {
+          throw Object.assign(new Error(`the model could not be loaded: ${String(error)}`), { kind: "model" });
+        }
+        const names = (details: { name: string }[]) => details.map((d) => d.name);
+        self.postMessage({
+          type: "INIT_DONE",
+          requestId,
+          payload: {
+            inputs: names(tflite.getInputDetails()),
+            outputs: names(tflite.getOutputDetails()),
+            isolated: (self as unknown as { crossOriginIsolated?: boolean }).crossOriginIsolated === true,
+            threads: 1,
+          },
         });
       } else if (type === "INIT") {
         if (payload.wasmPaths) {
@@ -82,6 +114,43 @@ export function workerMain(): void {
           throw Object.assign(new Error(`inference failed: ${String(error)}`), { kind: "input" });
         } finally {
           for (const tensor of Object.values(feeds)) (tensor as { dispose: () => void }).dispose();
+        }
+        self.postMessage({ type: "RESULT", requestId, payload: { outputs: result, inferenceMs: performance.now() - started } });
+      } else if (type === "INFER" && tflite && payload.synthetic) {
+        // Benchmark input, as for ORT below: a fixed pattern of the given shape, inferred `runs` times.
+        const { dims, runs } = payload.synthetic as { dims: number[]; runs: number };
+        const size = dims.reduce((a: number, b: number) => a * b, 1);
+        const data = new Float32Array(size).map((_, i) => (i % 7) / 7);
+        const name = tflite.getInputDetails()[0].name;
+        const times: number[] = [];
+        for (let run = 0; run < runs; run++) {
+          const feed = new litert.Tensor(data, dims);
+          const started = performance.now();
+          const outputs = await tflite.run({ [name]: feed });
+          times.push(performance.now() - started);
+          for (const tensor of Object.values(outputs) as { delete: () => void }[]) tensor.delete();
+          feed.delete();
+        }
+        const isolated = (self as unknown as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
+        self.postMessage({ type: "RESULT", requestId, payload: { inferenceMs: times, threads: 1, isolated } });
+      } else if (type === "INFER" && tflite) {
+        const result: Record<string, { dims: number[]; data: number[] }> = {};
+        const started = performance.now();
+        // LiteRT.js tensors live in wasm memory: every one is deleted by hand.
+        const feeds: Record<string, { delete: () => void }> = {};
+        try {
+          for (const [name, input] of Object.entries(payload.inputs as Record<string, { data: number[]; dims: number[] }>)) {
+            feeds[name] = new litert.Tensor(Float32Array.from(input.data), input.dims);
+          }
+          const outputs = await tflite.run(feeds);
+          for (const [name, tensor] of Object.entries(outputs) as [string, any][]) {
+            result[name] = { dims: Array.from(tensor.type.layout.dimensions as ArrayLike<number>), data: Array.from(tensor.toTypedArray() as ArrayLike<number>) };
+            tensor.delete();
+          }
+        } catch (error) {
+          throw Object.assign(new Error(`inference failed: ${String(error)}`), { kind: "input" });
+        } finally {
+          for (const tensor of Object.values(feeds)) tensor.delete();
         }
         self.postMessage({ type: "RESULT", requestId, payload: { outputs: result, inferenceMs: performance.now() - started } });
       } else if (type === "INFER" && payload.synthetic) {
@@ -211,12 +280,13 @@ export function bootstrap(config: Config): void {
       cleanUp();
       let source: string;
       let runtime: Record<string, unknown>;
-      const kind = payload.kind === "tfjs" ? "tfjs" : "ort";
+      const kind = payload.kind === "tfjs" || payload.kind === "litert" ? payload.kind : "ort";
       if (config.runtimeBase) {
-        const scripts =
-          kind === "tfjs"
-            ? ["tfjs/tf-core.min.js", "tfjs/tf-converter.min.js", "tfjs/tf-backend-wasm.min.js"]
-            : ["ort/ort.wasm.min.js"];
+        const scripts = {
+          tfjs: ["tfjs/tf-core.min.js", "tfjs/tf-converter.min.js", "tfjs/tf-backend-wasm.min.js"],
+          litert: ["litert/litert.iife.js"],
+          ort: ["ort/ort.wasm.min.js"],
+        }[kind];
         source = `importScripts(${scripts.map((f) => JSON.stringify(config.runtimeBase + f)).join(", ")});\n(${config.workerSource})();`;
         runtime = { wasmPaths: `${config.runtimeBase}${kind}/` };
       } else {
@@ -233,8 +303,9 @@ export function bootstrap(config: Config): void {
           wasmUrls["tfjs-backend-wasm-threaded-simd.wasm"] = wasmUrls["tfjs-backend-wasm-simd.wasm"];
           runtime = { wasmUrls };
         } else {
+          // ORT imports its glue module, LiteRT.js imports its glue script: both from a blob URL.
           glueUrl = URL.createObjectURL(new Blob([payload.glue as string], { type: "text/javascript" }));
-          runtime = { wasm: binaries.wasm, glueUrl };
+          runtime = { wasm: binaries.wasm, glueUrl, glueName: payload.glueName };
         }
       }
       workerUrl = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));

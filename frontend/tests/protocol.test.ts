@@ -1,5 +1,16 @@
 import { describe, expect, it } from "vitest";
-import { acceptMessage, fitShape, message, parseNumbers, refuseFile, sandboxCsp } from "../src/protocol";
+import { supportsFeature } from "@litertjs/core";
+import {
+  acceptMessage,
+  fitShape,
+  litertGlue,
+  message,
+  parseNumbers,
+  refuseFile,
+  relaxedSimdSupported,
+  runtimeKind,
+  sandboxCsp,
+} from "../src/protocol";
 
 describe("acceptMessage", () => {
   const frame = {};
@@ -67,5 +78,30 @@ describe("fitShape", () => {
   });
   it("refuses two free dimensions", () => {
     expect(() => fitShape(4, [-1, -1])).toThrow("not valid");
+  });
+});
+
+describe("runtimeKind", () => {
+  it.each([
+    ["app/static/mlp.onnx", "ort"],
+    ["app/static/mlp-tfjs/model.json", "tfjs"],
+    ["app/static/mlp.tflite", "litert"],
+    ["app/static/MLP.TFLITE?v=2", "litert"],
+    ["app/static/mlp.tflite#frag", "litert"],
+    ["app/static/model.json?name=x.tflite", "tfjs"],
+    ["app/static/mlp.tflite.onnx", "ort"],
+  ])("%s runs on %s", (url, kind) => {
+    expect(runtimeKind(url)).toBe(kind);
+  });
+});
+
+describe("LiteRT.js build choice", () => {
+  it("detects relaxed SIMD exactly as LiteRT.js does (same probe, same answer)", async () => {
+    expect(relaxedSimdSupported()).toBe(await supportsFeature("relaxedSimd"));
+  });
+
+  it("names a glue script that the build ships", () => {
+    expect(litertGlue(true)).toBe("litert_wasm_internal.js");
+    expect(litertGlue(false)).toBe("litert_wasm_compat_internal.js");
   });
 });
