@@ -2,18 +2,21 @@
 
 Runs against a host made by the `apps` molecule scenario (create, prepare and converge it first:
 `molecule converge -s apps`; the instance is `instance-apps`). For each case a new commit is pushed
-to the instance's bare repository, then `playbooks/deploy.yml` deploys it while a load generator sends
---rate requests per second through the edge (HTTPS, nginx -> container), alternating the app's page
-and its health endpoint. Reported per case: requests sent, failed (any status but 200, or a
-connection error), deploy outcome, push -> new version serving (the edge's upstream is the new
-container) in seconds.
+to main of the instance's bare repository while a load generator sends --rate requests per second
+through the edge (HTTPS, nginx -> container), alternating the app's page and its health endpoint.
+
+--via monitor (default): the push is also published to the fake GitHub the monitor polls (every
+2 s in the scenario); the monitor's request, the host's deployer and deploy.yml do the rest, as on a
+real host. --via deploy: the benchmark runs playbooks/deploy.yml itself from the controller (no poll).
+Reported per case: requests sent, failed (any status but 200, or a connection error), deploy outcome,
+push -> new version serving (the edge's upstream points at the new container) in seconds.
 
 Cases: a code-only change (dependencies cached in the engine's layers); a change of requirements.txt
 (the app's dependency layer rebuilt, Streamlit's cached); the same with every layer rebuilt
 (apps_build_nocache: Streamlit and the component downloaded again); a commit whose app never becomes
-healthy (the old version must keep serving).
+healthy (the old version must keep serving; main is then set back to the serving commit).
 
-    .venv/bin/python benchmarks/deploy_bench.py [--rate 20] [--container instance-apps]
+    .venv/bin/python benchmarks/deploy_bench.py [--rate 20] [--via monitor|deploy] [--container instance-apps]
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from requests.adapters import HTTPAdapter
 REPO = Path(__file__).resolve().parent.parent
 EDGE = "edge.lab.test"
 BARE = "/srv/git/acme/hello.git"
+FAKE_STATE = "/var/lib/fake-github/state.json"
+MONITOR_STATE = "/var/lib/github-repo-monitor/state.json"
+DEPLOYER_INVENTORY = "/opt/secure-streamlit-deployer/inventory.yml"
 
 
 def sh(container: str, script: str) -> str:
@@ -127,14 +133,33 @@ def push(container: str, case: str) -> str:
         "broken": 'mkdir -p .streamlit && printf \'[server]\\nsslCertFile = "/x.pem"\\nsslKeyFile = "/x.key"\\n\''
         " >.streamlit/config.toml",
     }[case.split("-")[0]]
-    # A broken commit goes to a branch of its own: main stays healthy for the next case.
-    branch = "bench-broken" if case.startswith("broken") else "main"
     return sh(
         container,
         f"set -e; w=$(mktemp -d); git clone -q {BARE} $w; cd $w; git config user.name bench;"
         f" git config user.email bench@lab.test; {change}; git add -A; git commit -qm '{case} {stamp}';"
-        f" git push -q origin HEAD:{branch}; git rev-parse HEAD; rm -rf $w",
+        f" git push -q origin HEAD:main; git rev-parse HEAD; rm -rf $w",
     )
+
+
+def set_main(container: str, sha: str, publish: bool) -> None:
+    """Point main at sha in the bare repository and, for the monitor, in what the fake GitHub answers."""
+    sh(container, f"git -C {BARE} update-ref refs/heads/main {sha}")
+    if publish:
+        publish_head(container, sha)
+
+
+def publish_head(container: str, sha: str) -> None:
+    state = json.loads(sh(container, f"cat {FAKE_STATE}"))
+    state["repos"]["acme/hello"]["main"] = sha
+    sh(container, f"echo '{json.dumps(state)}' >{FAKE_STATE}.new && mv {FAKE_STATE}.new {FAKE_STATE}")
+
+
+def monitor_outcome(container: str, app: str, sha: str) -> str | None:
+    """deployed or failed once the monitor has the deployer's answer for sha."""
+    state = json.loads(sh(container, f"cat {MONITOR_STATE}")).get("apps", {}).get(app, {})
+    if state.get("last_deployed_sha") == sha:
+        return "ok"
+    return "failed" if sha in state.get("failed_shas", {}) else None
 
 
 def serving_sha(container: str, app: str) -> str:
@@ -152,39 +177,65 @@ def serving_sha(container: str, app: str) -> str:
     return ""
 
 
+def deploy_from_controller(args, hosts: Path, sha: str, nocache: bool) -> str:
+    extra = ["-e", "apps_build_nocache=true"] if nocache else []
+    result = subprocess.run(
+        [
+            str(REPO / ".venv/bin/ansible-playbook"),
+            "-i",
+            str(hosts),
+            str(REPO / "playbooks/deploy.yml"),
+            *["-e", "deploy_hosts=all", "-e", f"app={args.app}", "-e", f"sha={sha}", *extra],
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(REPO / "collections"), "ANSIBLE_FORCE_COLOR": "0"},
+    )
+    return "ok" if result.returncode == 0 else "failed"
+
+
+def deploy_through_monitor(args, sha: str, nocache: bool, pushed: float) -> tuple[str, float | None]:
+    """Publish the push to the fake GitHub; wait for the edge to serve sha or the monitor to hear it failed."""
+    if nocache:  # the host's deployer reads its settings from its inventory: rebuild every layer this once
+        sh(args.container, f"sed -i.bench 's/apps_build_nocache: false/apps_build_nocache: true/' {DEPLOYER_INVENTORY}")
+    try:
+        publish_head(args.container, sha)
+        serving_at = None
+        while time.monotonic() - pushed < args.timeout:
+            if serving_at is None and serving_sha(args.container, args.app) == sha:
+                serving_at = time.monotonic()
+            outcome = monitor_outcome(args.container, args.app, sha)
+            if outcome:
+                return outcome, serving_at
+            time.sleep(0.5)
+        return "timeout", serving_at
+    finally:
+        if nocache:
+            sh(args.container, f"mv {DEPLOYER_INVENTORY}.bench {DEPLOYER_INVENTORY}")
+
+
 def run_case(args, hosts: Path, address: str, ca: str, case: str) -> dict:
-    sha = push(args.container, case)
-    pushed = time.monotonic()
-    extra = ["-e", "apps_build_nocache=true"] if case.endswith("nocache") else []
+    before = serving_sha(args.container, args.app)
+    nocache = case.endswith("nocache")
     with Load(address, ca, args.rate, args.app) as load:
-        result = subprocess.run(
-            [
-                str(REPO / ".venv/bin/ansible-playbook"),
-                "-i",
-                str(hosts),
-                str(REPO / "playbooks/deploy.yml"),
-                "-e",
-                "deploy_hosts=all",
-                "-e",
-                f"app={args.app}",
-                "-e",
-                f"sha={sha}",
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=REPO,
-            env={**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(REPO / "collections"), "ANSIBLE_FORCE_COLOR": "0"},
-        )
-        deployed = time.monotonic()
-    now_serving = serving_sha(args.container, args.app)
+        sha = push(args.container, case)
+        pushed = time.monotonic()
+        if args.via == "monitor":
+            outcome, serving_at = deploy_through_monitor(args, sha, nocache, pushed)
+        else:
+            outcome = deploy_from_controller(args, hosts, sha, nocache)
+            serving_at = time.monotonic() if serving_sha(args.container, args.app) == sha else None
+    if case.startswith("broken"):  # main back at the serving commit: the next case builds on a good one
+        set_main(args.container, before, publish=args.via == "monitor")
     return {
         "case": case,
+        "via": args.via,
         "sha": sha[:12],
-        "deploy": "ok" if result.returncode == 0 else "failed",
-        "serving_new": now_serving == sha,
-        "push_to_serving_s": round(deployed - pushed, 1) if now_serving == sha else None,
+        "deploy": outcome,
+        "serving_new": serving_sha(args.container, args.app) == sha,
+        "push_to_serving_s": round(serving_at - pushed, 1) if serving_at else None,
         "requests": load.sent,
         "rate_rps": round(load.sent / load.seconds, 1),
         "failed_requests": len(load.failures),
@@ -198,6 +249,8 @@ def main() -> None:
     parser.add_argument("--app", default="hello")
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--cases", default="code,requirements,requirements-nocache,broken")
+    parser.add_argument("--via", choices=["monitor", "deploy"], default="monitor")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds a case may take")
     args = parser.parse_args()
 
     address = subprocess.run(

@@ -241,3 +241,16 @@ def test_the_hosts_ansible_is_the_controllers_version():
     )
     assert defaults["apps_deployer_ansible_core_version"] == pins["ansible-core"]
     assert defaults["apps_deployer_requests_version"] == pins["requests"]
+
+
+def test_a_lock_left_by_a_killed_deployer_run_is_removed_and_others_are_kept(spool):
+    for app, owner in (("hello", "monitor"), ("extra", "deploy.yml by alice")):
+        (spool["dir"] / "locks" / app).mkdir()
+        (spool["dir"] / "locks" / app / "owner").write_text(owner + "\n")
+    result = run_deployer(spool, "report")
+    assert result.returncode == 0, result.stderr
+    assert not (spool["dir"] / "locks/hello").exists()
+    assert (spool["dir"] / "locks/extra/owner").exists()
+    (record,) = audit(spool)
+    assert record["event"] == "deploy_lock_removed"
+    assert record["app"] == "hello"

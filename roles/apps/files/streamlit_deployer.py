@@ -287,8 +287,20 @@ class Deployer:
         log(f"{request.app}: {request.sha} failed: {reason}")
         self.answer_failed(request, reason)
 
+    def remove_own_stale_locks(self) -> None:
+        """systemd runs one deployer at a time: a lock that says the monitor's deployer holds it is left
+        over from a run that was killed (the unit stopped, the process killed) and would block the app."""
+        for lock in sorted(self.lock_dir.glob("*/owner")):
+            with contextlib.suppress(OSError):
+                if lock.read_text().strip() == "monitor":
+                    lock.unlink()
+                    lock.parent.rmdir()
+                    log(f"{lock.parent.name}: removed the lock a killed deploy left")
+                    self.audit("deploy_lock_removed", app=lock.parent.name, reason="left by a killed deployer run")
+
     def run(self) -> int:
         """Deploy until the requests directory is empty (the path unit starts this again for new ones)."""
+        self.remove_own_stale_locks()
         while True:
             requests, pending_write = self.take_requests()
             for request in requests:
