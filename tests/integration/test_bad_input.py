@@ -150,6 +150,16 @@ def inventory(tmp_path: Path) -> Path:
             ["apps[0]", "vault_missing_token", "defined"],
         ),
         (
+            '{"apps_deployer_collections": ["community.docker", "../evil"]}',
+            "Fail on host deployer settings out of range",
+            ["apps_deployer_collections", "../evil"],
+        ),
+        (
+            '{"apps_deployer_timeout": 5}',
+            "Fail on host deployer settings out of range",
+            ["apps_deployer_timeout >= 60", "(5)"],
+        ),
+        (
             '{"apps": [{"name": "a", "repo": "acme/a", "upload_max_mb": "lots"}]}',
             "Fail on an upload limit out of range",
             ["tls_apps[0]", "lots"],
