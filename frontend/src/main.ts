@@ -17,6 +17,8 @@ import { bootstrap, workerMain } from "./sandbox";
 import { onRender, setComponentValue, setFrameHeight, type RenderArgs } from "./streamlit";
 
 const RUNTIMES = "./runtimes";
+/** A performance mark for the cold-start probe (benchmarks/cold_start_probe.py reads them from a trace). */
+const mark = (name: string) => performance.mark(`secure-context:${name}`);
 const status = document.getElementById("status")!;
 let frame: HTMLIFrameElement | null = null;
 let modelKey = "";
@@ -148,6 +150,7 @@ function onSandboxMessage(event: MessageEvent): void {
   if (frameTarget !== "*" && event.origin !== frameTarget) return;
   const payload = accepted.payload as Record<string, unknown>;
   if (accepted.type === "INIT_DONE") {
+    mark("init-done");
     ready = true;
     status.textContent = "Model loaded in the sandbox.";
     if (queued) {
@@ -157,6 +160,7 @@ function onSandboxMessage(event: MessageEvent): void {
       report({ status: "ready", ...payload });
     }
   } else if (accepted.type === "RESULT") {
+    mark("result");
     status.textContent = "Inference done.";
     report({ status: "ok", requestId: accepted.requestId, ...payload });
   } else if (accepted.type === "ERROR") {
@@ -181,6 +185,7 @@ async function start(args: RenderArgs): Promise<void> {
   const key = JSON.stringify([args.model_url, security, picker, params.input_name, params.shape]);
   const inputs = params.inputs ?? null;
   if (key !== modelKey) {
+    mark("render");
     tearDown();
     modelKey = key;
     inputsKey = "";
@@ -199,7 +204,7 @@ async function start(args: RenderArgs): Promise<void> {
     const kind = runtimeKind(String(args.model_url));
     // The model, the runtime and the frame's own start all proceed at once (cold start).
     let runtimeFiles: Promise<RuntimeBundle | null> = Promise.resolve(null);
-    const modelFiles = loadModel(appUrl(String(args.model_url)), kind);
+    const modelFiles = loadModel(appUrl(String(args.model_url)), kind).then((m) => (mark("model-fetched"), m));
     if (sandboxOrigin) {
       // Isolated mode: a frame on the sandbox origin (served with COEP/CORP and a strict CSP by the
       // edge), allowed cross-origin isolation: ONNX Runtime Web runs threads there.
@@ -210,7 +215,7 @@ async function start(args: RenderArgs): Promise<void> {
     } else {
       // An opaque origin: no cookies, no storage, no network, no access to the app's page.
       frameTarget = "*";
-      runtimeFiles = loadRuntime(kind);
+      runtimeFiles = loadRuntime(kind).then((r) => (mark("runtime-fetched"), r));
       const script =
         [acceptMessage, message, parseNumbers, fitShape, refuseFile].map((f) => f.toString()).join("\n") +
         `\n(${bootstrap.toString()})(${JSON.stringify({ ...settings, workerSource: workerMain.toString() })});`;
@@ -221,10 +226,11 @@ async function start(args: RenderArgs): Promise<void> {
         `</head><body style="font-family:sans-serif"><script>${script}</script></body></html>`;
     }
     window.addEventListener("message", onSandboxMessage);
-    const loaded = new Promise((resolve) => frame!.addEventListener("load", resolve, { once: true }));
+    const loaded = new Promise((resolve) => frame!.addEventListener("load", resolve, { once: true })).then(() => mark("frame-loaded"));
     document.body.appendChild(frame);
     const [{ model, modelJson }, runtime] = await Promise.all([modelFiles, runtimeFiles, loaded]);
     const threads = Number(security.threads ?? (sandboxOrigin ? 2 : 1));
+    mark("init-sent");
     if (runtime) {
       // Transferred, not copied: the model and copies of the wasm binaries move to the frame.
       const binaries = Object.fromEntries(Object.entries(runtime.binaries).map(([name, b]) => [name, b.slice(0)]));

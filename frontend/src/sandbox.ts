@@ -6,6 +6,8 @@ import { acceptMessage, fitShape, message, parseNumbers, refuseFile } from "./pr
 /** Runs in the worker, after the runtime's scripts: ONNX Runtime Web's wasm bundle (global `ort`),
  * TF.js (`tf`) or LiteRT.js (`litert`). */
 export function workerMain(): void {
+  // Marks for the cold-start probe (benchmarks/cold_start_probe.py).
+  performance.mark("secure-context:worker-runtime-evaluated");
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   const ort = (self as any).ort;
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -20,6 +22,7 @@ export function workerMain(): void {
   let tflite: any = null;
   self.onmessage = async (event: MessageEvent) => {
     const { type, requestId, payload } = event.data;
+    if (type === "INIT") performance.mark("secure-context:worker-init");
     try {
       if (type === "INIT" && payload.kind === "tfjs") {
         // TF.js GraphModel on the wasm backend (no threads: the threaded binary is not shipped).
@@ -36,6 +39,7 @@ export function workerMain(): void {
         } catch (error) {
           throw Object.assign(new Error(`the model could not be loaded: ${String(error)}`), { kind: "model" });
         }
+        performance.mark("secure-context:session-created");
         self.postMessage({
           type: "INIT_DONE",
           requestId,
@@ -57,6 +61,7 @@ export function workerMain(): void {
         } catch (error) {
           throw Object.assign(new Error(`the model could not be loaded: ${String(error)}`), { kind: "model" });
         }
+        performance.mark("secure-context:session-created");
         const names = (details: { name: string }[]) => details.map((d) => d.name);
         self.postMessage({
           type: "INIT_DONE",
@@ -86,6 +91,7 @@ export function workerMain(): void {
         } catch (error) {
           throw Object.assign(new Error(`the model could not be loaded: ${String(error)}`), { kind: "model" });
         }
+        performance.mark("secure-context:session-created");
         self.postMessage({
           type: "INIT_DONE",
           requestId,
@@ -167,6 +173,7 @@ export function workerMain(): void {
           for (const tensor of Object.values(outputs)) (tensor as { dispose?: () => void }).dispose?.();
           feed.dispose?.();
         }
+        performance.mark("secure-context:worker-inferred");
         const isolated = (self as unknown as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
         self.postMessage({ type: "RESULT", requestId, payload: { inferenceMs: times, threads: ort.env.wasm.numThreads, isolated } });
       } else if (type === "INFER") {
@@ -216,6 +223,7 @@ interface Config {
 
 /** Runs in the sandboxed frame (opaque origin). Talks only to window.parent and its own worker. */
 export function bootstrap(config: Config): void {
+  performance.mark("secure-context:sandbox-bootstrap");
   let worker: Worker | null = null;
   let glueUrl: string | null = null;
   let workerUrl: string | null = null;
@@ -277,6 +285,7 @@ export function bootstrap(config: Config): void {
     if (config.runtimeBase && event.origin !== config.parentOrigin) return;
     const payload = accepted.payload as Record<string, unknown>;
     if (accepted.type === "INIT") {
+      performance.mark("secure-context:sandbox-init");
       cleanUp();
       let source: string;
       let runtime: Record<string, unknown>;
@@ -310,6 +319,7 @@ export function bootstrap(config: Config): void {
       }
       workerUrl = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
       worker = new Worker(workerUrl);
+      performance.mark("secure-context:worker-created");
       worker.onmessage = relay;
       worker.onerror = (error) => toParent("ERROR", accepted.requestId, { kind: "worker", message: error.message });
       const transfer = [payload.model, runtime.wasm].filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
