@@ -25,14 +25,15 @@ let modelKey = "";
 let inputsKey = "";
 let requestId = 0;
 let timer: ReturnType<typeof setTimeout> | undefined;
-/** A runtime as the opaque frame receives it: scripts for the worker, a module, wasm binaries. */
+/** A runtime as the opaque frame receives it: scripts for the worker, a module, wasm binaries (a Blob
+ * holds a gzip-compressed binary as the wheel ships it: the worker inflates it). */
 interface RuntimeBundle {
   kind: RuntimeKind;
   scripts: string[];
   glue?: string;
   /** The glue's file name (LiteRT.js's loader wants a URL ending in it). */
   glueName?: string;
-  binaries: Record<string, ArrayBuffer>;
+  binaries: Record<string, ArrayBuffer | Blob>;
 }
 const runtimeFiles: Partial<Record<RuntimeKind, Promise<RuntimeBundle>>> = {};
 let ready = false;
@@ -59,6 +60,9 @@ async function fetchOk(url: string, what: string): Promise<Response> {
 
 const text = (url: string) => fetchOk(url, "runtime").then((r) => r.text());
 const bytes = (url: string) => fetchOk(url, "runtime").then((r) => r.arrayBuffer());
+// A large binary stays a Blob: the frames and the worker pass a handle, not a copy of its bytes (the
+// opaque frame runs in a process of its own, where a posted ArrayBuffer is copied).
+const blob = (url: string) => fetchOk(url, "runtime").then((r) => r.blob());
 
 /** The self-hosted runtime files for the opaque frame, fetched once from the component's own URL. */
 function loadRuntime(kind: RuntimeKind): Promise<RuntimeBundle> {
@@ -92,15 +96,16 @@ function loadRuntime(kind: RuntimeKind): Promise<RuntimeBundle> {
   runtimeFiles.ort ??= Promise.all([
     text(`${base}/ort.wasm.min.js`),
     text(`${base}/ort-wasm-simd-threaded.mjs`),
-    bytes(`${base}/ort-wasm-simd-threaded.wasm`),
+    // Compressed at build time: the app's server would otherwise gzip the 14 MB binary on every load.
+    blob(`${base}/ort-wasm-simd-threaded.wasm.gz`),
   ]).then(([ort, glue, wasm]) => ({ kind, scripts: [ort], glue, binaries: { wasm } }));
   return runtimeFiles.ort;
 }
 
 /** The model: an .onnx or .tflite file, or a TF.js GraphModel (model.json and its weight files, concatenated). */
-async function loadModel(url: string, kind: RuntimeKind): Promise<{ model: ArrayBuffer; modelJson?: unknown }> {
+async function loadModel(url: string, kind: RuntimeKind): Promise<{ model: ArrayBuffer | Blob; modelJson?: unknown }> {
   const response = await fetchOk(url, "model");
-  if (kind !== "tfjs") return { model: await response.arrayBuffer() };
+  if (kind !== "tfjs") return { model: await response.blob() };
   let modelJson: { weightsManifest?: { paths: string[] }[] };
   try {
     modelJson = await response.json();
@@ -231,14 +236,18 @@ async function start(args: RenderArgs): Promise<void> {
     const [{ model, modelJson }, runtime] = await Promise.all([modelFiles, runtimeFiles, loaded]);
     const threads = Number(security.threads ?? (sandboxOrigin ? 2 : 1));
     mark("init-sent");
+    // Blobs go as handles; ArrayBuffers are transferred, not copied (the runtime's are copies: the
+    // component keeps its own for the next frame).
+    const buffers = (values: unknown[]) => values.filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
     if (runtime) {
-      // Transferred, not copied: the model and copies of the wasm binaries move to the frame.
-      const binaries = Object.fromEntries(Object.entries(runtime.binaries).map(([name, b]) => [name, b.slice(0)]));
+      const binaries = Object.fromEntries(
+        Object.entries(runtime.binaries).map(([name, b]) => [name, b instanceof ArrayBuffer ? b.slice(0) : b]),
+      );
       const { scripts, glue, glueName } = runtime;
       const payload = { kind, model, modelJson, scripts, glue, glueName, binaries, threads };
-      send("INIT", payload, [model, ...Object.values(binaries)]);
+      send("INIT", payload, buffers([model, ...Object.values(binaries)]));
     } else {
-      send("INIT", { kind, model, modelJson, threads }, [model]);
+      send("INIT", { kind, model, modelJson, threads }, buffers([model]));
     }
   }
   const nextInputs = JSON.stringify([inputs, params.probe_url, params.synthetic]);

@@ -20,6 +20,13 @@ export function workerMain(): void {
   let litert: any = null;
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   let tflite: any = null;
+  /** A model or runtime binary as the frame passed it: an ArrayBuffer, or a Blob (a handle: no copy
+   * between the frames), gzip-compressed for a runtime binary the wheel ships compressed. */
+  const bytesOf = async (data: ArrayBuffer | Blob, gzip = false): Promise<ArrayBuffer> => {
+    if (!(data instanceof Blob)) return data;
+    if (!gzip) return data.arrayBuffer();
+    return new Response(data.stream().pipeThrough(new DecompressionStream("gzip"))).arrayBuffer();
+  };
   self.onmessage = async (event: MessageEvent) => {
     const { type, requestId, payload } = event.data;
     if (type === "INIT") performance.mark("secure-context:worker-init");
@@ -53,11 +60,11 @@ export function workerMain(): void {
         // Isolated: the binary is fetched from the sandbox origin (this blob worker's own URL would
         // give the glue no directory to resolve it against).
         (self as any).Module = payload.wasm
-          ? { wasmBinary: payload.wasm }
+          ? { wasmBinary: await bytesOf(payload.wasm, true) }
           : { locateFile: (file: string) => `${payload.wasmPaths}${file}` };
         await litert.loadLiteRt(payload.glueUrl ? `${payload.glueUrl}#${payload.glueName}` : payload.wasmPaths);
         try {
-          tflite = await litert.loadAndCompile(new Uint8Array(payload.model), { accelerator: "wasm" });
+          tflite = await litert.loadAndCompile(new Uint8Array(await bytesOf(payload.model)), { accelerator: "wasm" });
         } catch (error) {
           throw Object.assign(new Error(`the model could not be loaded: ${String(error)}`), { kind: "model" });
         }
@@ -78,13 +85,13 @@ export function workerMain(): void {
           // Isolated mode: the runtime's files come from the sandbox origin itself (threads need that).
           ort.env.wasm.wasmPaths = payload.wasmPaths;
         } else {
-          ort.env.wasm.wasmBinary = payload.wasm;
+          ort.env.wasm.wasmBinary = await bytesOf(payload.wasm, true);
           ort.env.wasm.wasmPaths = { mjs: payload.glueUrl };
         }
         ort.env.wasm.numThreads = payload.threads;
         ort.env.wasm.proxy = false;
         try {
-          session = await ort.InferenceSession.create(new Uint8Array(payload.model), {
+          session = await ort.InferenceSession.create(new Uint8Array(await bytesOf(payload.model)), {
             executionProviders: ["wasm"],
             graphOptimizationLevel: "all",
           });
