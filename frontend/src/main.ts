@@ -52,8 +52,8 @@ async function sha256Base64(text: string): Promise<string> {
   return btoa(String.fromCharCode(...new Uint8Array(digest)));
 }
 
-async function fetchOk(url: string, what: string): Promise<Response> {
-  const response = await fetch(url);
+async function fetchOk(url: string, what: string, init?: RequestInit): Promise<Response> {
+  const response = await fetch(url, init);
   if (!response.ok) throw Object.assign(new Error(`${what} ${url} answered HTTP ${response.status}`), { kind: "model" });
   return response;
 }
@@ -104,7 +104,10 @@ function loadRuntime(kind: RuntimeKind): Promise<RuntimeBundle> {
 
 /** The model: an .onnx or .tflite file, or a TF.js GraphModel (model.json and its weight files, concatenated). */
 async function loadModel(url: string, kind: RuntimeKind): Promise<{ model: ArrayBuffer | Blob; modelJson?: unknown }> {
-  const response = await fetchOk(url, "model");
+  // The whole file as a range: a request with a Range header asks for no content coding (the fetch
+  // standard adds Accept-Encoding: identity), so the app's server sends the file as it is instead of
+  // gzipping it on every load (Streamlit: ~0.14 s of its CPU for a 4 MB model that gzip shrinks by 7%).
+  const response = await fetchOk(url, "model", { headers: { Range: "bytes=0-" } });
   if (kind !== "tfjs") return { model: await response.blob() };
   let modelJson: { weightsManifest?: { paths: string[] }[] };
   try {
