@@ -6,6 +6,7 @@ reach any other origin; bad input gives a clear Python error and the app keeps r
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -82,6 +83,35 @@ def test_a_tflite_model_gives_the_same_scores_as_the_onnx_model(page, app_url, t
     # Chromium has relaxed SIMD: only that build was fetched, from the app's own server.
     litert = sorted(url.rsplit("/", 1)[1] for url in fetched if "/runtimes/litert/" in url)
     assert litert == ["litert.iife.js", "litert_wasm_internal.js", "litert_wasm_internal.wasm"]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", ["ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm.gz", "ort.wasm.min.js"]),
+        (
+            "?model=app/static/mlp-tfjs/model.json",
+            [
+                "tf-backend-wasm.min.js",
+                "tf-converter.min.js",
+                "tf-core.min.js",
+                "tfjs-backend-wasm-simd.wasm",
+                "tfjs-backend-wasm.wasm",
+            ],
+        ),
+        ("?model=app/static/mlp.tflite", ["litert.iife.js", "litert_wasm_internal.js", "litert_wasm_internal.wasm"]),
+    ],
+)
+def test_only_the_models_runtime_is_fetched_once(page, app_url, query, expected):
+    # Cold start: a model's page fetches its own runtime's files, each once, and no other runtime's;
+    # ORT's 14 MB binary comes compressed at build time (the server would gzip it on every load).
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    component, _ = open_app(page, app_url, query)
+    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
+    runtimes = sorted(url.split("/runtimes/", 1)[1] for url in fetched if "/runtimes/" in url)
+    kind = {"": "ort", "?model=app/static/mlp-tfjs/model.json": "tfjs"}.get(query, "litert")
+    assert runtimes == [f"{kind}/{name}" for name in expected]
 
 
 def test_a_corrupt_tflite_model_is_a_clear_python_error_and_the_app_keeps_running(page, app_url, tmp_path):
@@ -175,6 +205,11 @@ def test_the_wheel_carries_the_frontend_and_the_runtimes():
     frontend = Path(streamlit_secure_context.__file__).parent / "frontend"
     assert (frontend / "index.html").is_file()
     assert (frontend / "runtimes/ort/ort-wasm-simd-threaded.wasm").stat().st_size > 1_000_000
+    # The opaque frame's copy, compressed at build time (a gzip stream of the same binary).
+    assert (
+        gzip.decompress((frontend / "runtimes/ort/ort-wasm-simd-threaded.wasm.gz").read_bytes())
+        == (frontend / "runtimes/ort/ort-wasm-simd-threaded.wasm").read_bytes()
+    )
     assert (frontend / "runtimes/ort/ort.wasm.min.js").is_file()
     assert (frontend / "runtimes/tfjs/tfjs-backend-wasm-simd.wasm").is_file()
     assert (frontend / "runtimes/tfjs/tf-converter.min.js").is_file()

@@ -6,6 +6,8 @@ import { acceptMessage, fitShape, message, parseNumbers, refuseFile } from "./pr
 /** Runs in the worker, after the runtime's scripts: ONNX Runtime Web's wasm bundle (global `ort`),
  * TF.js (`tf`) or LiteRT.js (`litert`). */
 export function workerMain(): void {
+  // Marks for the cold-start probe (benchmarks/cold_start_probe.py).
+  performance.mark("secure-context:worker-runtime-evaluated");
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   const ort = (self as any).ort;
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -18,8 +20,16 @@ export function workerMain(): void {
   let litert: any = null;
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   let tflite: any = null;
+  /** A model or runtime binary as the frame passed it: an ArrayBuffer, or a Blob (a handle: no copy
+   * between the frames), gzip-compressed for a runtime binary the wheel ships compressed. */
+  const bytesOf = async (data: ArrayBuffer | Blob, gzip = false): Promise<ArrayBuffer> => {
+    if (!(data instanceof Blob)) return data;
+    if (!gzip) return data.arrayBuffer();
+    return new Response(data.stream().pipeThrough(new DecompressionStream("gzip"))).arrayBuffer();
+  };
   self.onmessage = async (event: MessageEvent) => {
     const { type, requestId, payload } = event.data;
+    if (type === "INIT") performance.mark("secure-context:worker-init");
     try {
       if (type === "INIT" && payload.kind === "tfjs") {
         // TF.js GraphModel on the wasm backend (no threads: the threaded binary is not shipped).
@@ -36,6 +46,7 @@ export function workerMain(): void {
         } catch (error) {
           throw Object.assign(new Error(`the model could not be loaded: ${String(error)}`), { kind: "model" });
         }
+        performance.mark("secure-context:session-created");
         self.postMessage({
           type: "INIT_DONE",
           requestId,
@@ -49,14 +60,15 @@ export function workerMain(): void {
         // Isolated: the binary is fetched from the sandbox origin (this blob worker's own URL would
         // give the glue no directory to resolve it against).
         (self as any).Module = payload.wasm
-          ? { wasmBinary: payload.wasm }
+          ? { wasmBinary: await bytesOf(payload.wasm, true) }
           : { locateFile: (file: string) => `${payload.wasmPaths}${file}` };
         await litert.loadLiteRt(payload.glueUrl ? `${payload.glueUrl}#${payload.glueName}` : payload.wasmPaths);
         try {
-          tflite = await litert.loadAndCompile(new Uint8Array(payload.model), { accelerator: "wasm" });
+          tflite = await litert.loadAndCompile(new Uint8Array(await bytesOf(payload.model)), { accelerator: "wasm" });
         } catch (error) {
           throw Object.assign(new Error(`the model could not be loaded: ${String(error)}`), { kind: "model" });
         }
+        performance.mark("secure-context:session-created");
         const names = (details: { name: string }[]) => details.map((d) => d.name);
         self.postMessage({
           type: "INIT_DONE",
@@ -73,19 +85,20 @@ export function workerMain(): void {
           // Isolated mode: the runtime's files come from the sandbox origin itself (threads need that).
           ort.env.wasm.wasmPaths = payload.wasmPaths;
         } else {
-          ort.env.wasm.wasmBinary = payload.wasm;
+          ort.env.wasm.wasmBinary = await bytesOf(payload.wasm, true);
           ort.env.wasm.wasmPaths = { mjs: payload.glueUrl };
         }
         ort.env.wasm.numThreads = payload.threads;
         ort.env.wasm.proxy = false;
         try {
-          session = await ort.InferenceSession.create(new Uint8Array(payload.model), {
+          session = await ort.InferenceSession.create(new Uint8Array(await bytesOf(payload.model)), {
             executionProviders: ["wasm"],
             graphOptimizationLevel: "all",
           });
         } catch (error) {
           throw Object.assign(new Error(`the model could not be loaded: ${String(error)}`), { kind: "model" });
         }
+        performance.mark("secure-context:session-created");
         self.postMessage({
           type: "INIT_DONE",
           requestId,
@@ -167,6 +180,7 @@ export function workerMain(): void {
           for (const tensor of Object.values(outputs)) (tensor as { dispose?: () => void }).dispose?.();
           feed.dispose?.();
         }
+        performance.mark("secure-context:worker-inferred");
         const isolated = (self as unknown as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
         self.postMessage({ type: "RESULT", requestId, payload: { inferenceMs: times, threads: ort.env.wasm.numThreads, isolated } });
       } else if (type === "INFER") {
@@ -216,6 +230,7 @@ interface Config {
 
 /** Runs in the sandboxed frame (opaque origin). Talks only to window.parent and its own worker. */
 export function bootstrap(config: Config): void {
+  performance.mark("secure-context:sandbox-bootstrap");
   let worker: Worker | null = null;
   let glueUrl: string | null = null;
   let workerUrl: string | null = null;
@@ -277,6 +292,7 @@ export function bootstrap(config: Config): void {
     if (config.runtimeBase && event.origin !== config.parentOrigin) return;
     const payload = accepted.payload as Record<string, unknown>;
     if (accepted.type === "INIT") {
+      performance.mark("secure-context:sandbox-init");
       cleanUp();
       let source: string;
       let runtime: Record<string, unknown>;
@@ -310,6 +326,7 @@ export function bootstrap(config: Config): void {
       }
       workerUrl = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
       worker = new Worker(workerUrl);
+      performance.mark("secure-context:worker-created");
       worker.onmessage = relay;
       worker.onerror = (error) => toParent("ERROR", accepted.requestId, { kind: "worker", message: error.message });
       const transfer = [payload.model, runtime.wasm].filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
