@@ -4,7 +4,8 @@
 # repository: pass a checkout of https://github.com/docker/docker-bench-security (a work tree or a bare
 # clone).
 #   bash benchmarks/docker_bench.sh DOCKER_BENCH_CHECKOUT [CONTAINER]   (default: the lab, streamlit-lab)
-# Prints every check of section 5 and a count per result; the full log stays in the host's /tmp.
+# Prints every check of section 5 and a count per result; the full log stays in the host's /tmp. (Run
+# with bash: a hardened host mounts /tmp noexec.)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
@@ -25,9 +26,10 @@ fi
 info "containers checked: $(docker exec "$container" docker ps --format '{{.Names}}' | paste -sd ' ')"
 
 step "Section 5: container runtime"
-docker exec "$container" sh -c \
-  'cd /tmp/docker-bench && ./docker-bench-security.sh -c container_runtime -l /tmp/docker-bench.log' \
-  | sed -n '/^\[INFO\] 5 /,$p' | grep -E '^\[(PASS|WARN|INFO|NOTE)\] 5\.' || true
+report=$(docker exec "$container" sh -c \
+  'cd /tmp/docker-bench && bash ./docker-bench-security.sh -c container_runtime -l /tmp/docker-bench.log' \
+  | sed 's/\x1b\[[0-9;]*m//g')
+grep -E '^\[(PASS|WARN|INFO|NOTE)\] +(5\.|\*)' <<<"$report" || die "no section 5 results (see /tmp/docker-bench.log in $container)"
 step "Summary"
-docker exec "$container" sh -c "grep -oE '^\[(PASS|WARN|INFO|NOTE)\] 5\.[0-9]+' /tmp/docker-bench.log \
-  | cut -d' ' -f1 | sort | uniq -c"
+grep -oE '^\[(PASS|WARN|INFO|NOTE)\] 5\.[0-9]+' <<<"$report" | cut -d' ' -f1 | sort | uniq -c
+grep -E '^\[INFO\] (Checks|Score):' <<<"$report"
