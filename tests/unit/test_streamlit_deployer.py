@@ -74,8 +74,10 @@ def spool(tmp_path: Path) -> dict:
             app = args[args.index("-e") + 1].split("=", 1)[1]
             sha = args[args.index("-e", args.index("-e") + 1) + 1].split("=", 1)[1]
             mode = open({str(tmp_path / "mode")!r}).read().strip()
-            if mode == "hang":
+            if mode == "hang":  # as deploy.yml takes its lock: a directory naming its owner
                 os.mkdir({str(tmp_path / "locks")!r} + "/" + app)
+                with open({str(tmp_path / "locks")!r} + "/" + app + "/owner", "w") as owner:
+                    owner.write("monitor\\n")
                 time.sleep(60)
             if mode == "report":
                 with open({str(tmp_path / "deploys.log")!r}, "a") as log:
@@ -254,3 +256,24 @@ def test_a_lock_left_by_a_killed_deployer_run_is_removed_and_others_are_kept(spo
     (record,) = audit(spool)
     assert record["event"] == "deploy_lock_removed"
     assert record["app"] == "hello"
+
+
+def test_a_newer_request_renamed_into_place_while_one_is_taken_is_not_lost(spool, monkeypatch):
+    """The monitor replaces a waiting request by renaming a new file over it; the deployer claims a
+    request by renaming it away first, so the newer one is a new file that the next round picks up."""
+    request(spool, "hello", "b" * 40)
+    deployer_config = deployer.load_config(spool["dir"] / "deployer.json")
+    taker = deployer.Deployer(deployer_config)
+    original_rename = os.rename
+
+    def rename_then_replace(src, dst):  # the monitor's rename lands right after the claim
+        original_rename(src, dst)
+        if Path(dst).name.startswith(".taken."):
+            request(spool, "hello", "c" * 40)
+
+    monkeypatch.setattr(deployer.os, "rename", rename_then_replace)
+    first, _ = taker.take_requests()
+    monkeypatch.undo()
+    second, _ = taker.take_requests()
+    assert [r.sha for r in first + second] == ["b" * 40, "c" * 40]
+    assert os.listdir(spool["requests"]) == []

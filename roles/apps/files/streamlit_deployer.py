@@ -159,33 +159,39 @@ class Deployer:
                 if time.time() - info.st_mtime < TEMP_FILE_GRACE_SECONDS:
                     pending_write = True
                 else:
-                    self.discard(path, "an abandoned temporary file")
+                    self.discard(path, name, "an abandoned temporary file")
                 continue
             entries.append((info.st_mtime, name, path))
         taken: list[DeployRequest] = []
         for _, name, path in sorted(entries):
+            # Claimed by a rename first: a newer request the monitor renames into place meanwhile is a
+            # new file under the old name (picked up next round), never removed unread.
+            claimed = self.requests_dir / f".taken.{os.getpid()}.{name}"
             try:
-                request = parse_request(name, read_regular_file(path, MAX_REQUEST_BYTES), self.apps)
+                os.rename(path, claimed)
+            except FileNotFoundError:
+                continue  # withdrawn by the monitor meanwhile
+            try:
+                taken.append(parse_request(name, read_regular_file(claimed, MAX_REQUEST_BYTES), self.apps))
             except RequestRejected as exc:
-                self.discard(path, str(exc))
-                continue
+                self.discard(claimed, name, str(exc))
             except OSError as exc:
-                self.discard(path, "a symbolic link" if exc.errno == errno.ELOOP else f"unreadable ({exc.strerror})")
-                continue
-            path.unlink(missing_ok=True)
-            taken.append(request)
+                reason = "a symbolic link" if exc.errno == errno.ELOOP else f"unreadable ({exc.strerror})"
+                self.discard(claimed, name, reason)
+            else:
+                claimed.unlink(missing_ok=True)
         return taken, pending_write
 
-    def discard(self, path: Path, reason: str) -> None:
-        log(f"removing {path.name!r} from the requests: {reason}")
-        self.audit("deploy_request_rejected", file=path.name[:100], reason=reason)
+    def discard(self, path: Path, name: str, reason: str) -> None:
+        log(f"removing {name!r} from the requests: {reason}")
+        self.audit("deploy_request_rejected", file=name[:100], reason=reason)
         try:
             if path.is_dir() and not path.is_symlink():
                 path.rmdir()
             else:
                 path.unlink(missing_ok=True)
         except OSError as exc:
-            log(f"cannot remove {path.name!r}: {exc}")
+            log(f"cannot remove {name!r}: {exc}")
 
     # the deploy
     def wait_for_lock(self, app: str) -> None:
@@ -230,8 +236,7 @@ class Deployer:
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
             # It was ours and it is gone: its lock would otherwise stop every deploy of the app until stale.
-            with contextlib.suppress(OSError):
-                (self.lock_dir / request.app).rmdir()
+            self.remove_lock(request.app)
             return -1
 
     def reported(self, request: DeployRequest, since: int) -> bool:
@@ -287,16 +292,24 @@ class Deployer:
         log(f"{request.app}: {request.sha} failed: {reason}")
         self.answer_failed(request, reason)
 
+    def remove_lock(self, app: str) -> bool:
+        """Remove the app's deploy lock if this deployer (owner "monitor") holds it."""
+        lock = self.lock_dir / app
+        with contextlib.suppress(OSError):
+            if (lock / "owner").read_text().strip() == "monitor":
+                (lock / "owner").unlink()
+                lock.rmdir()
+                return True
+        return False
+
     def remove_own_stale_locks(self) -> None:
         """systemd runs one deployer at a time: a lock that says the monitor's deployer holds it is left
         over from a run that was killed (the unit stopped, the process killed) and would block the app."""
-        for lock in sorted(self.lock_dir.glob("*/owner")):
-            with contextlib.suppress(OSError):
-                if lock.read_text().strip() == "monitor":
-                    lock.unlink()
-                    lock.parent.rmdir()
-                    log(f"{lock.parent.name}: removed the lock a killed deploy left")
-                    self.audit("deploy_lock_removed", app=lock.parent.name, reason="left by a killed deployer run")
+        for owner in sorted(self.lock_dir.glob("*/owner")):
+            app = owner.parent.name
+            if self.remove_lock(app):
+                log(f"{app}: removed the lock a killed deploy left")
+                self.audit("deploy_lock_removed", app=app, reason="left by a killed deployer run")
 
     def run(self) -> int:
         """Deploy until the requests directory is empty (the path unit starts this again for new ones)."""
