@@ -171,9 +171,9 @@ def serving_sha(container: str, app: str) -> str:
         f"docker ps -q --filter label=secure_streamlit.app={app} | xargs -r docker inspect -f "
         "'{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}} {{index .Config.Labels \"secure_streamlit.sha\"}}'",
     ).splitlines():
-        ip, sha = line.split()
-        if ip == address:
-            return sha
+        fields = line.split()  # a container being created or removed may have no address yet
+        if len(fields) == 2 and fields[0] == address:
+            return fields[1]
     return ""
 
 
