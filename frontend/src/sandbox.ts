@@ -27,6 +27,12 @@ export function workerMain(): void {
     if (!gzip) return data.arrayBuffer();
     return new Response(data.stream().pipeThrough(new DecompressionStream("gzip"))).arrayBuffer();
   };
+  /** An error the frame reports with its kind: "model" (loading) or "input" (inference). */
+  const failure = (kind: "model" | "input", error: unknown): Error =>
+    Object.assign(
+      new Error(`${kind === "model" ? "the model could not be loaded" : "inference failed"}: ${String(error)}`),
+      { kind },
+    );
   self.onmessage = async (event: MessageEvent) => {
     const { type, requestId, payload } = event.data;
     if (type === "INIT") performance.mark("secure-context:worker-init");
@@ -44,7 +50,7 @@ export function workerMain(): void {
             tf.io.fromMemory({ modelTopology, weightSpecs, weightData: payload.model, format, generatedBy, convertedBy, signature }),
           );
         } catch (error) {
-          throw Object.assign(new Error(`the model could not be loaded: ${String(error)}`), { kind: "model" });
+          throw failure("model", error);
         }
         performance.mark("secure-context:session-created");
         self.postMessage({
@@ -66,7 +72,7 @@ export function workerMain(): void {
         try {
           tflite = await litert.loadAndCompile(new Uint8Array(await bytesOf(payload.model)), { accelerator: "wasm" });
         } catch (error) {
-          throw Object.assign(new Error(`the model could not be loaded: ${String(error)}`), { kind: "model" });
+          throw failure("model", error);
         }
         performance.mark("secure-context:session-created");
         const names = (details: { name: string }[]) => details.map((d) => d.name);
@@ -96,7 +102,7 @@ export function workerMain(): void {
             graphOptimizationLevel: "all",
           });
         } catch (error) {
-          throw Object.assign(new Error(`the model could not be loaded: ${String(error)}`), { kind: "model" });
+          throw failure("model", error);
         }
         performance.mark("secure-context:session-created");
         self.postMessage({
@@ -124,7 +130,7 @@ export function workerMain(): void {
             tensor.dispose();
           });
         } catch (error) {
-          throw Object.assign(new Error(`inference failed: ${String(error)}`), { kind: "input" });
+          throw failure("input", error);
         } finally {
           for (const tensor of Object.values(feeds)) (tensor as { dispose: () => void }).dispose();
         }
@@ -161,7 +167,7 @@ export function workerMain(): void {
             tensor.delete();
           }
         } catch (error) {
-          throw Object.assign(new Error(`inference failed: ${String(error)}`), { kind: "input" });
+          throw failure("input", error);
         } finally {
           for (const tensor of Object.values(feeds)) tensor.delete();
         }
@@ -193,7 +199,7 @@ export function workerMain(): void {
         try {
           outputs = await session.run(feeds);
         } catch (error) {
-          throw Object.assign(new Error(`inference failed: ${String(error)}`), { kind: "input" });
+          throw failure("input", error);
         }
         const result: Record<string, { dims: number[]; data: number[] }> = {};
         for (const [name, tensor] of Object.entries(outputs)) {
