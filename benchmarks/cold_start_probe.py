@@ -26,40 +26,26 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from component_bench import CHROMIUM_ARGS, start_servers
-
-# Set in Streamlit's page only (not in the component's frames): when the component's iframe is
-# attached, and when the script's rerun shows the result.
-PAGE_MARKS = """
-if (window === window.top) {
-  new MutationObserver((_, observer) => {
-    if (!performance.getEntriesByName("probe:iframe-attached").length
-        && document.querySelector("iframe[title^='streamlit_secure_context']")) {
-      performance.mark("probe:iframe-attached");
-    }
-    if ((document.body?.textContent ?? "").includes("BENCH {")) {
-      performance.mark("probe:shown");
-      observer.disconnect();
-    }
-  }).observe(document, { childList: true, subtree: true, characterData: true });
-}
-"""
+from component_bench import CHROMIUM_ARGS, PAGE_MARKS, cold_start_ms, start_servers
 
 # (label, how to find it in the trace), in the order of the critical path.
 PHASES = [
     ("component iframe attached (Streamlit)", "probe:iframe-attached"),
     ("component page navigation start", "nav:component"),
-    ("render args received", "secure-context:render"),
+    ("sandbox started from the frame's URL (before the render args)", "secure-context:prestart"),
     ("sandbox frame bootstrap running", "secure-context:sandbox-bootstrap"),
     ("sandbox frame loaded (component sees load)", "secure-context:frame-loaded"),
+    ("render args received", "secure-context:render"),
     ("runtime bytes received (opaque: component)", "secure-context:runtime-fetched"),
+    ("RUNTIME received in the sandbox frame", "secure-context:sandbox-runtime"),
+    ("worker created", "secure-context:worker-created"),
+    ("worker: runtime script evaluated", "secure-context:worker-runtime-evaluated"),
     ("model bytes received (component)", "secure-context:model-fetched"),
     ("INIT sent to the sandbox", "secure-context:init-sent"),
     ("INIT received in the sandbox frame", "secure-context:sandbox-init"),
-    ("worker created", "secure-context:worker-created"),
-    ("worker: runtime script evaluated", "secure-context:worker-runtime-evaluated"),
     ("worker: INIT received", "secure-context:worker-init"),
     ("worker: wasm instantiated", "wasm:instantiated"),
+    ("worker: runtime ready (ONNX: warm-up session run)", "secure-context:worker-runtime-ready"),
     ("worker: model session created", "secure-context:session-created"),
     ("component: INIT_DONE", "secure-context:init-done"),
     ("worker: first inference done", "secure-context:worker-inferred"),
@@ -115,25 +101,13 @@ def traced_run_once(browser, url: str) -> dict[str, float]:
     return phases_from_trace(trace)
 
 
-def untraced_run(browser, url: str) -> float:
-    """The total without tracing: navigation start -> shown, read from the page's own mark."""
-    context = browser.new_context()
-    context.add_init_script(PAGE_MARKS)
-    page = context.new_page()
-    page.goto(url)
-    page.locator("text=BENCH").wait_for(timeout=120_000)
-    page.wait_for_function("performance.getEntriesByName('probe:shown').length > 0")
-    shown = page.evaluate("performance.getEntriesByName('probe:shown')[0].startTime")
-    context.close()
-    return shown
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=7, help="traced cold starts per mode")
     parser.add_argument("--untraced", type=int, default=7, help="plain cold starts per mode (total only)")
     parser.add_argument("--modes", default="opaque,isolated")
     parser.add_argument("--model", default="app/static/matmul-4mb.onnx")
+    parser.add_argument("--threads", type=int, help="ORT threads (default: 1 opaque, 2 isolated)")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     args = parser.parse_args()
 
@@ -146,15 +120,15 @@ def main() -> None:
         for mode in args.modes.split(","):
             processes, url = start_servers(isolated=mode == "isolated")
             try:
-                page_url = f"{url}/?runs=1&threads=1&model={args.model}"
-                untraced_run(browser, page_url)  # Streamlit's first page build is not the component's cost
+                page_url = f"{url}/?runs=1&model={args.model}" + (f"&threads={args.threads}" if args.threads else "")
+                cold_start_ms(browser, page_url)  # Streamlit's first page build is not the component's cost
                 # Alternate traced and untraced runs so that both see the same machine load.
                 traced[mode], totals[mode] = [], []
                 for i in range(max(args.runs, args.untraced)):
                     if i < args.runs:
                         traced[mode].append(traced_run(browser, page_url))
                     if i < args.untraced:
-                        totals[mode].append(untraced_run(browser, page_url))
+                        totals[mode].append(cold_start_ms(browser, page_url))
             finally:
                 for process in processes:
                     process.terminate()

@@ -6,7 +6,8 @@ One run prints:
   isolated sandbox origin with 1 and 2 threads, and the same model as .tflite on LiteRT.js (XNNPack,
   1 thread) in both modes: median ms per inference;
 - cold start: page load -> first result of that model (Streamlit page, component, runtime, model, one
-  inference), on localhost, a fresh browser context each time.
+  inference, Python's rerun showing it): navigation start -> shown, on the page's own clock, on
+  localhost, a fresh browser context each time (the component's default threads: 1 opaque, 2 isolated).
 
 Run after `make setup`:  .cache/venv-component/bin/python benchmarks/component_bench.py [--runs 20]
 """
@@ -99,6 +100,38 @@ def start_servers(isolated: bool) -> tuple[list[subprocess.Popen], str]:
     return processes, url
 
 
+# Set in Streamlit's page only (not in the component's frames): when the component's iframe is
+# attached, and when the script's rerun shows the result.
+PAGE_MARKS = """
+if (window === window.top) {
+  new MutationObserver((_, observer) => {
+    if (!performance.getEntriesByName("probe:iframe-attached").length
+        && document.querySelector("iframe[title^='streamlit_secure_context']")) {
+      performance.mark("probe:iframe-attached");
+    }
+    if ((document.body?.textContent ?? "").includes("BENCH {")) {
+      performance.mark("probe:shown");
+      observer.disconnect();
+    }
+  }).observe(document, { childList: true, subtree: true, characterData: true });
+}
+"""
+
+
+def cold_start_ms(browser, url: str) -> float:
+    """Page load -> first result, on the page's own clock: navigation start -> the result shown by
+    Python's rerun, in a fresh browser context (nothing cached)."""
+    context = browser.new_context()
+    context.add_init_script(PAGE_MARKS)
+    page = context.new_page()
+    page.goto(url)
+    page.locator("text=BENCH").wait_for(timeout=120_000)
+    page.wait_for_function("performance.getEntriesByName('probe:shown').length > 0")
+    shown = page.evaluate("performance.getEntriesByName('probe:shown')[0].startTime")
+    context.close()
+    return shown
+
+
 def browser_result(browser, url: str) -> tuple[dict, float]:
     context = browser.new_context()
     page = context.new_page()
@@ -136,7 +169,8 @@ def main() -> None:
                 tflite, _ = browser_result(browser, f"{url}/?runs={args.runs + 1}&model=app/static/matmul-4mb.tflite")
                 assert tflite["isolated"] == (mode == "isolated"), tflite
                 litert[mode] = statistics.median(tflite["inferenceMs"][1:])
-                cold[mode] = [browser_result(browser, f"{url}/?runs=1&threads=1")[1] for _ in range(args.cold_starts)]
+                # The component's default threads: 1 in the opaque frame, 2 on the sandbox origin.
+                cold[mode] = [cold_start_ms(browser, f"{url}/?runs=1") / 1000 for _ in range(args.cold_starts)]
             finally:
                 for process in processes:
                     process.terminate()
@@ -157,7 +191,7 @@ def main() -> None:
     print(f"ORT-web speed-up with 2 threads (isolated): {speedup:.2f}x")
     for mode, times in cold.items():
         print(
-            f"cold start, {mode}, page load -> first result ({len(times)} fresh contexts): "
+            f"cold start, {mode}, navigation start -> result shown by Python ({len(times)} fresh contexts): "
             f"median {statistics.median(times):.2f} s, min {min(times):.2f} s, max {max(times):.2f} s"
         )
 

@@ -9,14 +9,15 @@ import streamlit as st
 from streamlit_secure_context import streamlit_secure_context
 
 runs = int(st.query_params.get("runs", "10"))
-threads = int(st.query_params.get("threads", "1"))
+# ?threads=N; without it, the component's default (1 in the opaque frame, 2 on a sandbox origin).
+threads = st.query_params.get("threads")
 # ?model=app/static/matmul-4mb.tflite: the same model on LiteRT.js.
 model = st.query_params.get("model", "app/static/matmul-4mb.onnx")
 result = streamlit_secure_context(
     model,
     inference_params={"synthetic": {"dims": [1024, 1024], "runs": runs}},
     # The sandbox origin, when the platform sets one, comes from SECURE_CONTEXT_SANDBOX_ORIGIN.
-    security_config={"threads": threads},
+    security_config={} if threads is None else {"threads": int(threads)},
     timeout=300,
     key="bench",
 )

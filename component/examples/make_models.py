@@ -72,6 +72,21 @@ def matmul_4mb() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
 
 
+def warmup_model() -> onnx.ModelProto:
+    """An 8x8 ``y = x @ W + b``: ONNX Runtime Web's warm-up session, run while the real model is still
+    on its way (frontend/src/sandbox.ts carries it as base64; a test keeps the two equal)."""
+    weights = numpy_helper.from_array(np.full((8, 8), 0.125, dtype=np.float32), "W")
+    bias = numpy_helper.from_array(np.zeros(8, dtype=np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])],
+        "warmup",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 8])],
+        [weights, bias],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8, producer_name="")
+
+
 def mlp_tfjs(directory: Path) -> None:
     """The MLP as a TF.js GraphModel: MatMul, BiasAdd, Relu, MatMul, BiasAdd, Softmax."""
     weights = mlp_weights()

@@ -65,20 +65,39 @@ class FilePicker:
     label: str = "Choose a file (it stays in your browser)"
 
 
-_component = None
+_components: dict[str, Any] = {}
 
 
-def _declare() -> Any:
-    global _component
-    if _component is None:
+def runtime_kind(model_path: str) -> str:
+    """The runtime a model needs, by its file name (the frontend's runtimeKind applies the same rule)."""
+    path = re.split(r"[?#]", model_path, maxsplit=1)[0].lower()
+    if path.endswith(".json"):
+        return "tfjs"
+    if path.endswith(".tflite"):
+        return "litert"
+    return "ort"
+
+
+def sandbox_profile(kind: str, sandbox_origin: str, threads: int) -> str:
+    """The component's name for one sandbox set-up: runtime, thread count and sandbox origin (hex).
+
+    Streamlit puts a component's name in its frame's URL and sends its arguments only later: a frame
+    that can read from its URL which runtime, mode and thread count it will need starts the sandbox
+    and the runtime at once, while Streamlit is still rendering (cold start).
+    """
+    return f"sandbox_{kind}_{threads}_{sandbox_origin.encode().hex()}"
+
+
+def _declare(profile: str) -> Any:
+    if profile not in _components:
         if not (FRONTEND_DIR / "index.html").is_file():
             raise SecureContextBuildMissingError(
                 "build",
                 f"no built frontend in {FRONTEND_DIR}: run `npm ci && npm run build` in frontend/ "
                 "(the wheel carries it)",
             )
-        _component = components.declare_component("streamlit_secure_context", path=str(FRONTEND_DIR))
-    return _component
+        _components[profile] = components.declare_component(profile, path=str(FRONTEND_DIR))
+    return _components[profile]
 
 
 def streamlit_secure_context(
@@ -102,7 +121,8 @@ def streamlit_secure_context(
         security_config: ``{"sandbox_origin": "https://edge:9443", "threads": 2}``. Without a sandbox
             origin (also read from the ``SECURE_CONTEXT_SANDBOX_ORIGIN`` environment variable) the model
             runs in an opaque-origin srcdoc frame, single-threaded. With one, in a frame on that origin
-            (served by the edge with COEP/CORP and a strict CSP), cross-origin isolated: multi-threaded.
+            (served by the edge with COEP/CORP and a strict CSP), cross-origin isolated: multi-threaded
+            (``threads``, default 2; ONNX Runtime Web only).
         key: Streamlit widget key.
         timeout: seconds the browser waits for the worker before reporting a timeout.
         file_picker: show a file input inside the sandbox; only the model's output returns.
@@ -125,7 +145,10 @@ def streamlit_secure_context(
     origin = security.get("sandbox_origin")
     if origin is not None and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", str(origin)):
         raise ValueError(f"sandbox_origin must be scheme://host[:port], got {origin!r}")
-    value = _declare()(
+    threads = security.setdefault("threads", 2 if origin else 1)
+    if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 64:
+        raise ValueError(f"threads must be an integer from 1 to 64, got {threads!r}")
+    value = _declare(sandbox_profile(runtime_kind(model_path), origin or "", threads))(
         model_url=model_path,
         inference_params=inference_params or {},
         security_config=security,

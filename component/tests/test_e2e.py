@@ -16,7 +16,8 @@ import pytest
 
 from .conftest import EXAMPLES
 
-COMPONENT_FRAME = "iframe[title='streamlit_secure_context.streamlit_secure_context']"
+# Python names the component by its sandbox profile (sandbox_<runtime>_<threads>_<origin as hex>).
+COMPONENT_FRAME = "iframe[title^='streamlit_secure_context.sandbox_']"
 SANDBOX_FRAME = "iframe[title='secure inference sandbox']"
 # Values that appear nowhere else: if they show up in any request, the file left the browser.
 PRIVATE_VALUES = [0.7310585, 1.2345678, -0.9876543, 3.1415926]
@@ -260,7 +261,7 @@ def test_a_tflite_model_runs_in_isolated_mode_too(page, isolated_app_url, sandbo
 
 def frame_sandbox_and_send_init(page, top_url: str, sandbox_origin: str, declared_parent: str) -> list:
     """Frames the sandbox page from `top_url`, declaring `declared_parent` as the component's origin,
-    sends INIT with a broken model, and returns what comes back (up to 20 s)."""
+    starts its runtime and sends INIT with a broken model, and returns what comes back (up to 20 s)."""
     page.goto(top_url)
     return page.evaluate(
         """([origin, parent]) => new Promise((resolve) => {
@@ -270,8 +271,12 @@ def frame_sandbox_and_send_init(page, top_url: str, sandbox_origin: str, declare
             });
             const frame = document.createElement('iframe');
             frame.src = origin + '/sandbox.html#' + encodeURIComponent(JSON.stringify({parentOrigin: parent}));
-            frame.onload = () => frame.contentWindow.postMessage({channel: 'streamlit-secure-context',
-                type: 'INIT', requestId: 1, payload: {model: new ArrayBuffer(64), threads: 1}}, '*');
+            const send = (type, requestId, payload) => frame.contentWindow.postMessage(
+                {channel: 'streamlit-secure-context', type, requestId, payload}, '*');
+            frame.onload = () => {
+                send('RUNTIME', 1, {kind: 'ort', threads: 1});
+                send('INIT', 2, {model: new ArrayBuffer(64), settings: {}});
+            };
             document.body.appendChild(frame);
             setTimeout(() => resolve(got), 20000);
         })""",

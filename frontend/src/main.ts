@@ -7,11 +7,13 @@ import {
   litertGlue,
   message,
   parseNumbers,
+  profileFromUrl,
   refuseFile,
   relaxedSimdSupported,
   runtimeKind,
   sandboxCsp,
   type RuntimeKind,
+  type SandboxProfile,
 } from "./protocol";
 import { bootstrap, workerMain } from "./sandbox";
 import { onRender, setComponentValue, setFrameHeight, type RenderArgs } from "./streamlit";
@@ -20,10 +22,10 @@ const RUNTIMES = "./runtimes";
 /** A performance mark for the cold-start probe (benchmarks/cold_start_probe.py reads them from a trace). */
 const mark = (name: string) => performance.mark(`secure-context:${name}`);
 const status = document.getElementById("status")!;
-let frame: HTMLIFrameElement | null = null;
 let modelKey = "";
 let inputsKey = "";
 let requestId = 0;
+let rendered = false;
 let timer: ReturnType<typeof setTimeout> | undefined;
 /** A runtime as the opaque frame receives it: scripts for the worker, a module, wasm binaries (a Blob
  * holds a gzip-compressed binary as the wheel ships it: the worker inflates it). */
@@ -36,11 +38,21 @@ interface RuntimeBundle {
   binaries: Record<string, ArrayBuffer | Blob>;
 }
 const runtimeFiles: Partial<Record<RuntimeKind, Promise<RuntimeBundle>>> = {};
-let ready = false;
-// "*" for the opaque frame (its origin is "null"); the sandbox origin in isolated mode.
-let frameTarget = "*";
-let queued: Record<string, unknown> | null = null;
 
+/** The sandboxed inference frame with its runtime, started for one profile (runtime, threads, origin). */
+interface Sandbox {
+  frame: HTMLIFrameElement;
+  profile: string;
+  /** "*" for the opaque frame (its origin is "null"); the sandbox origin in isolated mode. */
+  target: string;
+  /** Settles once the frame has loaded and has been sent its runtime. */
+  started: Promise<void>;
+  /** A model was sent to it: a new model gets a new frame. */
+  used: boolean;
+  ready: boolean;
+}
+let sandbox: Sandbox | null = null;
+let queued: Record<string, unknown> | null = null;
 /** A model path relative to the app (e.g. "app/static/m.onnx") resolved against the app's base URL. */
 function appUrl(path: string): string {
   const base = window.location.href.split("/component/")[0] + "/";
@@ -54,7 +66,9 @@ async function sha256Base64(text: string): Promise<string> {
 
 async function fetchOk(url: string, what: string, init?: RequestInit): Promise<Response> {
   const response = await fetch(url, init);
-  if (!response.ok) throw Object.assign(new Error(`${what} ${url} answered HTTP ${response.status}`), { kind: "model" });
+  if (!response.ok) {
+    throw Object.assign(new Error(`${what} ${url} answered HTTP ${response.status}`), { kind: what === "runtime" ? "runtime" : "model" });
+  }
   return response;
 }
 
@@ -145,21 +159,101 @@ function armTimeout(ms: number): void {
 }
 
 function tearDown(): void {
-  window.removeEventListener("message", onSandboxMessage);
-  frame?.remove();
-  frame = null;
-  ready = false;
+  sandbox?.frame.remove();
+  sandbox = null;
+  queued = null;
   modelKey = "";
 }
 
+/** The opaque frame's bootstrap: the same text on every page, so its CSP hash is computed once. */
+let opaqueBootstrap: Promise<{ script: string; csp: string }> | null = null;
+function opaqueFrameSource(): Promise<{ script: string; csp: string }> {
+  opaqueBootstrap ??= (async () => {
+    const config = { parentOrigin: window.location.origin, workerSource: workerMain.toString() };
+    const script =
+      [acceptMessage, message, parseNumbers, fitShape, refuseFile].map((f) => f.toString()).join("\n") +
+      `\n(${bootstrap.toString()})(${JSON.stringify(config)});`;
+    return { script, csp: sandboxCsp(await sha256Base64(script)) };
+  })();
+  return opaqueBootstrap;
+}
+
+/** Makes the sandboxed frame and starts its runtime: the frame, the runtime's files and the worker's
+ * start proceed while the model is still unknown or on its way (cold start). */
+function openSandbox({ kind, threads, sandboxOrigin }: SandboxProfile): Sandbox {
+  const frame = document.createElement("iframe");
+  frame.title = "secure inference sandbox";
+  frame.style.cssText = "border:0;width:100%;height:60px";
+  const opened: Sandbox = {
+    frame,
+    profile: JSON.stringify([kind, threads, sandboxOrigin]),
+    target: sandboxOrigin || "*",
+    started: Promise.resolve(),
+    used: false,
+    ready: false,
+  };
+  opened.started = (async () => {
+    let files: Promise<RuntimeBundle> | null = null;
+    if (sandboxOrigin) {
+      // Isolated mode: a frame on the sandbox origin (served with COEP/CORP and a strict CSP by the
+      // edge), allowed cross-origin isolation: ONNX Runtime Web runs threads there. It fetches its
+      // runtime from its own origin.
+      frame.setAttribute("sandbox", "allow-scripts allow-same-origin");
+      frame.allow = "cross-origin-isolated";
+      frame.src = `${sandboxOrigin}/sandbox.html#${encodeURIComponent(JSON.stringify({ parentOrigin: window.location.origin }))}`;
+    } else {
+      // An opaque origin: no cookies, no storage, no network, no access to the app's page.
+      files = loadRuntime(kind).then((r) => (mark("runtime-fetched"), r));
+      const { script, csp } = await opaqueFrameSource();
+      frame.setAttribute("sandbox", "allow-scripts");
+      frame.srcdoc =
+        `<!doctype html><html><head><meta http-equiv="Content-Security-Policy" content="${csp}">` +
+        `</head><body style="font-family:sans-serif"><script>${script}</script></body></html>`;
+    }
+    const loaded = new Promise((resolve) => frame.addEventListener("load", resolve, { once: true }));
+    document.body.appendChild(frame);
+    await loaded;
+    mark("frame-loaded");
+    if (!files) {
+      post(opened, "RUNTIME", { kind, threads });
+      return;
+    }
+    // The runtime's binaries are copies: the component keeps its own for the next frame.
+    const { scripts, glue, glueName, binaries } = await files;
+    const copies = Object.fromEntries(
+      Object.entries(binaries).map(([name, b]) => [name, b instanceof ArrayBuffer ? b.slice(0) : b]),
+    );
+    post(opened, "RUNTIME", { kind, threads, scripts, glue, glueName, binaries: copies }, buffers(Object.values(copies)));
+  })();
+  // A failure here is reported when the model is sent (start awaits it).
+  opened.started.catch(() => undefined);
+  return opened;
+}
+
+/** ArrayBuffers are transferred, not copied; Blobs go as handles. */
+const buffers = (values: unknown[]) => values.filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
+
+function post(to: Sandbox, type: "RUNTIME" | "INIT" | "INFER", payload: Record<string, unknown>, transfer: Transferable[] = []): void {
+  requestId += 1;
+  // The opaque frame's origin is "null": a window reference is the only way to address it. What
+  // goes in is the model and runtime; what comes out is checked by event.source.
+  to.frame.contentWindow!.postMessage(message(type, requestId, payload), to.target, transfer);
+}
+
+let timeoutMs = 30_000;
+function send(type: "INIT" | "INFER", payload: Record<string, unknown>, transfer: Transferable[] = []): void {
+  armTimeout(timeoutMs);
+  post(sandbox!, type, payload, transfer);
+}
+
 function onSandboxMessage(event: MessageEvent): void {
-  const accepted = acceptMessage(event, frame?.contentWindow ?? null);
-  if (!accepted) return;
-  if (frameTarget !== "*" && event.origin !== frameTarget) return;
+  const accepted = acceptMessage(event, sandbox?.frame.contentWindow ?? null);
+  if (!accepted || !sandbox) return;
+  if (sandbox.target !== "*" && event.origin !== sandbox.target) return;
   const payload = accepted.payload as Record<string, unknown>;
   if (accepted.type === "INIT_DONE") {
     mark("init-done");
-    ready = true;
+    sandbox.ready = true;
     status.textContent = "Model loaded in the sandbox.";
     if (queued) {
       send("INFER", queued);
@@ -172,17 +266,11 @@ function onSandboxMessage(event: MessageEvent): void {
     status.textContent = "Inference done.";
     report({ status: "ok", requestId: accepted.requestId, ...payload });
   } else if (accepted.type === "ERROR") {
-    fail(String(payload.kind ?? "worker"), String(payload.message));
+    // Before the first render nothing waits for an answer: the render starts a fresh sandbox. After
+    // it, the frame stays (a bad file or input is reported, and the next one is scored).
+    if (rendered) fail(String(payload.kind ?? "worker"), String(payload.message));
+    else tearDown();
   }
-}
-
-let timeoutMs = 30_000;
-function send(type: "INIT" | "INFER", payload: Record<string, unknown>, transfer: Transferable[] = []): void {
-  requestId += 1;
-  armTimeout(timeoutMs);
-  // The frame's origin is opaque ("null"): a window reference is the only way to address it. What goes
-  // in is the model and runtime; what comes out is checked by event.source.
-  frame!.contentWindow!.postMessage(message(type, requestId, payload), frameTarget, transfer);
 }
 
 async function start(args: RenderArgs): Promise<void> {
@@ -194,64 +282,35 @@ async function start(args: RenderArgs): Promise<void> {
   const inputs = params.inputs ?? null;
   if (key !== modelKey) {
     mark("render");
-    tearDown();
+    const sandboxOrigin = String(security.sandbox_origin ?? "").replace(/\/$/, "");
+    const profile: SandboxProfile = {
+      kind: runtimeKind(String(args.model_url)),
+      threads: Number(security.threads ?? (sandboxOrigin ? 2 : 1)),
+      sandboxOrigin,
+    };
+    // The frame started from the URL's profile serves the first model; anything else gets a new one.
+    if (!sandbox || sandbox.used || sandbox.profile !== JSON.stringify([profile.kind, profile.threads, sandboxOrigin])) {
+      tearDown();
+      sandbox = openSandbox(profile);
+    }
+    const current = sandbox;
+    current.used = true;
     modelKey = key;
     inputsKey = "";
     status.textContent = "Loading the model in the sandbox...";
     armTimeout(timeoutMs);
-    const sandboxOrigin = String(security.sandbox_origin ?? "").replace(/\/$/, "");
     const settings = {
-      parentOrigin: window.location.origin,
       filePicker: picker ? { accept: picker.accept, maxBytes: picker.max_bytes, label: picker.label } : null,
       inputName: (params.input_name as string | undefined) ?? null,
       shape: (params.shape as number[] | undefined) ?? [1, -1],
     };
-    frame = document.createElement("iframe");
-    frame.title = "secure inference sandbox";
-    frame.style.cssText = "border:0;width:100%;height:60px";
-    const kind = runtimeKind(String(args.model_url));
-    // The model, the runtime and the frame's own start all proceed at once (cold start).
-    let runtimeFiles: Promise<RuntimeBundle | null> = Promise.resolve(null);
-    const modelFiles = loadModel(appUrl(String(args.model_url)), kind).then((m) => (mark("model-fetched"), m));
-    if (sandboxOrigin) {
-      // Isolated mode: a frame on the sandbox origin (served with COEP/CORP and a strict CSP by the
-      // edge), allowed cross-origin isolation: ONNX Runtime Web runs threads there.
-      frameTarget = sandboxOrigin;
-      frame.setAttribute("sandbox", "allow-scripts allow-same-origin");
-      frame.allow = "cross-origin-isolated";
-      frame.src = `${sandboxOrigin}/sandbox.html#${encodeURIComponent(JSON.stringify(settings))}`;
-    } else {
-      // An opaque origin: no cookies, no storage, no network, no access to the app's page.
-      frameTarget = "*";
-      runtimeFiles = loadRuntime(kind).then((r) => (mark("runtime-fetched"), r));
-      const script =
-        [acceptMessage, message, parseNumbers, fitShape, refuseFile].map((f) => f.toString()).join("\n") +
-        `\n(${bootstrap.toString()})(${JSON.stringify({ ...settings, workerSource: workerMain.toString() })});`;
-      const csp = sandboxCsp(await sha256Base64(script));
-      frame.setAttribute("sandbox", "allow-scripts");
-      frame.srcdoc =
-        `<!doctype html><html><head><meta http-equiv="Content-Security-Policy" content="${csp}">` +
-        `</head><body style="font-family:sans-serif"><script>${script}</script></body></html>`;
-    }
-    window.addEventListener("message", onSandboxMessage);
-    const loaded = new Promise((resolve) => frame!.addEventListener("load", resolve, { once: true })).then(() => mark("frame-loaded"));
-    document.body.appendChild(frame);
-    const [{ model, modelJson }, runtime] = await Promise.all([modelFiles, runtimeFiles, loaded]);
-    const threads = Number(security.threads ?? (sandboxOrigin ? 2 : 1));
+    const [{ model, modelJson }] = await Promise.all([
+      loadModel(appUrl(String(args.model_url)), profile.kind).then((m) => (mark("model-fetched"), m)),
+      current.started,
+    ]);
+    if (sandbox !== current) return; // a newer render replaced this frame meanwhile
     mark("init-sent");
-    // Blobs go as handles; ArrayBuffers are transferred, not copied (the runtime's are copies: the
-    // component keeps its own for the next frame).
-    const buffers = (values: unknown[]) => values.filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
-    if (runtime) {
-      const binaries = Object.fromEntries(
-        Object.entries(runtime.binaries).map(([name, b]) => [name, b instanceof ArrayBuffer ? b.slice(0) : b]),
-      );
-      const { scripts, glue, glueName } = runtime;
-      const payload = { kind, model, modelJson, scripts, glue, glueName, binaries, threads };
-      send("INIT", payload, buffers([model, ...Object.values(binaries)]));
-    } else {
-      send("INIT", { kind, model, modelJson, threads }, buffers([model]));
-    }
+    send("INIT", { model, modelJson, settings }, buffers([model]));
   }
   const nextInputs = JSON.stringify([inputs, params.probe_url, params.synthetic]);
   if (nextInputs !== inputsKey && (inputs !== null || params.probe_url || params.synthetic)) {
@@ -260,12 +319,22 @@ async function start(args: RenderArgs): Promise<void> {
     if (params.probe_url) payload = { probeUrl: params.probe_url };
     else if (params.synthetic) payload = { synthetic: params.synthetic };
     else payload = { data: (inputs as { data: number[] }).data, dims: (inputs as { dims: number[] }).dims };
-    if (ready) send("INFER", payload);
+    if (sandbox?.ready) send("INFER", payload);
     else queued = payload;
   }
 }
 
+window.addEventListener("message", onSandboxMessage);
+// Streamlit sends the arguments only after this frame has loaded and said it is ready; the sandbox
+// profile in this frame's URL lets the sandbox and its runtime start now.
+const declared = profileFromUrl(window.location.pathname);
+if (declared) {
+  mark("prestart");
+  sandbox = openSandbox(declared);
+}
+
 onRender((args) => {
+  rendered = true;
   setFrameHeight(args.file_picker ? 110 : 40);
   start(args).catch((error: Error & { kind?: string }) => {
     tearDown();

@@ -3,7 +3,8 @@
 
 // Every function here is self-contained (no module-level references): the sandbox receives them as
 // source text.
-export type MessageType = "INIT" | "INIT_DONE" | "INFER" | "RESULT" | "ERROR";
+// RUNTIME starts the runtime (before the model is known); INIT loads the model into it.
+export type MessageType = "RUNTIME" | "INIT" | "INIT_DONE" | "INFER" | "RESULT" | "ERROR";
 
 export interface SandboxMessage {
   channel: "streamlit-secure-context";
@@ -31,7 +32,7 @@ export function acceptMessage(
   const data = event.data as Partial<SandboxMessage> | null;
   if (typeof data !== "object" || data === null) return null;
   if (data.channel !== "streamlit-secure-context") return null;
-  if (!["INIT", "INIT_DONE", "INFER", "RESULT", "ERROR"].includes(data.type as string)) return null;
+  if (!["RUNTIME", "INIT", "INIT_DONE", "INFER", "RESULT", "ERROR"].includes(data.type as string)) return null;
   if (typeof data.requestId !== "number" || !Number.isInteger(data.requestId)) return null;
   return data as SandboxMessage;
 }
@@ -103,6 +104,24 @@ export function runtimeKind(modelUrl: string): RuntimeKind {
   if (path.endsWith(".json")) return "tfjs";
   if (path.endsWith(".tflite")) return "litert";
   return "ort";
+}
+
+/** The sandbox set-up a component frame was declared for: its runtime, thread count and sandbox origin
+ * ("" for the opaque frame). */
+export interface SandboxProfile {
+  kind: RuntimeKind;
+  threads: number;
+  sandboxOrigin: string;
+}
+
+/** The profile in a component frame's URL path (Python's sandbox_profile names the component
+ * `sandbox_<kind>_<threads>_<origin as hex>`), or null when the path carries none or a bad one. */
+export function profileFromUrl(pathname: string): SandboxProfile | null {
+  const match = /\.sandbox_(ort|tfjs|litert)_([1-9][0-9]?)_((?:[0-9a-f]{2})*)\/[^/]*$/.exec(pathname);
+  if (!match) return null;
+  const origin = match[3].replace(/../g, (hex) => String.fromCharCode(parseInt(hex, 16)));
+  if (origin && !/^https?:\/\/[A-Za-z0-9.-]+(:[0-9]{1,5})?$/.test(origin)) return null;
+  return { kind: match[1] as RuntimeKind, threads: Number(match[2]), sandboxOrigin: origin };
 }
 
 /** Whether this browser validates a relaxed-SIMD module (the same probe LiteRT.js uses to choose its

@@ -1,7 +1,7 @@
 // The isolated inference page, served by the edge's sandbox origin with COEP, CORP and a strict CSP
 // (script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:). The component frames it with
-// allow="cross-origin-isolated", so ONNX Runtime Web can run threads. Its settings come in the URL
-// fragment (never sent to a server): the component's origin and the file picker's rules.
+// allow="cross-origin-isolated", so ONNX Runtime Web can run threads. The component's origin comes in
+// the URL fragment (never sent to a server); everything else comes with the messages it accepts.
 import { bootstrap, workerMain } from "./sandbox";
 
 const settings = JSON.parse(decodeURIComponent(window.location.hash.slice(1)) || "{}");
@@ -12,8 +12,5 @@ if (typeof settings.parentOrigin !== "string" || !/^https?:\/\/[^/]+$/.test(sett
     parentOrigin: settings.parentOrigin,
     runtimeBase: new URL("./runtimes/", window.location.href).href,
     workerSource: workerMain.toString(),
-    filePicker: settings.filePicker ?? null,
-    inputName: settings.inputName ?? null,
-    shape: settings.shape ?? [1, -1],
   });
 }

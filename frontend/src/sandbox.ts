@@ -33,16 +33,69 @@ export function workerMain(): void {
       new Error(`${kind === "model" ? "the model could not be loaded" : "inference failed"}: ${String(error)}`),
       { kind },
     );
+  // An 8x8 MatMul + Add (component/examples/make_models.py, warmup_model): ONNX Runtime's first
+  // session pays for its wasm code being compiled on first use (~0.2 s); paid here, before the model
+  // arrives, the model's own session and first inference start warm.
+  const ORT_WARMUP_MODEL =
+    "CAgSADqRAwoSCgF4CgFXEgJ4dyIGTWF0TXVsCg8KAnh3CgFiEgF5IgNBZGQSBndhcm11cCqMAggICAgQAUIBV0qAAgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4qKQgIEAFCAWJKIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAWhMKAXgSDgoMCAESCAoCCAgKAggIYhMKAXkSDgoMCAESCAoCCAgKAggIQgQKABAR";
+  /** Starts the runtime: everything that does not need the model. */
+  const startRuntime = async (payload: Record<string, any>): Promise<void> => {
+    if (payload.kind === "tfjs") {
+      // TF.js GraphModel on the wasm backend (no threads: the threaded binary is not shipped).
+      tf = (self as any).tf;
+      tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", false);
+      tf.wasm.setWasmPaths(payload.wasmUrls ?? payload.wasmPaths);
+      if (!(await tf.setBackend("wasm"))) throw new Error("the TF.js wasm backend did not start");
+    } else if (payload.kind === "litert") {
+      // LiteRT.js on its XNNPack CPU (wasm) path, single-threaded; WebGPU is not used.
+      litert = (self as any).litert;
+      // Opaque frame: the binary came with RUNTIME (the glue would fetch it, and there is no network).
+      // The glue is a blob URL; the fragment names the file, as LiteRT.js's loader wants a ".js" URL.
+      // Isolated: the binary is fetched from the sandbox origin (this blob worker's own URL would
+      // give the glue no directory to resolve it against).
+      (self as any).Module = payload.wasm
+        ? { wasmBinary: await bytesOf(payload.wasm, true) }
+        : { locateFile: (file: string) => `${payload.wasmPaths}${file}` };
+      await litert.loadLiteRt(payload.glueUrl ? `${payload.glueUrl}#${payload.glueName}` : payload.wasmPaths);
+    } else {
+      if (payload.wasmPaths) {
+        // Isolated mode: the runtime's files come from the sandbox origin itself (threads need that).
+        ort.env.wasm.wasmPaths = payload.wasmPaths;
+      } else {
+        ort.env.wasm.wasmBinary = await bytesOf(payload.wasm, true);
+        ort.env.wasm.wasmPaths = { mjs: payload.glueUrl };
+      }
+      ort.env.wasm.numThreads = payload.threads;
+      ort.env.wasm.proxy = false;
+      const warm = await ort.InferenceSession.create(Uint8Array.from(atob(ORT_WARMUP_MODEL), (c) => c.charCodeAt(0)));
+      const input = new ort.Tensor("float32", new Float32Array(64).fill(1), [8, 8]);
+      await warm.run({ x: input });
+      input.dispose?.();
+      await warm.release();
+    }
+    performance.mark("secure-context:worker-runtime-ready");
+  };
+  // Until a RUNTIME message arrives, a model has nothing to load into.
+  let runtime: Promise<void> = Promise.reject(new Error("no runtime was started"));
+  runtime.catch(() => undefined);
   self.onmessage = async (event: MessageEvent) => {
     const { type, requestId, payload } = event.data;
+    if (type === "RUNTIME") {
+      runtime = startRuntime(payload);
+      // A failure is answered when the model comes (INIT): nothing waits for an answer before it.
+      runtime.catch(() => undefined);
+      return;
+    }
     if (type === "INIT") performance.mark("secure-context:worker-init");
     try {
-      if (type === "INIT" && payload.kind === "tfjs") {
-        // TF.js GraphModel on the wasm backend (no threads: the threaded binary is not shipped).
-        tf = (self as any).tf;
-        tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", false);
-        tf.wasm.setWasmPaths(payload.wasmUrls ?? payload.wasmPaths);
-        if (!(await tf.setBackend("wasm"))) throw new Error("the TF.js wasm backend did not start");
+      if (type === "INIT") {
+        try {
+          await runtime;
+        } catch (error) {
+          throw Object.assign(new Error(`the runtime did not start: ${String(error)}`), { kind: "runtime" });
+        }
+      }
+      if (type === "INIT" && tf) {
         const { modelTopology, weightsManifest, format, generatedBy, convertedBy, signature } = payload.modelJson;
         const weightSpecs = weightsManifest.flatMap((group: { weights: unknown[] }) => group.weights);
         try {
@@ -58,17 +111,7 @@ export function workerMain(): void {
           requestId,
           payload: { inputs: graphModel.inputNodes, outputs: graphModel.outputNodes, isolated: false, threads: 1 },
         });
-      } else if (type === "INIT" && payload.kind === "litert") {
-        // LiteRT.js on its XNNPack CPU (wasm) path, single-threaded; WebGPU is not used.
-        litert = (self as any).litert;
-        // Opaque frame: the binary came with INIT (the glue would fetch it, and there is no network).
-        // The glue is a blob URL; the fragment names the file, as LiteRT.js's loader wants a ".js" URL.
-        // Isolated: the binary is fetched from the sandbox origin (this blob worker's own URL would
-        // give the glue no directory to resolve it against).
-        (self as any).Module = payload.wasm
-          ? { wasmBinary: await bytesOf(payload.wasm, true) }
-          : { locateFile: (file: string) => `${payload.wasmPaths}${file}` };
-        await litert.loadLiteRt(payload.glueUrl ? `${payload.glueUrl}#${payload.glueName}` : payload.wasmPaths);
+      } else if (type === "INIT" && litert) {
         try {
           tflite = await litert.loadAndCompile(new Uint8Array(await bytesOf(payload.model)), { accelerator: "wasm" });
         } catch (error) {
@@ -87,15 +130,6 @@ export function workerMain(): void {
           },
         });
       } else if (type === "INIT") {
-        if (payload.wasmPaths) {
-          // Isolated mode: the runtime's files come from the sandbox origin itself (threads need that).
-          ort.env.wasm.wasmPaths = payload.wasmPaths;
-        } else {
-          ort.env.wasm.wasmBinary = await bytesOf(payload.wasm, true);
-          ort.env.wasm.wasmPaths = { mjs: payload.glueUrl };
-        }
-        ort.env.wasm.numThreads = payload.threads;
-        ort.env.wasm.proxy = false;
         try {
           session = await ort.InferenceSession.create(new Uint8Array(await bytesOf(payload.model)), {
             executionProviders: ["wasm"],
@@ -229,6 +263,10 @@ interface Config {
   /** Set in isolated mode: the sandbox origin that serves the runtime (and this page). */
   runtimeBase?: string;
   workerSource: string;
+}
+
+/** What the component sends with the model: the file picker's rules, the input's name and shape. */
+interface Settings {
   filePicker: { accept: string[]; maxBytes: number; label: string } | null;
   inputName: string | null;
   shape: number[];
@@ -241,14 +279,15 @@ export function bootstrap(config: Config): void {
   let glueUrl: string | null = null;
   let workerUrl: string | null = null;
   const blobUrls: string[] = [];
-  let inputName = config.inputName;
+  let settings: Settings = { filePicker: null, inputName: null, shape: [1, -1] };
+  let lastRequest = 0;
   const toParent = (type: Parameters<typeof message>[0], requestId: number, payload?: unknown) =>
     // Results go to the component's own origin only, never to "*".
     window.parent.postMessage(message(type, requestId, payload), config.parentOrigin);
 
   const relay = (event: MessageEvent) => {
     const { type, requestId, payload } = event.data;
-    if (type === "INIT_DONE" && inputName === null) inputName = payload.inputs[0];
+    if (type === "INIT_DONE" && settings.inputName === null) settings.inputName = payload.inputs[0];
     if (type === "INIT_DONE" || type === "RESULT" || type === "ERROR") toParent(type, requestId, payload);
   };
 
@@ -262,34 +301,77 @@ export function bootstrap(config: Config): void {
   window.addEventListener("pagehide", cleanUp);
 
   let nextFileRequest = 1_000_000;
-  if (config.filePicker) {
+  const showFilePicker = (rules: NonNullable<Settings["filePicker"]>) => {
     const label = document.createElement("label");
-    label.textContent = config.filePicker.label;
+    label.textContent = rules.label;
     const input = document.createElement("input");
     input.type = "file";
     input.id = "secure-context-file";
-    input.accept = config.filePicker.accept.join(",");
+    input.accept = rules.accept.join(",");
     label.appendChild(input);
     document.body.appendChild(label);
     input.addEventListener("change", async () => {
       const file = input.files?.[0];
       if (!file || !worker) return;
       const requestId = nextFileRequest++;
-      const refused = refuseFile(file, config.filePicker!);
+      const refused = refuseFile(file, rules);
       if (refused) {
         toParent("ERROR", requestId, { kind: "file", message: refused });
         return;
       }
       try {
         const values = parseNumbers(await file.text());
-        const dims = fitShape(values.length, config.shape);
+        const dims = fitShape(values.length, settings.shape);
         // The file's content stays here: only the model's output leaves this frame.
-        worker.postMessage({ type: "INFER", requestId, payload: { inputs: { [inputName!]: { data: values, dims } } } });
+        worker.postMessage({ type: "INFER", requestId, payload: { inputs: { [settings.inputName!]: { data: values, dims } } } });
       } catch (error) {
         toParent("ERROR", requestId, { kind: "input", message: String((error as Error).message) });
       }
     });
-  }
+  };
+
+  /** The worker with the runtime's scripts: the runtime starts at once, before the model is known. */
+  const startRuntime = (requestId: number, payload: Record<string, unknown>) => {
+    performance.mark("secure-context:sandbox-runtime");
+    cleanUp();
+    let source: string;
+    let runtime: Record<string, unknown>;
+    const kind = payload.kind === "tfjs" || payload.kind === "litert" ? payload.kind : "ort";
+    if (config.runtimeBase) {
+      const scripts = {
+        tfjs: ["tfjs/tf-core.min.js", "tfjs/tf-converter.min.js", "tfjs/tf-backend-wasm.min.js"],
+        litert: ["litert/litert.iife.js"],
+        ort: ["ort/ort.wasm.min.js"],
+      }[kind];
+      source = `importScripts(${scripts.map((f) => JSON.stringify(config.runtimeBase + f)).join(", ")});\n(${config.workerSource})();`;
+      runtime = { wasmPaths: `${config.runtimeBase}${kind}/` };
+    } else {
+      const binaries = payload.binaries as Record<string, ArrayBuffer | Blob>;
+      source = `${(payload.scripts as string[]).join("\n;")}\n;(${config.workerSource})();`;
+      if (kind === "tfjs") {
+        // The wasm backend fetches its binary: from blob URLs of this frame (CSP connect-src blob:).
+        const wasmUrls: Record<string, string> = {};
+        for (const [name, buffer] of Object.entries(binaries)) {
+          wasmUrls[name] = URL.createObjectURL(new Blob([buffer], { type: "application/wasm" }));
+          blobUrls.push(wasmUrls[name]);
+        }
+        // TF.js asks for an entry per binary; the threaded one is never loaded (threads are off).
+        wasmUrls["tfjs-backend-wasm-threaded-simd.wasm"] = wasmUrls["tfjs-backend-wasm-simd.wasm"];
+        runtime = { wasmUrls };
+      } else {
+        // ORT imports its glue module, LiteRT.js imports its glue script: both from a blob URL.
+        glueUrl = URL.createObjectURL(new Blob([payload.glue as string], { type: "text/javascript" }));
+        runtime = { wasm: binaries.wasm, glueUrl, glueName: payload.glueName };
+      }
+    }
+    workerUrl = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
+    worker = new Worker(workerUrl);
+    performance.mark("secure-context:worker-created");
+    worker.onmessage = relay;
+    worker.onerror = (error) => toParent("ERROR", lastRequest, { kind: "worker", message: error.message });
+    const transfer = [runtime.wasm].filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
+    worker.postMessage({ type: "RUNTIME", requestId, payload: { kind, threads: payload.threads, ...runtime } }, transfer);
+  };
 
   window.addEventListener("message", (event: MessageEvent) => {
     const accepted = acceptMessage(event, window.parent);
@@ -297,57 +379,19 @@ export function bootstrap(config: Config): void {
     // On a real origin the sender's origin is known too: only the component's.
     if (config.runtimeBase && event.origin !== config.parentOrigin) return;
     const payload = accepted.payload as Record<string, unknown>;
-    if (accepted.type === "INIT") {
+    lastRequest = accepted.requestId;
+    if (accepted.type === "RUNTIME") {
+      startRuntime(accepted.requestId, payload);
+    } else if (accepted.type === "INIT" && worker) {
       performance.mark("secure-context:sandbox-init");
-      cleanUp();
-      let source: string;
-      let runtime: Record<string, unknown>;
-      const kind = payload.kind === "tfjs" || payload.kind === "litert" ? payload.kind : "ort";
-      if (config.runtimeBase) {
-        const scripts = {
-          tfjs: ["tfjs/tf-core.min.js", "tfjs/tf-converter.min.js", "tfjs/tf-backend-wasm.min.js"],
-          litert: ["litert/litert.iife.js"],
-          ort: ["ort/ort.wasm.min.js"],
-        }[kind];
-        source = `importScripts(${scripts.map((f) => JSON.stringify(config.runtimeBase + f)).join(", ")});\n(${config.workerSource})();`;
-        runtime = { wasmPaths: `${config.runtimeBase}${kind}/` };
-      } else {
-        const binaries = payload.binaries as Record<string, ArrayBuffer>;
-        source = `${(payload.scripts as string[]).join("\n;")}\n;(${config.workerSource})();`;
-        if (kind === "tfjs") {
-          // The wasm backend fetches its binary: from blob URLs of this frame (CSP connect-src blob:).
-          const wasmUrls: Record<string, string> = {};
-          for (const [name, buffer] of Object.entries(binaries)) {
-            wasmUrls[name] = URL.createObjectURL(new Blob([buffer], { type: "application/wasm" }));
-            blobUrls.push(wasmUrls[name]);
-          }
-          // TF.js asks for an entry per binary; the threaded one is never loaded (threads are off).
-          wasmUrls["tfjs-backend-wasm-threaded-simd.wasm"] = wasmUrls["tfjs-backend-wasm-simd.wasm"];
-          runtime = { wasmUrls };
-        } else {
-          // ORT imports its glue module, LiteRT.js imports its glue script: both from a blob URL.
-          glueUrl = URL.createObjectURL(new Blob([payload.glue as string], { type: "text/javascript" }));
-          runtime = { wasm: binaries.wasm, glueUrl, glueName: payload.glueName };
-        }
-      }
-      workerUrl = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
-      worker = new Worker(workerUrl);
-      performance.mark("secure-context:worker-created");
-      worker.onmessage = relay;
-      worker.onerror = (error) => toParent("ERROR", accepted.requestId, { kind: "worker", message: error.message });
-      const transfer = [payload.model, runtime.wasm].filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
-      worker.postMessage(
-        {
-          type: "INIT",
-          requestId: accepted.requestId,
-          payload: { kind, model: payload.model, modelJson: payload.modelJson, threads: payload.threads, ...runtime },
-        },
-        transfer,
-      );
+      settings = { ...settings, ...(payload.settings as Settings) };
+      if (settings.filePicker && !document.getElementById("secure-context-file")) showFilePicker(settings.filePicker);
+      const transfer = [payload.model].filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
+      worker.postMessage({ type: "INIT", requestId: accepted.requestId, payload: { model: payload.model, modelJson: payload.modelJson } }, transfer);
     } else if (accepted.type === "INFER" && worker) {
       const inputs = payload.inputs as Record<string, { data: number[]; dims: number[] }> | undefined;
       const named = inputs ?? {};
-      if (!inputs && payload.data) named[inputName!] = { data: payload.data as number[], dims: payload.dims as number[] };
+      if (!inputs && payload.data) named[settings.inputName!] = { data: payload.data as number[], dims: payload.dims as number[] };
       if (payload.probeUrl) {
         worker.postMessage({ type: "PROBE_FETCH", requestId: accepted.requestId, payload: { url: payload.probeUrl } });
       } else {

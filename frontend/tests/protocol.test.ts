@@ -8,6 +8,7 @@ import {
   parseNumbers,
   refuseFile,
   relaxedSimdSupported,
+  profileFromUrl,
   runtimeKind,
   sandboxCsp,
 } from "../src/protocol";
@@ -92,6 +93,31 @@ describe("runtimeKind", () => {
     ["app/static/mlp.tflite.onnx", "ort"],
   ])("%s runs on %s", (url, kind) => {
     expect(runtimeKind(url)).toBe(kind);
+  });
+});
+
+describe("profileFromUrl", () => {
+  const path = (name: string) => `/component/streamlit_secure_context.${name}/index.html`;
+  const hex = (text: string) => Array.from(text, (c) => c.charCodeAt(0).toString(16).padStart(2, "0")).join("");
+  it("reads the opaque profile Python declares by default", () => {
+    expect(profileFromUrl(path("sandbox_ort_1_"))).toEqual({ kind: "ort", threads: 1, sandboxOrigin: "" });
+  });
+  it("reads a sandbox origin from its hex form", () => {
+    expect(profileFromUrl(path(`sandbox_litert_2_${hex("https://edge.example:9443")}`))).toEqual({
+      kind: "litert",
+      threads: 2,
+      sandboxOrigin: "https://edge.example:9443",
+    });
+  });
+  it.each([
+    ["no profile", "/component/other.component/index.html"],
+    ["an unknown runtime", path("sandbox_wasm_1_")],
+    ["zero threads", path("sandbox_ort_0_")],
+    ["odd hex", path("sandbox_ort_1_abc")],
+    ["an origin with a path", path(`sandbox_ort_2_${hex("https://edge/x")}`)],
+    ["a javascript: origin", path(`sandbox_ort_2_${hex("javascript:alert(1)")}`)],
+  ])("refuses %s", (_, pathname) => {
+    expect(profileFromUrl(pathname)).toBeNull();
   });
 });
 
