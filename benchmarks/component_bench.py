@@ -7,7 +7,8 @@ One run prints:
   1 thread) in both modes: median ms per inference;
 - cold start: page load -> first result of that model (Streamlit page, component, runtime, model, one
   inference, Python's rerun showing it): navigation start -> shown, on the page's own clock, on
-  localhost, a fresh browser context each time (the component's default threads: 1 opaque, 2 isolated).
+  localhost, a fresh browser context each time (the component's default threads: 1 opaque, 2 isolated),
+  and the same page without the component (Streamlit's own share).
 
 Run after `make setup`:  .cache/venv-component/bin/python benchmarks/component_bench.py [--runs 20]
 """
@@ -171,6 +172,10 @@ def main() -> None:
                 litert[mode] = statistics.median(tflite["inferenceMs"][1:])
                 # The component's default threads: 1 in the opaque frame, 2 on the sandbox origin.
                 cold[mode] = [cold_start_ms(browser, f"{url}/?runs=1") / 1000 for _ in range(args.cold_starts)]
+                if mode == "opaque":
+                    cold["Streamlit alone"] = [
+                        cold_start_ms(browser, f"{url}/?baseline=1") / 1000 for _ in range(args.cold_starts)
+                    ]
             finally:
                 for process in processes:
                     process.terminate()
@@ -190,8 +195,9 @@ def main() -> None:
     speedup = web["isolated", 1][0] / web["isolated", 2][0]
     print(f"ORT-web speed-up with 2 threads (isolated): {speedup:.2f}x")
     for mode, times in cold.items():
+        what = "a text shown (no component)" if mode == "Streamlit alone" else "result shown by Python"
         print(
-            f"cold start, {mode}, navigation start -> result shown by Python ({len(times)} fresh contexts): "
+            f"cold start, {mode}, navigation start -> {what} ({len(times)} fresh contexts): "
             f"median {statistics.median(times):.2f} s, min {min(times):.2f} s, max {max(times):.2f} s"
         )
 

@@ -8,6 +8,10 @@ import json
 import streamlit as st
 from streamlit_secure_context import streamlit_secure_context
 
+if st.query_params.get("baseline"):
+    # Streamlit alone: the same page with no component, for the share of the cold start that is Streamlit's.
+    st.text("BENCH {}")
+    st.stop()
 runs = int(st.query_params.get("runs", "10"))
 # ?threads=N; without it, the component's default (1 in the opaque frame, 2 on a sandbox origin).
 threads = st.query_params.get("threads")
