@@ -4,7 +4,8 @@ One run prints:
 - the 4 MB model (y = x @ W + b, W 1024x1024 float32) in Python onnxruntime with 1 and 2 threads,
   in ORT-web (wasm, SIMD) in the opaque-origin sandbox's worker (1 thread), and on a cross-origin
   isolated sandbox origin with 1 and 2 threads, and the same model as .tflite on LiteRT.js (XNNPack,
-  1 thread) in both modes: median ms per inference;
+  1 thread) in both modes, and ORT-web's WebGPU build on the sandbox origin (SwiftShader: software,
+  as there is no GPU here; it shows the path, not GPU speed): median ms per inference;
 - cold start: page load -> first result of that model (Streamlit page, component, runtime, model, one
   inference, Python's rerun showing it): navigation start -> shown, on the page's own clock, on
   localhost, a fresh browser context each time (the component's default threads: 1 opaque, 2 isolated),
@@ -155,9 +156,14 @@ def main() -> None:
     web: dict[tuple[str, int], tuple[float, int]] = {}
     litert: dict[str, float] = {}
     cold: dict[str, list[float]] = {}
+    webgpu_ms: float | None = None
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), args=CHROMIUM_ARGS
+        chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        # WebGPU on SwiftShader, a software Vulkan (no GPU here): it shows the path runs, not GPU speed.
+        webgpu_args = [a for a in CHROMIUM_ARGS if a != "--disable-gpu"]
+        webgpu_browser = playwright.chromium.launch(
+            executable_path=chromium, args=[*webgpu_args, "--enable-unsafe-webgpu", "--enable-unsafe-swiftshader"]
         )
         for mode, thread_counts in (("opaque", (1,)), ("isolated", (1, 2))):
             processes, url = start_servers(isolated=mode == "isolated")
@@ -167,6 +173,10 @@ def main() -> None:
                     warm, _ = browser_result(browser, f"{url}/?runs={args.runs + 1}&threads={threads}")
                     web[mode, threads] = (statistics.median(warm["inferenceMs"][1:]), warm["threads"])
                     assert warm["isolated"] == (mode == "isolated"), warm
+                if mode == "isolated":
+                    gpu, _ = browser_result(webgpu_browser, f"{url}/?runs={min(args.runs, 5) + 1}&backend=webgpu")
+                    assert gpu["backend"] == "webgpu", gpu
+                    webgpu_ms = statistics.median(gpu["inferenceMs"][1:])
                 tflite, _ = browser_result(browser, f"{url}/?runs={args.runs + 1}&model=app/static/matmul-4mb.tflite")
                 assert tflite["isolated"] == (mode == "isolated"), tflite
                 litert[mode] = statistics.median(tflite["inferenceMs"][1:])
@@ -180,6 +190,7 @@ def main() -> None:
                 for process in processes:
                     process.terminate()
         browser.close()
+        webgpu_browser.close()
 
     print(f"model: {MODEL.name} ({MODEL.stat().st_size / 1e6:.1f} MB), input 1024x1024, {args.runs} runs, median")
     print("| runtime | threads | ms per inference | vs native 1 thread |")
@@ -192,6 +203,9 @@ def main() -> None:
     for mode, ms in litert.items():
         where = "opaque srcdoc sandbox" if mode == "opaque" else "isolated sandbox origin"
         print(f"| LiteRT.js 2.5.3 wasm (XNNPack), {where} | 1 | {ms:.1f} | {ms / native_1:.2f}x |")
+    if webgpu_ms is not None:
+        where = "isolated sandbox origin, SwiftShader (software)"
+        print(f"| ORT-web 1.30 WebGPU, {where} | - | {webgpu_ms:.1f} | {webgpu_ms / native_1:.2f}x |")
     speedup = web["isolated", 1][0] / web["isolated", 2][0]
     print(f"ORT-web speed-up with 2 threads (isolated): {speedup:.2f}x")
     for mode, times in cold.items():

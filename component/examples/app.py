@@ -15,10 +15,12 @@ st.caption("The file you choose below is read inside a sandboxed frame; only the
 model = st.query_params.get("model", "app/static/mlp.onnx")
 timeout = float(st.query_params.get("timeout", "30"))
 max_bytes = int(st.query_params.get("max_bytes", "1000"))
+# ?backend=webgpu: ONNX Runtime's WebGPU build where the browser has WebGPU (on a sandbox origin).
+backend = st.query_params.get("backend", "wasm")
 try:
     result = streamlit_secure_context(
         model,
-        inference_params={"shape": [1, 4]},
+        inference_params={"shape": [1, 4], "backend": backend},
         timeout=timeout,
         file_picker=FilePicker(accept=(".csv", ".txt"), max_bytes=max_bytes),
         key="risk",
@@ -31,7 +33,7 @@ if result and result.get("status") == "ok":
     scores = result["outputs"]["probabilities"]["data"]
     st.success("Scores: " + ", ".join(f"{s:.4f}" for s in scores))
 elif result and result.get("status") == "ready":
-    st.info("Model loaded in the sandbox. Choose a file.")
+    st.info(f"Model loaded in the sandbox (backend: {result.get('backend')}). Choose a file.")
 
 # Values from Python also work (no file): the same sandbox, same model.
 st.divider()

@@ -15,15 +15,17 @@ if st.query_params.get("baseline"):
 runs = int(st.query_params.get("runs", "10"))
 # ?threads=N; without it, the component's default (1 in the opaque frame, 2 on a sandbox origin).
 threads = st.query_params.get("threads")
+# ?backend=webgpu: ONNX Runtime's WebGPU build (on a sandbox origin, where the browser has WebGPU).
+backend = st.query_params.get("backend", "wasm")
 # ?model=app/static/matmul-4mb.tflite: the same model on LiteRT.js.
 model = st.query_params.get("model", "app/static/matmul-4mb.onnx")
 result = streamlit_secure_context(
     model,
-    inference_params={"synthetic": {"dims": [1024, 1024], "runs": runs}},
+    inference_params={"synthetic": {"dims": [1024, 1024], "runs": runs}, "backend": backend},
     # The sandbox origin, when the platform sets one, comes from SECURE_CONTEXT_SANDBOX_ORIGIN.
     security_config={} if threads is None else {"threads": int(threads)},
     timeout=300,
     key="bench",
 )
 if result and "inferenceMs" in result:
-    st.text("BENCH " + json.dumps({k: result.get(k) for k in ("inferenceMs", "threads", "isolated")}))
+    st.text("BENCH " + json.dumps({k: result.get(k) for k in ("inferenceMs", "threads", "isolated", "backend")}))

@@ -68,14 +68,18 @@ class FilePicker:
 _components: dict[str, Any] = {}
 
 
-def runtime_kind(model_path: str) -> str:
-    """The runtime a model needs, by its file name (the frontend's runtimeKind applies the same rule)."""
+def runtime_kind(model_path: str, backend: str = "wasm", sandbox_origin: str = "") -> str:
+    """The runtime a model needs, by its file name (the frontend's runtimeKind applies the same rule).
+
+    WebGPU runs ONNX models on a sandbox origin only: the opaque frame's worker is not a secure
+    context, so the browser gives it no WebGPU; there the wasm build runs.
+    """
     path = re.split(r"[?#]", model_path, maxsplit=1)[0].lower()
     if path.endswith(".json"):
         return "tfjs"
     if path.endswith(".tflite"):
         return "litert"
-    return "ort"
+    return "ort-webgpu" if backend == "webgpu" and sandbox_origin else "ort"
 
 
 def sandbox_profile(kind: str, sandbox_origin: str, threads: int) -> str:
@@ -117,7 +121,9 @@ def streamlit_secure_context(
             ``.tflite`` file (LiteRT.js, XNNPack on wasm; inputs and outputs named by its signature).
         inference_params: ``{"inputs": {"data": [...], "dims": [...]}}`` to infer on values from Python,
             ``"input_name"`` (default: the model's first input) and ``"shape"`` (for picked files, -1
-            for one free dimension; default ``[1, -1]``).
+            for one free dimension; default ``[1, -1]``), ``"backend"``: ``"wasm"`` (default) or
+            ``"webgpu"``: ONNX Runtime's WebGPU build, for an ``.onnx`` model on a sandbox origin, where
+            the browser has WebGPU (else its wasm backend runs; the result's ``backend`` says which).
         security_config: ``{"sandbox_origin": "https://edge:9443", "threads": 2}``. Without a sandbox
             origin (also read from the ``SECURE_CONTEXT_SANDBOX_ORIGIN`` environment variable) the model
             runs in an opaque-origin srcdoc frame, single-threaded. With one, in a frame on that origin
@@ -128,7 +134,8 @@ def streamlit_secure_context(
         file_picker: show a file input inside the sandbox; only the model's output returns.
 
     Returns:
-        None until the browser answers; then ``{"status": "ready", "inputs": [...], "outputs": [...]}``
+        None until the browser answers; then ``{"status": "ready", "inputs": [...], "outputs": [...],
+        "backend": "wasm" | "webgpu"}``
         once the model is loaded, or ``{"status": "ok", "outputs": {name: {"dims", "data"}},
         "inferenceMs": ...}`` after an inference.
 
@@ -148,9 +155,14 @@ def streamlit_secure_context(
     threads = security.setdefault("threads", 2 if origin else 1)
     if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 64:
         raise ValueError(f"threads must be an integer from 1 to 64, got {threads!r}")
-    value = _declare(sandbox_profile(runtime_kind(model_path), origin or "", threads))(
+    params = dict(inference_params or {})
+    backend = params.setdefault("backend", "wasm")
+    if backend not in ("wasm", "webgpu"):
+        raise ValueError(f"backend must be 'wasm' or 'webgpu', got {backend!r}")
+    kind = runtime_kind(model_path, backend, origin or "")
+    value = _declare(sandbox_profile(kind, origin or "", threads))(
         model_url=model_path,
-        inference_params=inference_params or {},
+        inference_params=params,
         security_config=security,
         timeout_ms=int(timeout * 1000),
         file_picker=None

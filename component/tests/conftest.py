@@ -94,13 +94,37 @@ def isolated_app_url(sandbox_origin) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def browser():
+def chromium():
+    """One Playwright driver for the session (its sync API allows one at a time)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+        yield playwright.chromium
+
+
+@pytest.fixture(scope="session")
+def browser(chromium):
+    browser = chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="session")
+def webgpu_browser(chromium):
+    """Chromium with WebGPU on SwiftShader (a software Vulkan: no GPU here), so the WebGPU path runs."""
+    args = [a for a in CHROMIUM_ARGS if a != "--disable-gpu"]
+    args += ["--enable-unsafe-webgpu", "--enable-unsafe-swiftshader"]
+    browser = chromium.launch(executable_path=CHROMIUM, args=args)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def webgpu_page(webgpu_browser):
+    context = webgpu_browser.new_context()
+    page = context.new_page()
+    yield page
+    context.close()
 
 
 @pytest.fixture

@@ -238,6 +238,35 @@ def test_isolated_mode_runs_on_the_sandbox_origin_cross_origin_isolated(
     assert shown == scores_line()
 
 
+def test_webgpu_runs_the_onnx_model_on_the_sandbox_origin_with_the_same_scores(
+    webgpu_page, isolated_app_url, sandbox_origin, tmp_path
+):
+    # Headless Chromium here has no GPU: WebGPU runs on SwiftShader (software), which is enough to
+    # show that the WebGPU build, its adapter and its kernels give the wasm build's answer.
+    page = webgpu_page
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    component, sandbox = open_app(page, isolated_app_url, "?backend=webgpu")
+    component.locator("text=Model loaded in the sandbox").wait_for(timeout=90_000)
+    assert "backend: webgpu" in page.locator("text=Model loaded in the sandbox").inner_text()
+    pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0")
+    assert page.locator("text=Scores:").inner_text(timeout=60_000) == scores_line()
+    assert f"{sandbox_origin}/runtimes/ort/ort-wasm-simd-threaded.asyncify.wasm" in fetched
+    assert not any(url.endswith("/ort-wasm-simd-threaded.wasm") for url in fetched)
+
+
+@pytest.mark.parametrize("where", ["opaque frame", "browser without WebGPU"])
+def test_webgpu_falls_back_to_wasm_where_there_is_none(page, webgpu_page, app_url, isolated_app_url, where, tmp_path):
+    # The opaque frame's blob worker is not a secure context (no navigator.gpu, even in a browser with
+    # WebGPU); the default test browser has no adapter at all (--disable-gpu).
+    page, url = (webgpu_page, app_url) if where == "opaque frame" else (page, isolated_app_url)
+    component, sandbox = open_app(page, url, "?backend=webgpu")
+    component.locator("text=Model loaded in the sandbox").wait_for(timeout=90_000)
+    assert "backend: wasm" in page.locator("text=Model loaded in the sandbox").inner_text()
+    pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0")
+    assert page.locator("text=Scores:").inner_text(timeout=60_000) == scores_line()
+
+
 def test_a_tfjs_graph_model_runs_in_isolated_mode_too(page, isolated_app_url, tmp_path):
     component, sandbox = open_app(page, isolated_app_url, "?model=app/static/mlp-tfjs/model.json")
     component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)

@@ -1,4 +1,4 @@
-"""The installed wheel runs the example app with no network at all.
+"""The installed wheel runs the example app with no network at all, with each of its runtimes.
 
 The app, its Streamlit server and the browser run inside a network namespace that has only loopback
 (`unshare -n`, root), so any download of a runtime or model from elsewhere would fail the test.
@@ -48,11 +48,14 @@ CHECK = textwrap.dedent(
                     break
                 except Exception:
                     time.sleep(1)
-            component = page.frame_locator(COMPONENT).first
-            component.locator("text=Model loaded in the sandbox").wait_for(timeout=90_000)
-            sandbox = component.frame_locator(SANDBOX)
-            sandbox.locator("#secure-context-file").set_input_files("record.csv")
-            print(page.locator("text=Scores:").inner_text(timeout=30_000))
+            # Each runtime the wheel carries: ONNX Runtime Web, TF.js, LiteRT.js.
+            for query in QUERIES:
+                page.goto("http://127.0.0.1:8799/" + query)
+                component = page.frame_locator(COMPONENT).first
+                component.locator("text=Model loaded in the sandbox").wait_for(timeout=90_000)
+                sandbox = component.frame_locator(SANDBOX)
+                sandbox.locator("#secure-context-file").set_input_files("record.csv")
+                print(query or "onnx", page.locator("text=Scores:").inner_text(timeout=30_000))
             browser.close()
     finally:
         app.terminate()
@@ -67,7 +70,14 @@ def test_the_installed_wheel_runs_the_example_app_with_no_network(tmp_path: Path
         (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
     (tmp_path / "record.csv").write_text("0.5,1.0,-0.3,2.0\n")
     script = tmp_path / "check.py"
-    constants = {"CHROMIUM": CHROMIUM, "ARGS": CHROMIUM_ARGS, "COMPONENT": COMPONENT_FRAME, "SANDBOX": SANDBOX_FRAME}
+    queries = ["", "?model=app/static/mlp-tfjs/model.json", "?model=app/static/mlp.tflite"]
+    constants = {
+        "CHROMIUM": CHROMIUM,
+        "ARGS": CHROMIUM_ARGS,
+        "COMPONENT": COMPONENT_FRAME,
+        "SANDBOX": SANDBOX_FRAME,
+        "QUERIES": queries,
+    }
     script.write_text("".join(f"{name} = {value!r}\n" for name, value in constants.items()) + CHECK)
     result = subprocess.run(
         ["unshare", "--net", "sh", "-c", f'ip link set lo up && exec "{sys.executable}" check.py'],
@@ -79,4 +89,5 @@ def test_the_installed_wheel_runs_the_example_app_with_no_network(tmp_path: Path
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "/site-packages/streamlit_secure_context/" in result.stdout.splitlines()[0]
-    assert result.stdout.strip().splitlines()[-1] == scores_line()
+    scored = result.stdout.strip().splitlines()[-len(queries) :]
+    assert scored == [f"{query or 'onnx'} {scores_line()}" for query in queries]

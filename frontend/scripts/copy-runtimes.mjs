@@ -1,5 +1,5 @@
 // Self-hosts the pinned runtimes next to the build: ONNX Runtime Web (the wasm-only bundle, its glue
-// module, the SIMD binary), TF.js (core, converter for GraphModels, the wasm backend and its
+// module, the SIMD binary; the WebGPU bundle with its binary), TF.js (core, converter for GraphModels, the wasm backend and its
 // binaries) and LiteRT.js for .tflite models. Nothing is loaded from a CDN at run time.
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { constants, gzipSync } from "node:zlib";
@@ -7,7 +7,19 @@ import { build } from "vite";
 
 const out = "../component/streamlit_secure_context/frontend/runtimes";
 const runtimes = {
-  ort: ["onnxruntime-web/dist", ["ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"]],
+  ort: [
+    "onnxruntime-web/dist",
+    [
+      "ort.wasm.min.js",
+      "ort-wasm-simd-threaded.mjs",
+      "ort-wasm-simd-threaded.wasm",
+      // The WebGPU bundle and its (asyncify) build, served by the sandbox origin only (WebGPU needs a
+      // secure-context worker, which the opaque frame cannot have).
+      "ort.webgpu.min.js",
+      "ort-wasm-simd-threaded.asyncify.mjs",
+      "ort-wasm-simd-threaded.asyncify.wasm",
+    ],
+  ],
   tfjs: [
     "@tensorflow",
     [

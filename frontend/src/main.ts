@@ -278,13 +278,13 @@ async function start(args: RenderArgs): Promise<void> {
   const params = (args.inference_params ?? {}) as Record<string, unknown>;
   const picker = args.file_picker as { accept: string[]; max_bytes: number; label: string } | null;
   timeoutMs = Number(args.timeout_ms ?? 30_000);
-  const key = JSON.stringify([args.model_url, security, picker, params.input_name, params.shape]);
+  const key = JSON.stringify([args.model_url, security, picker, params.input_name, params.shape, params.backend]);
   const inputs = params.inputs ?? null;
   if (key !== modelKey) {
     mark("render");
     const sandboxOrigin = String(security.sandbox_origin ?? "").replace(/\/$/, "");
     const profile: SandboxProfile = {
-      kind: runtimeKind(String(args.model_url)),
+      kind: runtimeKind(String(args.model_url), String(params.backend ?? "wasm"), sandboxOrigin),
       threads: Number(security.threads ?? (sandboxOrigin ? 2 : 1)),
       sandboxOrigin,
     };

@@ -13,8 +13,9 @@ export interface SandboxMessage {
   payload?: unknown;
 }
 
-/** The runtime for a model: ONNX Runtime Web, TF.js (GraphModel) or LiteRT.js (.tflite). */
-export type RuntimeKind = "ort" | "tfjs" | "litert";
+/** The runtime for a model: ONNX Runtime Web (its wasm build, or its WebGPU build), TF.js (GraphModel)
+ * or LiteRT.js (.tflite). */
+export type RuntimeKind = "ort" | "ort-webgpu" | "tfjs" | "litert";
 
 export type ErrorKind = "timeout" | "model" | "input" | "worker" | "file" | "runtime";
 
@@ -98,12 +99,14 @@ export function fitShape(length: number, shape: number[]): number[] {
   return shape;
 }
 
-/** The runtime a model URL needs, by its file name (query and fragment ignored). */
-export function runtimeKind(modelUrl: string): RuntimeKind {
+/** The runtime a model URL needs, by its file name (query and fragment ignored). WebGPU is asked for
+ * with `backend: "webgpu"`; it is used for ONNX models on a sandbox origin only: the opaque frame's
+ * blob worker is not a secure context, so it has no navigator.gpu (Python applies the same rule). */
+export function runtimeKind(modelUrl: string, backend = "wasm", sandboxOrigin = ""): RuntimeKind {
   const path = modelUrl.split(/[?#]/)[0].toLowerCase();
   if (path.endsWith(".json")) return "tfjs";
   if (path.endsWith(".tflite")) return "litert";
-  return "ort";
+  return backend === "webgpu" && sandboxOrigin ? "ort-webgpu" : "ort";
 }
 
 /** The sandbox set-up a component frame was declared for: its runtime, thread count and sandbox origin
@@ -117,7 +120,7 @@ export interface SandboxProfile {
 /** The profile in a component frame's URL path (Python's sandbox_profile names the component
  * `sandbox_<kind>_<threads>_<origin as hex>`), or null when the path carries none or a bad one. */
 export function profileFromUrl(pathname: string): SandboxProfile | null {
-  const match = /\.sandbox_(ort|tfjs|litert)_([1-9][0-9]?)_((?:[0-9a-f]{2})*)\/[^/]*$/.exec(pathname);
+  const match = /\.sandbox_(ort|ort-webgpu|tfjs|litert)_([1-9][0-9]?)_((?:[0-9a-f]{2})*)\/[^/]*$/.exec(pathname);
   if (!match) return null;
   const origin = match[3].replace(/../g, (hex) => String.fromCharCode(parseInt(hex, 16)));
   if (origin && !/^https?:\/\/[A-Za-z0-9.-]+(:[0-9]{1,5})?$/.test(origin)) return null;

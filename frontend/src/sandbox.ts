@@ -38,6 +38,8 @@ export function workerMain(): void {
   // arrives, the model's own session and first inference start warm.
   const ORT_WARMUP_MODEL =
     "CAgSADqRAwoSCgF4CgFXEgJ4dyIGTWF0TXVsCg8KAnh3CgFiEgF5IgNBZGQSBndhcm11cCqMAggICAgQAUIBV0qAAgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4AAAA+AAAAPgAAAD4qKQgIEAFCAWJKIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAWhMKAXgSDgoMCAESCAoCCAgKAggIYhMKAXkSDgoMCAESCAoCCAgKAggIQgQKABAR";
+  /** ONNX Runtime's execution providers: wasm, or webgpu where asked for and available. */
+  let providers = ["wasm"];
   /** Starts the runtime: everything that does not need the model. */
   const startRuntime = async (payload: Record<string, any>): Promise<void> => {
     if (payload.kind === "tfjs") {
@@ -67,7 +69,17 @@ export function workerMain(): void {
       }
       ort.env.wasm.numThreads = payload.threads;
       ort.env.wasm.proxy = false;
-      const warm = await ort.InferenceSession.create(Uint8Array.from(atob(ORT_WARMUP_MODEL), (c) => c.charCodeAt(0)));
+      if (payload.kind === "ort-webgpu") {
+        // WebGPU where the browser has it (an adapter), else the same build's wasm backend.
+        const adapter = await (navigator as any).gpu?.requestAdapter();
+        if (adapter) {
+          ort.env.webgpu.adapter = adapter;
+          providers = ["webgpu"];
+        }
+      }
+      const warm = await ort.InferenceSession.create(Uint8Array.from(atob(ORT_WARMUP_MODEL), (c) => c.charCodeAt(0)), {
+        executionProviders: providers,
+      });
       const input = new ort.Tensor("float32", new Float32Array(64).fill(1), [8, 8]);
       await warm.run({ x: input });
       input.dispose?.();
@@ -109,7 +121,7 @@ export function workerMain(): void {
         self.postMessage({
           type: "INIT_DONE",
           requestId,
-          payload: { inputs: graphModel.inputNodes, outputs: graphModel.outputNodes, isolated: false, threads: 1 },
+          payload: { inputs: graphModel.inputNodes, outputs: graphModel.outputNodes, isolated: false, threads: 1, backend: "wasm" },
         });
       } else if (type === "INIT" && litert) {
         try {
@@ -127,12 +139,13 @@ export function workerMain(): void {
             outputs: names(tflite.getOutputDetails()),
             isolated: (self as unknown as { crossOriginIsolated?: boolean }).crossOriginIsolated === true,
             threads: 1,
+            backend: "wasm",
           },
         });
       } else if (type === "INIT") {
         try {
           session = await ort.InferenceSession.create(new Uint8Array(await bytesOf(payload.model)), {
-            executionProviders: ["wasm"],
+            executionProviders: providers,
             graphOptimizationLevel: "all",
           });
         } catch (error) {
@@ -147,6 +160,7 @@ export function workerMain(): void {
             outputs: session.outputNames,
             isolated: (self as unknown as { crossOriginIsolated?: boolean }).crossOriginIsolated === true,
             threads: ort.env.wasm.numThreads,
+            backend: providers[0],
           },
         });
       } else if (type === "INFER" && graphModel) {
@@ -222,7 +236,8 @@ export function workerMain(): void {
         }
         performance.mark("secure-context:worker-inferred");
         const isolated = (self as unknown as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
-        self.postMessage({ type: "RESULT", requestId, payload: { inferenceMs: times, threads: ort.env.wasm.numThreads, isolated } });
+        const threads = ort.env.wasm.numThreads;
+        self.postMessage({ type: "RESULT", requestId, payload: { inferenceMs: times, threads, isolated, backend: providers[0] } });
       } else if (type === "INFER") {
         const feeds: Record<string, unknown> = {};
         for (const [name, input] of Object.entries(payload.inputs as Record<string, { data: number[]; dims: number[] }>)) {
@@ -336,15 +351,17 @@ export function bootstrap(config: Config): void {
     cleanUp();
     let source: string;
     let runtime: Record<string, unknown>;
-    const kind = payload.kind === "tfjs" || payload.kind === "litert" ? payload.kind : "ort";
+    const kind = ["tfjs", "litert", "ort-webgpu"].includes(payload.kind as string) ? (payload.kind as string) : "ort";
     if (config.runtimeBase) {
       const scripts = {
         tfjs: ["tfjs/tf-core.min.js", "tfjs/tf-converter.min.js", "tfjs/tf-backend-wasm.min.js"],
         litert: ["litert/litert.iife.js"],
         ort: ["ort/ort.wasm.min.js"],
-      }[kind];
+        // ONNX Runtime's WebGPU bundle (its asyncify build runs WebGPU and, without it, wasm).
+        "ort-webgpu": ["ort/ort.webgpu.min.js"],
+      }[kind]!;
       source = `importScripts(${scripts.map((f) => JSON.stringify(config.runtimeBase + f)).join(", ")});\n(${config.workerSource})();`;
-      runtime = { wasmPaths: `${config.runtimeBase}${kind}/` };
+      runtime = { wasmPaths: `${config.runtimeBase}${kind === "ort-webgpu" ? "ort" : kind}/` };
     } else {
       const binaries = payload.binaries as Record<string, ArrayBuffer | Blob>;
       source = `${(payload.scripts as string[]).join("\n;")}\n;(${config.workerSource})();`;

@@ -94,6 +94,12 @@ describe("runtimeKind", () => {
   ])("%s runs on %s", (url, kind) => {
     expect(runtimeKind(url)).toBe(kind);
   });
+  it("uses ONNX Runtime's WebGPU build only when asked, for an ONNX model, on a sandbox origin", () => {
+    expect(runtimeKind("m.onnx", "webgpu", "https://edge:9443")).toBe("ort-webgpu");
+    expect(runtimeKind("m.onnx", "webgpu", "")).toBe("ort");
+    expect(runtimeKind("m.onnx", "wasm", "https://edge:9443")).toBe("ort");
+    expect(runtimeKind("m.tflite", "webgpu", "https://edge:9443")).toBe("litert");
+  });
 });
 
 describe("profileFromUrl", () => {
@@ -108,6 +114,9 @@ describe("profileFromUrl", () => {
       threads: 2,
       sandboxOrigin: "https://edge.example:9443",
     });
+  });
+  it("reads the WebGPU build's profile", () => {
+    expect(profileFromUrl(path(`sandbox_ort-webgpu_2_${hex("https://e:1")}`))?.kind).toBe("ort-webgpu");
   });
   it.each([
     ["no profile", "/component/other.component/index.html"],
