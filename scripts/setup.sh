@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything the README's commands need, idempotent and quick when already done:
 # the Python tools (pinned, in .venv), the Ansible collections, a Docker engine, the base image.
+# --no-docker: all but the Docker engine and the base image (lint and the component suite need neither).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
@@ -64,5 +65,8 @@ info "wheel: $(ls "$CACHE_DIR"/dist/streamlit_secure_context-*.whl)"
 step "Ansible collections (galaxy.yml dependencies)"
 "$VENV/bin/python" scripts/install_collections.py
 
-bash scripts/docker-engine.sh
-bash scripts/base-image.sh save
+# Lint and the component's tests need no Docker engine (scripts/test.sh passes --no-docker).
+if [ "${1:-}" != "--no-docker" ]; then
+  bash scripts/docker-engine.sh
+  bash scripts/base-image.sh save
+fi

@@ -101,7 +101,10 @@ timed() {
 }
 
 what=${1:-all}
-bash scripts/setup.sh
+case "$what" in
+  lint | component) bash scripts/setup.sh --no-docker ;;
+  *) bash scripts/setup.sh ;;
+esac
 case "$what" in
   lint) timed lint ;;
   unit) timed unit ;;

@@ -169,11 +169,13 @@ def test_a_fetch_to_another_origin_from_the_worker_is_blocked_by_csp(page, probe
     [
         ("?model=app/static/missing.onnx", ["Inference failed (model)", "HTTP 404"]),
         ("?model=app/static/corrupt.onnx", ["Inference failed (model)", "could not be loaded"]),
+        ("?model=app/static/empty.onnx", ["Inference failed (model)", "empty.onnx is empty"]),
         ("?timeout=0.001", ["Inference failed (timeout)", "within 1 ms"]),
     ],
 )
 def test_a_bad_model_or_a_timeout_is_a_clear_python_error(page, app_url, query, expected):
     (EXAMPLES / "static/corrupt.onnx").write_bytes(b"this is not an onnx model" * 40)
+    (EXAMPLES / "static/empty.onnx").write_bytes(b"")
     open_app(page, app_url, query)
     shown = page.locator("text=Inference failed").inner_text(timeout=60_000)
     for part in expected:
