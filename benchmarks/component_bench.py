@@ -3,9 +3,10 @@
 One run prints:
 - the 4 MB model (y = x @ W + b, W 1024x1024 float32) in Python onnxruntime with 1 and 2 threads,
   in ORT-web (wasm, SIMD) in the opaque-origin sandbox's worker (1 thread), and on a cross-origin
-  isolated sandbox origin with 1 and 2 threads, and the same model as .tflite on LiteRT.js (XNNPack,
-  1 thread) in both modes, and ORT-web's WebGPU build on the sandbox origin (SwiftShader: software,
-  as there is no GPU here; it shows the path, not GPU speed): median ms per inference;
+  isolated sandbox origin with 1 and 2 threads, and the same model as .tflite on LiteRT.js (XNNPack;
+  1 thread opaque, 1 and 2 threads isolated), and ORT-web's WebGPU build on the sandbox origin
+  (SwiftShader: software, as there is no GPU here; it shows the path, not GPU speed): median ms per
+  inference;
 - cold start: page load -> first result of that model (Streamlit page, component, runtime, model, one
   inference, Python's rerun showing it): navigation start -> shown, on the page's own clock, on
   localhost, a fresh browser context each time (the component's default threads: 1 opaque, 2 isolated),
@@ -154,7 +155,7 @@ def main() -> None:
     native_1 = native_ms(1, args.runs)
     native_2 = native_ms(2, args.runs)
     web: dict[tuple[str, int], tuple[float, int]] = {}
-    litert: dict[str, float] = {}
+    litert: dict[tuple[str, int], float] = {}
     cold: dict[str, list[float]] = {}
     webgpu_ms: float | None = None
     with sync_playwright() as playwright:
@@ -178,9 +179,12 @@ def main() -> None:
                     webgpu_browser.close()
                     assert gpu["backend"] == "webgpu", gpu
                     webgpu_ms = statistics.median(gpu["inferenceMs"][1:])
-                tflite, _ = browser_result(browser, f"{url}/?runs={args.runs + 1}&model=app/static/matmul-4mb.tflite")
-                assert tflite["isolated"] == (mode == "isolated"), tflite
-                litert[mode] = statistics.median(tflite["inferenceMs"][1:])
+                for threads in thread_counts:
+                    query = f"runs={args.runs + 1}&threads={threads}&model=app/static/matmul-4mb.tflite"
+                    tflite, _ = browser_result(browser, f"{url}/?{query}")
+                    assert tflite["isolated"] == (mode == "isolated"), tflite
+                    assert tflite["threads"] == threads, tflite
+                    litert[mode, threads] = statistics.median(tflite["inferenceMs"][1:])
                 # The component's default threads: 1 in the opaque frame, 2 on the sandbox origin.
                 cold[mode] = [cold_start_ms(browser, f"{url}/?runs=1") / 1000 for _ in range(args.cold_starts)]
                 if mode == "opaque":
@@ -200,14 +204,15 @@ def main() -> None:
     for (mode, _), (ms, threads) in web.items():
         where = "opaque srcdoc sandbox" if mode == "opaque" else "isolated sandbox origin"
         print(f"| ORT-web 1.30 wasm, {where} | {threads} | {ms:.1f} | {ms / native_1:.2f}x |")
-    for mode, ms in litert.items():
+    for (mode, threads), ms in litert.items():
         where = "opaque srcdoc sandbox" if mode == "opaque" else "isolated sandbox origin"
-        print(f"| LiteRT.js 2.5.3 wasm (XNNPack), {where} | 1 | {ms:.1f} | {ms / native_1:.2f}x |")
+        print(f"| LiteRT.js 2.5.3 wasm (XNNPack), {where} | {threads} | {ms:.1f} | {ms / native_1:.2f}x |")
     if webgpu_ms is not None:
         where = "isolated sandbox origin, SwiftShader (software)"
         print(f"| ORT-web 1.30 WebGPU, {where} | - | {webgpu_ms:.1f} | {webgpu_ms / native_1:.2f}x |")
     speedup = web["isolated", 1][0] / web["isolated", 2][0]
     print(f"ORT-web speed-up with 2 threads (isolated): {speedup:.2f}x")
+    print(f"LiteRT.js speed-up with 2 threads (isolated): {litert['isolated', 1] / litert['isolated', 2]:.2f}x")
     for mode, times in cold.items():
         what = "a text shown (no component)" if mode == "Streamlit alone" else "result shown by Python"
         print(

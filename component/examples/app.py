@@ -33,7 +33,8 @@ if result and result.get("status") == "ok":
     scores = result["outputs"]["probabilities"]["data"]
     st.success("Scores: " + ", ".join(f"{s:.4f}" for s in scores))
 elif result and result.get("status") == "ready":
-    st.info(f"Model loaded in the sandbox (backend: {result.get('backend')}). Choose a file.")
+    where = f"backend: {result.get('backend')}, threads: {result.get('threads')}"
+    st.info(f"Model loaded in the sandbox ({where}). Choose a file.")
 
 # Values from Python also work (no file): the same sandbox, same model.
 st.divider()

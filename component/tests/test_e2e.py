@@ -282,11 +282,14 @@ def test_a_tflite_model_runs_in_isolated_mode_too(page, isolated_app_url, sandbo
     page.on("request", lambda request: fetched.append(request.url))
     component, sandbox = open_app(page, isolated_app_url, "?model=app/static/mlp.tflite")
     component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
+    # Cross-origin isolated: LiteRT.js's threaded build, with the component's default of 2 threads.
+    assert "threads: 2" in page.locator("text=Model loaded in the sandbox").inner_text()
     pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0")
     shown = page.locator("text=Scores:").inner_text(timeout=30_000)
     assert shown == scores_line()
-    # The runtime came from the sandbox origin (LiteRT.js chose its build there), the model from the app.
-    assert f"{sandbox_origin}/runtimes/litert/litert_wasm_internal.wasm" in fetched
+    # The runtime came from the sandbox origin, its pthreads' script too; the model from the app.
+    assert f"{sandbox_origin}/runtimes/litert/litert_wasm_threaded_internal.wasm" in fetched
+    assert fetched.count(f"{sandbox_origin}/runtimes/litert/litert_wasm_threaded_internal.js") >= 2
     assert any(url.endswith("/app/static/mlp.tflite") for url in fetched)
 
 

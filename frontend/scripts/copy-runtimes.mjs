@@ -31,11 +31,19 @@ const runtimes = {
     ],
   ],
   // The single-threaded XNNPack CPU builds: relaxed SIMD (Chromium, Firefox) and "compat" (plain SIMD,
-  // for browsers without relaxed SIMD). Not shipped: the threaded and JSPI builds (JSPI is only for
+  // for browsers without relaxed SIMD), and the threaded one. Not shipped: the JSPI build (only for
   // WebNN and WebGPU partitioning, which the sandbox does not use).
   litert: [
     "@litertjs/core/wasm",
-    ["litert_wasm_internal.js", "litert_wasm_internal.wasm", "litert_wasm_compat_internal.js", "litert_wasm_compat_internal.wasm"],
+    [
+      "litert_wasm_internal.js",
+      "litert_wasm_internal.wasm",
+      "litert_wasm_compat_internal.js",
+      "litert_wasm_compat_internal.wasm",
+      // Served by the sandbox origin only: threads need cross-origin isolation.
+      "litert_wasm_threaded_internal.js",
+      "litert_wasm_threaded_internal.wasm",
+    ],
   ],
 };
 for (const [name, [base, files]] of Object.entries(runtimes)) {

@@ -20,6 +20,8 @@ export function workerMain(): void {
   let litert: any = null;
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   let tflite: any = null;
+  /** LiteRT.js's XNNPack threads: more than one on a sandbox origin only (cross-origin isolated). */
+  let litertThreads = 1;
   /** A model or runtime binary as the frame passed it: an ArrayBuffer, or a Blob (a handle: no copy
    * between the frames), gzip-compressed for a runtime binary the wheel ships compressed. */
   const bytesOf = async (data: ArrayBuffer | Blob, gzip = false): Promise<ArrayBuffer> => {
@@ -49,16 +51,26 @@ export function workerMain(): void {
       tf.wasm.setWasmPaths(payload.wasmUrls ?? payload.wasmPaths);
       if (!(await tf.setBackend("wasm"))) throw new Error("the TF.js wasm backend did not start");
     } else if (payload.kind === "litert") {
-      // LiteRT.js on its XNNPack CPU (wasm) path, single-threaded; WebGPU is not used.
+      // LiteRT.js on its XNNPack CPU (wasm) path; WebGPU is not used.
       litert = (self as any).litert;
-      // Opaque frame: the binary came with RUNTIME (the glue would fetch it, and there is no network).
-      // The glue is a blob URL; the fragment names the file, as LiteRT.js's loader wants a ".js" URL.
-      // Isolated: the binary is fetched from the sandbox origin (this blob worker's own URL would
-      // give the glue no directory to resolve it against).
-      (self as any).Module = payload.wasm
-        ? { wasmBinary: await bytesOf(payload.wasm, true) }
-        : { locateFile: (file: string) => `${payload.wasmPaths}${file}` };
-      await litert.loadLiteRt(payload.glueUrl ? `${payload.glueUrl}#${payload.glueName}` : payload.wasmPaths);
+      if (payload.wasm) {
+        // Opaque frame, single-threaded: the binary came with RUNTIME (the glue would fetch it, and
+        // there is no network). The glue is a blob URL; the fragment names the file, as LiteRT.js's
+        // loader wants a ".js" URL.
+        (self as any).Module = { wasmBinary: await bytesOf(payload.wasm) };
+        await litert.loadLiteRt(`${payload.glueUrl}#${payload.glueName}`);
+      } else {
+        // Isolated: the files come from the sandbox origin (this blob worker's own URL would give the
+        // glue no directory to resolve them against), the threaded build with more than one thread.
+        // Its pthreads start from the glue's URL there, named here: by default they would start from
+        // this blob worker's URL.
+        litertThreads = payload.threads;
+        (self as any).Module = {
+          locateFile: (file: string) => `${payload.wasmPaths}${file}`,
+          mainScriptUrlOrBlob: `${payload.wasmPaths}litert_wasm_threaded_internal.js`,
+        };
+        await litert.loadLiteRt(payload.wasmPaths, { threads: litertThreads > 1 });
+      }
     } else {
       if (payload.wasmPaths) {
         // Isolated mode: the runtime's files come from the sandbox origin itself (threads need that).
@@ -125,7 +137,10 @@ export function workerMain(): void {
         });
       } else if (type === "INIT" && litert) {
         try {
-          tflite = await litert.loadAndCompile(new Uint8Array(await bytesOf(payload.model)), { accelerator: "wasm" });
+          tflite = await litert.loadAndCompile(new Uint8Array(await bytesOf(payload.model)), {
+            accelerator: "wasm",
+            cpuOptions: { numThreads: litertThreads },
+          });
         } catch (error) {
           throw failure("model", error);
         }
@@ -138,7 +153,7 @@ export function workerMain(): void {
             inputs: names(tflite.getInputDetails()),
             outputs: names(tflite.getOutputDetails()),
             isolated: (self as unknown as { crossOriginIsolated?: boolean }).crossOriginIsolated === true,
-            threads: 1,
+            threads: litertThreads,
             backend: "wasm",
           },
         });
@@ -199,7 +214,7 @@ export function workerMain(): void {
           feed.delete();
         }
         const isolated = (self as unknown as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
-        self.postMessage({ type: "RESULT", requestId, payload: { inferenceMs: times, threads: 1, isolated } });
+        self.postMessage({ type: "RESULT", requestId, payload: { inferenceMs: times, threads: litertThreads, isolated } });
       } else if (type === "INFER" && tflite) {
         const result: Record<string, { dims: number[]; data: number[] }> = {};
         const started = performance.now();
