@@ -128,21 +128,21 @@ def streamlit_secure_context(
             origin (also read from the ``SECURE_CONTEXT_SANDBOX_ORIGIN`` environment variable) the model
             runs in an opaque-origin srcdoc frame, single-threaded. With one, in a frame on that origin
             (served by the edge with COEP/CORP and a strict CSP), cross-origin isolated: multi-threaded
-            (``threads``, default 2; ONNX Runtime Web only).
+            (``threads``, 1 to 64, default 2; ONNX Runtime Web and LiteRT.js).
         key: Streamlit widget key.
         timeout: seconds the browser waits for the worker before reporting a timeout.
         file_picker: show a file input inside the sandbox; only the model's output returns.
 
     Returns:
         None until the browser answers; then ``{"status": "ready", "inputs": [...], "outputs": [...],
-        "backend": "wasm" | "webgpu"}``
-        once the model is loaded, or ``{"status": "ok", "outputs": {name: {"dims", "data"}},
-        "inferenceMs": ...}`` after an inference.
+        "backend": "wasm" | "webgpu", "threads": n}`` once the model is loaded, or ``{"status": "ok",
+        "outputs": {name: {"dims", "data"}}, "inferenceMs": ...}`` after an inference.
 
     Raises:
         SecureContextBuildMissingError: the package has no built frontend.
         SecureContextTimeoutError: no answer within ``timeout``.
-        SecureContextWorkerError: the worker's error (model, input, file, worker), with its message.
+        SecureContextWorkerError: the worker's error (model, input, file, worker, runtime), with its message.
+        ValueError: a timeout, sandbox origin, thread count or backend out of range (nothing is rendered).
     """
     if timeout <= 0:
         raise ValueError("timeout must be positive")

@@ -68,3 +68,8 @@ def test_the_sandbox_profile_names_runtime_threads_and_origin():
     name = ssc.sandbox_profile("litert", "https://edge:9443", 2)
     assert name.startswith("sandbox_litert_2_")
     assert bytes.fromhex(name.rsplit("_", 1)[1]).decode() == "https://edge:9443"
+
+
+def test_the_backend_is_wasm_or_webgpu():
+    with pytest.raises(ValueError, match="backend"):
+        ssc.streamlit_secure_context("app/static/mlp.onnx", inference_params={"backend": "gpu"})

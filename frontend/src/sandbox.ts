@@ -3,8 +3,8 @@
 // code into a blob worker, so the frame needs no network at all.
 import { acceptMessage, fitShape, message, parseNumbers, refuseFile } from "./protocol";
 
-/** Runs in the worker, after the runtime's scripts: ONNX Runtime Web's wasm bundle (global `ort`),
- * TF.js (`tf`) or LiteRT.js (`litert`). */
+/** Runs in the worker, after the runtime's scripts: ONNX Runtime Web's wasm or WebGPU bundle (global
+ * `ort`), TF.js (`tf`) or LiteRT.js (`litert`). RUNTIME starts the runtime; INIT loads the model into it. */
 export function workerMain(): void {
   // Marks for the cold-start probe (benchmarks/cold_start_probe.py).
   performance.mark("secure-context:worker-runtime-evaluated");
