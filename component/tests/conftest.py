@@ -119,17 +119,18 @@ def webgpu_browser(chromium):
     browser.close()
 
 
-@pytest.fixture
-def webgpu_page(webgpu_browser):
-    context = webgpu_browser.new_context()
-    page = context.new_page()
-    yield page
+def fresh_page(browser) -> Iterator:
+    """A page in a browser context of its own: no cache, storage or cookies from another test."""
+    context = browser.new_context()
+    yield context.new_page()
     context.close()
 
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context()
-    page = context.new_page()
-    yield page
-    context.close()
+    yield from fresh_page(browser)
+
+
+@pytest.fixture
+def webgpu_page(webgpu_browser):
+    yield from fresh_page(webgpu_browser)

@@ -47,12 +47,20 @@ def pick(sandbox, tmp_path: Path, content: str, name: str = "record.csv") -> Non
     sandbox.locator("#secure-context-file").set_input_files(str(path))
 
 
-def test_picked_file_is_scored_in_the_browser_and_the_result_reaches_python(page, app_url, tmp_path):
-    component, sandbox = open_app(page, app_url)
-    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
+def load_and_score(page, url: str, query: str, tmp_path: Path) -> str:
+    """Opens the app, waits for the model, scores the demo values picked as a file, checks the scores
+    against native onnxruntime, and returns the app's "Model loaded" line (backend, threads)."""
+    component, sandbox = open_app(page, url, query)
+    component.locator("text=Model loaded in the sandbox").wait_for(timeout=90_000)
+    # Python's line (it gives way to the scores once a file is scored).
+    loaded = page.locator("text=Model loaded in the sandbox").inner_text(timeout=30_000)
     pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0\n")
-    shown = page.locator("text=Scores:").inner_text(timeout=30_000)
-    assert shown == scores_line()
+    assert page.locator("text=Scores:").inner_text(timeout=60_000) == scores_line()
+    return loaded
+
+
+def test_picked_file_is_scored_in_the_browser_and_the_result_reaches_python(page, app_url, tmp_path):
+    load_and_score(page, app_url, "", tmp_path)
 
 
 def test_values_from_python_are_scored_too(page, app_url):
@@ -64,11 +72,7 @@ def test_values_from_python_are_scored_too(page, app_url):
 
 def test_a_tfjs_graph_model_gives_the_same_scores_as_the_onnx_model(page, app_url, tmp_path):
     # The same MLP as a TF.js GraphModel (model.json + weights.bin) on TF.js's wasm backend.
-    component, sandbox = open_app(page, app_url, "?model=app/static/mlp-tfjs/model.json")
-    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
-    pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0\n")
-    shown = page.locator("text=Scores:").inner_text(timeout=30_000)
-    assert shown == scores_line()
+    load_and_score(page, app_url, "?model=app/static/mlp-tfjs/model.json", tmp_path)
 
 
 def test_a_tflite_model_gives_the_same_scores_as_the_onnx_model(page, app_url, tmp_path):
@@ -76,11 +80,7 @@ def test_a_tflite_model_gives_the_same_scores_as_the_onnx_model(page, app_url, t
     # allows 'wasm-unsafe-eval' but not 'unsafe-eval'.
     fetched: list[str] = []
     page.on("request", lambda request: fetched.append(request.url))
-    component, sandbox = open_app(page, app_url, "?model=app/static/mlp.tflite")
-    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
-    pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0\n")
-    shown = page.locator("text=Scores:").inner_text(timeout=30_000)
-    assert shown == scores_line()
+    load_and_score(page, app_url, "?model=app/static/mlp.tflite", tmp_path)
     # Chromium has relaxed SIMD: only that build was fetched, from the app's own server.
     litert = sorted(url.rsplit("/", 1)[1] for url in fetched if "/runtimes/litert/" in url)
     assert litert == ["litert.iife.js", "litert_wasm_internal.js", "litert_wasm_internal.wasm"]
@@ -245,14 +245,9 @@ def test_webgpu_runs_the_onnx_model_on_the_sandbox_origin_with_the_same_scores(
 ):
     # Headless Chromium here has no GPU: WebGPU runs on SwiftShader (software), which is enough to
     # show that the WebGPU build, its adapter and its kernels give the wasm build's answer.
-    page = webgpu_page
     fetched: list[str] = []
-    page.on("request", lambda request: fetched.append(request.url))
-    component, sandbox = open_app(page, isolated_app_url, "?backend=webgpu")
-    component.locator("text=Model loaded in the sandbox").wait_for(timeout=90_000)
-    assert "backend: webgpu" in page.locator("text=Model loaded in the sandbox").inner_text()
-    pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0")
-    assert page.locator("text=Scores:").inner_text(timeout=60_000) == scores_line()
+    webgpu_page.on("request", lambda request: fetched.append(request.url))
+    assert "backend: webgpu" in load_and_score(webgpu_page, isolated_app_url, "?backend=webgpu", tmp_path)
     assert f"{sandbox_origin}/runtimes/ort/ort-wasm-simd-threaded.asyncify.wasm" in fetched
     assert not any(url.endswith("/ort-wasm-simd-threaded.wasm") for url in fetched)
 
@@ -262,31 +257,18 @@ def test_webgpu_falls_back_to_wasm_where_there_is_none(page, webgpu_page, app_ur
     # The opaque frame's blob worker is not a secure context (no navigator.gpu, even in a browser with
     # WebGPU); the default test browser has no adapter at all (--disable-gpu).
     page, url = (webgpu_page, app_url) if where == "opaque frame" else (page, isolated_app_url)
-    component, sandbox = open_app(page, url, "?backend=webgpu")
-    component.locator("text=Model loaded in the sandbox").wait_for(timeout=90_000)
-    assert "backend: wasm" in page.locator("text=Model loaded in the sandbox").inner_text()
-    pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0")
-    assert page.locator("text=Scores:").inner_text(timeout=60_000) == scores_line()
+    assert "backend: wasm" in load_and_score(page, url, "?backend=webgpu", tmp_path)
 
 
 def test_a_tfjs_graph_model_runs_in_isolated_mode_too(page, isolated_app_url, tmp_path):
-    component, sandbox = open_app(page, isolated_app_url, "?model=app/static/mlp-tfjs/model.json")
-    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
-    pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0")
-    shown = page.locator("text=Scores:").inner_text(timeout=30_000)
-    assert shown == scores_line()
+    load_and_score(page, isolated_app_url, "?model=app/static/mlp-tfjs/model.json", tmp_path)
 
 
 def test_a_tflite_model_runs_in_isolated_mode_too(page, isolated_app_url, sandbox_origin, tmp_path):
     fetched: list[str] = []
     page.on("request", lambda request: fetched.append(request.url))
-    component, sandbox = open_app(page, isolated_app_url, "?model=app/static/mlp.tflite")
-    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
     # Cross-origin isolated: LiteRT.js's threaded build, with the component's default of 2 threads.
-    assert "threads: 2" in page.locator("text=Model loaded in the sandbox").inner_text()
-    pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0")
-    shown = page.locator("text=Scores:").inner_text(timeout=30_000)
-    assert shown == scores_line()
+    assert "threads: 2" in load_and_score(page, isolated_app_url, "?model=app/static/mlp.tflite", tmp_path)
     # The runtime came from the sandbox origin, its pthreads' script too; the model from the app.
     assert f"{sandbox_origin}/runtimes/litert/litert_wasm_threaded_internal.wasm" in fetched
     assert fetched.count(f"{sandbox_origin}/runtimes/litert/litert_wasm_threaded_internal.js") >= 2
