@@ -58,33 +58,30 @@ def mlp() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
 
 
-def matmul_4mb() -> onnx.ModelProto:
-    rng = np.random.default_rng(11)
-    weights = numpy_helper.from_array(rng.normal(size=(1024, 1024)).astype(np.float32), "W")
-    bias = numpy_helper.from_array(rng.normal(size=(1024,)).astype(np.float32), "b")
+def matmul_add(name: str, weights: np.ndarray, bias: np.ndarray, rows: int, **model_fields: str) -> onnx.ModelProto:
+    """``y = x @ W + b``, x of ``rows`` rows."""
+    size = weights.shape[1]
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])],
-        "matmul_4mb",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1024, 1024])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1024, 1024])],
-        [weights, bias],
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, weights.shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, size])],
+        [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8, **model_fields)
+
+
+def matmul_4mb() -> onnx.ModelProto:
+    rng = np.random.default_rng(11)
+    weights = rng.normal(size=(1024, 1024)).astype(np.float32)
+    return matmul_add("matmul_4mb", weights, rng.normal(size=(1024,)).astype(np.float32), rows=1024)
 
 
 def warmup_model() -> onnx.ModelProto:
     """An 8x8 ``y = x @ W + b``: ONNX Runtime Web's warm-up session, run while the real model is still
     on its way (frontend/src/sandbox.ts carries it as base64; a test keeps the two equal)."""
-    weights = numpy_helper.from_array(np.full((8, 8), 0.125, dtype=np.float32), "W")
-    bias = numpy_helper.from_array(np.zeros(8, dtype=np.float32), "b")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])],
-        "warmup",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 8])],
-        [weights, bias],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8, producer_name="")
+    weights = np.full((8, 8), 0.125, dtype=np.float32)
+    return matmul_add("warmup", weights, np.zeros(8, dtype=np.float32), rows=8, producer_name="")
 
 
 def mlp_tfjs(directory: Path) -> None:

@@ -39,6 +39,9 @@ interface RuntimeBundle {
 }
 const runtimeFiles: Partial<Record<RuntimeKind, Promise<RuntimeBundle>>> = {};
 
+/** A profile as one comparable value: a frame serves a model only if it was started for its profile. */
+const profileKey = ({ kind, threads, sandboxOrigin }: SandboxProfile) => JSON.stringify([kind, threads, sandboxOrigin]);
+
 /** The sandboxed inference frame with its runtime, started for one profile (runtime, threads, origin). */
 interface Sandbox {
   frame: HTMLIFrameElement;
@@ -66,6 +69,8 @@ async function sha256Base64(text: string): Promise<string> {
 
 async function fetchOk(url: string, what: string, init?: RequestInit): Promise<Response> {
   const response = await fetch(url, init);
+  // 416 to a whole-file range (loadModel): there is no byte 0, the file is empty.
+  if (response.status === 416) throw Object.assign(new Error(`the ${what} ${url} is empty`), { kind: "model" });
   if (!response.ok) {
     throw Object.assign(new Error(`${what} ${url} answered HTTP ${response.status}`), { kind: what === "runtime" ? "runtime" : "model" });
   }
@@ -121,10 +126,7 @@ async function loadModel(url: string, kind: RuntimeKind): Promise<{ model: Array
   // The whole file as a range: a request with a Range header asks for no content coding (the fetch
   // standard adds Accept-Encoding: identity), so the app's server sends the file as it is instead of
   // gzipping it on every load (Streamlit: ~0.14 s of its CPU for a 4 MB model that gzip shrinks by 7%).
-  const response = await fetch(url, { headers: { Range: "bytes=0-" } });
-  // 416: no byte 0 to start the range at.
-  if (response.status === 416) throw Object.assign(new Error(`the model ${url} is empty`), { kind: "model" });
-  if (!response.ok) throw Object.assign(new Error(`model ${url} answered HTTP ${response.status}`), { kind: "model" });
+  const response = await fetchOk(url, "model", { headers: { Range: "bytes=0-" } });
   if (kind !== "tfjs") return { model: await response.blob() };
   let modelJson: { weightsManifest?: { paths: string[] }[] };
   try {
@@ -183,13 +185,14 @@ function opaqueFrameSource(): Promise<{ script: string; csp: string }> {
 
 /** Makes the sandboxed frame and starts its runtime: the frame, the runtime's files and the worker's
  * start proceed while the model is still unknown or on its way (cold start). */
-function openSandbox({ kind, threads, sandboxOrigin }: SandboxProfile): Sandbox {
+function openSandbox(profile: SandboxProfile): Sandbox {
+  const { kind, threads, sandboxOrigin } = profile;
   const frame = document.createElement("iframe");
   frame.title = "secure inference sandbox";
   frame.style.cssText = "border:0;width:100%;height:60px";
   const opened: Sandbox = {
     frame,
-    profile: JSON.stringify([kind, threads, sandboxOrigin]),
+    profile: profileKey(profile),
     target: sandboxOrigin || "*",
     started: Promise.resolve(),
     used: false,
@@ -292,7 +295,7 @@ async function start(args: RenderArgs): Promise<void> {
       sandboxOrigin,
     };
     // The frame started from the URL's profile serves the first model; anything else gets a new one.
-    if (!sandbox || sandbox.used || sandbox.profile !== JSON.stringify([profile.kind, profile.threads, sandboxOrigin])) {
+    if (!sandbox || sandbox.used || sandbox.profile !== profileKey(profile)) {
       tearDown();
       sandbox = openSandbox(profile);
     }
