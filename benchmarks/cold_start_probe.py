@@ -109,6 +109,11 @@ def main() -> None:
     parser.add_argument("--model", default="app/static/matmul-4mb.onnx")
     parser.add_argument("--threads", type=int, help="ORT threads (default: 1 opaque, 2 isolated)")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
+    parser.add_argument(
+        "--launcher",
+        action="store_true",
+        help="run Streamlit as the app images do (roles/apps/files/streamlit_launch.py)",
+    )
     args = parser.parse_args()
 
     traced: dict[str, list[dict[str, float]]] = {}
@@ -118,7 +123,7 @@ def main() -> None:
             executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), args=CHROMIUM_ARGS
         )
         for mode in args.modes.split(","):
-            processes, url = start_servers(isolated=mode == "isolated")
+            processes, url = start_servers(isolated=mode == "isolated", launcher=args.launcher)
             try:
                 page_url = f"{url}/?runs=1&model={args.model}" + (f"&threads={args.threads}" if args.threads else "")
                 cold_start_ms(browser, page_url)  # Streamlit's first page build is not the component's cost

@@ -10,7 +10,9 @@ One run prints:
 - cold start: page load -> first result of that model (Streamlit page, component, runtime, model, one
   inference, Python's rerun showing it): navigation start -> shown, on the page's own clock, on
   localhost, a fresh browser context each time (the component's default threads: 1 opaque, 2 isolated),
-  and the same page without the component (Streamlit's own share).
+  and the same page without the component (Streamlit's own share). Each once under plain `streamlit run`
+  and once under the launcher the app images run (roles/apps/files/streamlit_launch.py: Streamlit's
+  server with Nagle's algorithm off), alternating run by run so that both see the same machine.
 
 Run after `make setup`:  .cache/venv-component/bin/python benchmarks/component_bench.py [--runs 20]
 """
@@ -35,6 +37,7 @@ from playwright.sync_api import sync_playwright
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "component/examples"
 MODEL = EXAMPLES / "static/matmul-4mb.onnx"
+LAUNCHER = Path(__file__).resolve().parents[1] / "roles/apps/files/streamlit_launch.py"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -78,8 +81,9 @@ def wait_for(url: str, process: subprocess.Popen) -> None:
     raise SystemExit(f"{url} did not answer")
 
 
-def start_servers(isolated: bool) -> tuple[list[subprocess.Popen], str]:
-    """The bench page under `streamlit run`; isolated: behind COOP/COEP with a local sandbox origin."""
+def start_servers(isolated: bool, launcher: bool = False) -> tuple[list[subprocess.Popen], str]:
+    """The bench page under `streamlit run` (launcher: under the app images' streamlit_launch.py);
+    isolated: behind COOP/COEP with a local sandbox origin."""
     processes = []
     env = dict(os.environ, SECURE_CONTEXT_EXAMPLE="bench.py")
     if isolated:
@@ -90,8 +94,9 @@ def start_servers(isolated: bool) -> tuple[list[subprocess.Popen], str]:
         env["SECURE_CONTEXT_SANDBOX_ORIGIN"] = f"http://127.0.0.1:{sandbox_port}"
     port = free_port()
     script = "isolated_server.py" if isolated else "bench.py"
+    start = [str(LAUNCHER)] if launcher else ["-m", "streamlit"]
     streamlit = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(port)],
+        [sys.executable, *start, "run", script, "--server.port", str(port)],
         cwd=EXAMPLES,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -167,8 +172,10 @@ def main() -> None:
         webgpu_args += ["--enable-unsafe-webgpu", "--enable-unsafe-swiftshader"]
         for mode, thread_counts in (("opaque", (1,)), ("isolated", (1, 2))):
             processes, url = start_servers(isolated=mode == "isolated")
+            launched, launched_url = start_servers(isolated=mode == "isolated", launcher=True)
             try:
                 browser_result(browser, f"{url}/?runs=1")  # Streamlit's first page build is not the component's cost
+                browser_result(browser, f"{launched_url}/?runs=1")
                 for threads in thread_counts:
                     warm, _ = browser_result(browser, f"{url}/?runs={args.runs + 1}&threads={threads}")
                     web[mode, threads] = (statistics.median(warm["inferenceMs"][1:]), warm["threads"])
@@ -186,13 +193,15 @@ def main() -> None:
                     assert tflite["threads"] == threads, tflite
                     litert[mode, threads] = statistics.median(tflite["inferenceMs"][1:])
                 # The component's default threads: 1 in the opaque frame, 2 on the sandbox origin.
-                cold[mode] = [cold_start_ms(browser, f"{url}/?runs=1") / 1000 for _ in range(args.cold_starts)]
+                pages = {f"{mode}, streamlit run": f"{url}/?runs=1", f"{mode}, launcher": f"{launched_url}/?runs=1"}
                 if mode == "opaque":
-                    cold["Streamlit alone"] = [
-                        cold_start_ms(browser, f"{url}/?baseline=1") / 1000 for _ in range(args.cold_starts)
-                    ]
+                    pages["Streamlit alone, streamlit run"] = f"{url}/?baseline=1"
+                    pages["Streamlit alone, launcher"] = f"{launched_url}/?baseline=1"
+                for _ in range(args.cold_starts):
+                    for label, page in pages.items():
+                        cold.setdefault(label, []).append(cold_start_ms(browser, page) / 1000)
             finally:
-                for process in processes:
+                for process in processes + launched:
                     process.terminate()
         browser.close()
 
@@ -214,7 +223,7 @@ def main() -> None:
     print(f"ORT-web speed-up with 2 threads (isolated): {speedup:.2f}x")
     print(f"LiteRT.js speed-up with 2 threads (isolated): {litert['isolated', 1] / litert['isolated', 2]:.2f}x")
     for mode, times in cold.items():
-        what = "a text shown (no component)" if mode == "Streamlit alone" else "result shown by Python"
+        what = "a text shown (no component)" if mode.startswith("Streamlit alone") else "result shown by Python"
         print(
             f"cold start, {mode}, navigation start -> {what} ({len(times)} fresh contexts): "
             f"median {statistics.median(times):.2f} s, min {min(times):.2f} s, max {max(times):.2f} s"

@@ -158,6 +158,8 @@ def test_internal_network_has_no_way_out(host):
 def test_streamlit_is_configured_in_the_image(host):
     container = serving(host, "hello")
     args = " ".join(container["Config"]["Entrypoint"] + (container["Config"]["Cmd"] or []))
+    # Streamlit through the launcher that turns Nagle's algorithm off (tests/unit/test_streamlit_launch.py).
+    assert args.startswith("/opt/venv/bin/python /opt/streamlit_launch.py run ")
     for flag in (
         "--server.headless=true",
         "--browser.gatherUsageStats=false",
@@ -169,6 +171,7 @@ def test_streamlit_is_configured_in_the_image(host):
         assert flag in args
     name = container["Name"].lstrip("/")
     assert host.check_output(f"docker exec {name} id -u") == "10001"
+    assert host.check_output(f"docker exec {name} stat -c '%U %a' /opt/streamlit_launch.py") == "root 644"
     # The secure component is installed in the image; the app reads its secret file, no one else can.
     assert host.run(f"docker exec {name} /opt/venv/bin/python -c 'import streamlit_secure_context'").rc == 0
     assert host.check_output(f"docker exec {name} cat /run/secrets/api-token") == SECRET
