@@ -8,7 +8,7 @@ Why: Streamlit's server (1.67, Starlette on uvicorn) binds its listening socket 
 TCP_NODELAY only on sockets whose protocol number is IPPROTO_TCP. Nagle's algorithm stays on: on a
 keep-alive connection each response after the first holds its body back until the client's delayed ACK,
 40 ms on Linux. A Streamlit page fetches about 60 files over six connections: on localhost that was
-0.25 s of every cold page load (benchmarks/component_bench.py measures both ways). uvicorn has the same
+0.28 s of every cold page load (benchmarks/component_bench.py measures both ways). uvicorn has the same
 bug on its own pre-bound sockets (Kludex/uvicorn#3149).
 
 Linux copies TCP_NODELAY from a listening socket to the sockets it accepts, so setting it once on the
