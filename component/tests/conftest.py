@@ -119,11 +119,46 @@ def webgpu_browser(chromium):
     browser.close()
 
 
+# What each open page's frames and workers printed, for the report of a test that fails.
+CONSOLE: dict[object, list[str]] = {}
+
+
 def fresh_page(browser) -> Iterator:
     """A page in a browser context of its own: no cache, storage or cookies from another test."""
     context = browser.new_context()
-    yield context.new_page()
+    page = context.new_page()
+    console = CONSOLE[page] = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: console.append(f"page error: {e}"))
+    page.on("worker", lambda w: w.on("console", lambda m: console.append(f"worker {m.type}: {m.text}")))
+    yield page
+    CONSOLE.pop(page, None)
     context.close()
+
+
+def what_the_browser_shows(page) -> str:
+    """Every frame's text and the console: what a failed browser test saw, for its report."""
+    lines = []
+    for frame in page.frames:
+        try:
+            text = frame.evaluate("document.body ? document.body.innerText : ''")
+        except Exception as error:  # a frame that is gone is described, not raised
+            text = f"(unreadable: {error})"
+        lines.append(f"--- {frame.url[:120]}\n{text[:2000]}")
+    lines.append("--- console")
+    lines.extend(CONSOLE.get(page, [])[-100:])
+    return "\n".join(lines)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call" and report.failed:
+        for name in ("page", "webgpu_page"):
+            page = getattr(item, "funcargs", {}).get(name)
+            if page is not None and not page.is_closed():
+                report.sections.append((f"{name}: what the browser shows", what_the_browser_shows(page)))
+    return report
 
 
 @pytest.fixture

@@ -192,7 +192,7 @@ def test_a_bad_model_or_a_timeout_is_a_clear_python_error(page, app_url, query, 
 )
 def test_a_bad_file_is_a_clear_python_error_and_the_app_keeps_running(page, app_url, tmp_path, content, expected):
     component, sandbox = open_app(page, app_url)
-    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
+    component.locator("text=Model loaded in the sandbox").wait_for(timeout=90_000)
     pick(sandbox, tmp_path, content)
     shown = page.locator("text=Inference failed").inner_text(timeout=30_000)
     for part in expected:
