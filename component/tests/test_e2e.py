@@ -47,11 +47,17 @@ def pick(sandbox, tmp_path: Path, content: str, name: str = "record.csv") -> Non
     sandbox.locator("#secure-context-file").set_input_files(str(path))
 
 
+def open_loaded(page, url: str, query: str = ""):
+    """Opens the app and waits until the component says its model is loaded in the sandbox."""
+    component, sandbox = open_app(page, url, query)
+    component.locator("text=Model loaded in the sandbox").wait_for(timeout=90_000)
+    return component, sandbox
+
+
 def load_and_score(page, url: str, query: str, tmp_path: Path) -> str:
     """Opens the app, waits for the model, scores the demo values picked as a file, checks the scores
     against native onnxruntime, and returns the app's "Model loaded" line (backend, threads)."""
-    component, sandbox = open_app(page, url, query)
-    component.locator("text=Model loaded in the sandbox").wait_for(timeout=90_000)
+    _, sandbox = open_loaded(page, url, query)
     # Python's line (it gives way to the scores once a file is scored).
     loaded = page.locator("text=Model loaded in the sandbox").inner_text(timeout=30_000)
     pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0\n")
@@ -108,8 +114,7 @@ def test_only_the_models_runtime_is_fetched_once(page, app_url, query, expected)
     # ORT's 14 MB binary comes compressed at build time (the server would gzip it on every load).
     fetched: list[str] = []
     page.on("request", lambda request: fetched.append(request.url))
-    component, _ = open_app(page, app_url, query)
-    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
+    open_loaded(page, app_url, query)
     runtimes = sorted(url.split("/runtimes/", 1)[1] for url in fetched if "/runtimes/" in url)
     kind = {"": "ort", "?model=app/static/mlp-tfjs/model.json": "tfjs"}.get(query, "litert")
     assert runtimes == [f"{kind}/{name}" for name in expected]
@@ -117,24 +122,20 @@ def test_only_the_models_runtime_is_fetched_once(page, app_url, query, expected)
 
 def test_a_corrupt_tflite_model_is_a_clear_python_error_and_the_app_keeps_running(page, app_url, tmp_path):
     (EXAMPLES / "static/corrupt.tflite").write_bytes(b"this is not a tflite model" * 40)
-    component, sandbox = open_app(page, app_url, "?model=app/static/corrupt.tflite")
+    open_app(page, app_url, "?model=app/static/corrupt.tflite")
     shown = page.locator("text=Inference failed").inner_text(timeout=60_000)
     assert "Inference failed (model)" in shown
     assert "could not be loaded" in shown
     # The script went on past the error, and the same server then scores with the good model.
     page.get_by_text("Score the demo values from Python").wait_for(timeout=10_000)
-    component, sandbox = open_app(page, app_url, "?model=app/static/mlp.tflite")
-    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
-    pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0")
-    assert page.locator("text=Scores:").inner_text(timeout=30_000) == scores_line()
+    load_and_score(page, app_url, "?model=app/static/mlp.tflite", tmp_path)
 
 
 def test_the_picked_file_never_reaches_the_server(page, app_url, tmp_path):
     sent: list[str] = []
     page.on("request", lambda request: sent.append(f"{request.url} {request.post_data or ''}"))
     page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(repr(payload))))
-    component, sandbox = open_app(page, app_url)
-    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
+    _, sandbox = open_loaded(page, app_url)
     pick(sandbox, tmp_path, ",".join(str(v) for v in PRIVATE_VALUES))
     page.locator("text=Scores:").wait_for(timeout=30_000)
     assert len(sent) > 10, "the request log is empty: the test would prove nothing"
@@ -147,8 +148,7 @@ def test_the_picked_file_never_reaches_the_server(page, app_url, tmp_path):
 
 
 def test_the_inference_frame_is_an_opaque_origin_sandbox(page, app_url):
-    component, _ = open_app(page, app_url)
-    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
+    component, _ = open_loaded(page, app_url)
     frame = component.locator(SANDBOX_FRAME)
     assert frame.get_attribute("sandbox") == "allow-scripts"
     inner = next(f for f in page.frames if f.url == "about:srcdoc")
@@ -191,8 +191,7 @@ def test_a_bad_model_or_a_timeout_is_a_clear_python_error(page, app_url, query, 
     ],
 )
 def test_a_bad_file_is_a_clear_python_error_and_the_app_keeps_running(page, app_url, tmp_path, content, expected):
-    component, sandbox = open_app(page, app_url)
-    component.locator("text=Model loaded in the sandbox").wait_for(timeout=90_000)
+    _, sandbox = open_loaded(page, app_url)
     pick(sandbox, tmp_path, content)
     shown = page.locator("text=Inference failed").inner_text(timeout=30_000)
     for part in expected:
@@ -226,8 +225,7 @@ def test_the_wheel_carries_the_frontend_and_the_runtimes():
 def test_isolated_mode_runs_on_the_sandbox_origin_cross_origin_isolated(
     page, isolated_app_url, sandbox_origin, tmp_path
 ):
-    component, sandbox = open_app(page, isolated_app_url)
-    component.locator("text=Model loaded in the sandbox").wait_for(timeout=60_000)
+    component, sandbox = open_loaded(page, isolated_app_url)
     frame = component.locator(SANDBOX_FRAME)
     assert frame.get_attribute("allow") == "cross-origin-isolated"
     assert frame.get_attribute("src").startswith(f"{sandbox_origin}/sandbox.html#")
