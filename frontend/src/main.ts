@@ -310,11 +310,18 @@ async function start(args: RenderArgs): Promise<void> {
       inputName: (params.input_name as string | undefined) ?? null,
       shape: (params.shape as number[] | undefined) ?? [1, -1],
     };
-    const [{ model, modelJson }] = await Promise.all([
-      loadModel(appUrl(String(args.model_url)), profile.kind).then((m) => (mark("model-fetched"), m)),
-      current.started,
-    ]);
+    let loaded: { model: ArrayBuffer | Blob; modelJson?: unknown };
+    try {
+      [loaded] = await Promise.all([
+        loadModel(appUrl(String(args.model_url)), profile.kind).then((m) => (mark("model-fetched"), m)),
+        current.started,
+      ]);
+    } catch (error) {
+      if (sandbox !== current) return; // torn down (a timeout, already reported) or replaced meanwhile
+      throw error;
+    }
     if (sandbox !== current) return; // a newer render replaced this frame meanwhile
+    const { model, modelJson } = loaded;
     mark("init-sent");
     send("INIT", { model, modelJson, settings }, buffers([model]));
   }
