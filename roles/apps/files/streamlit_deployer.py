@@ -1,18 +1,21 @@
 #!/usr/bin/python3
-"""streamlit-deployer: runs the monitor's deploy requests through playbooks/deploy.yml, one at a time.
+"""streamlit-deployer: runs the monitor's deploy requests with the collection's deploy engine, one at a time.
 
-systemd starts it (streamlit-deployer.path, DirectoryNotEmpty on the monitor's spool `requests/`) as
-root: a deploy builds images, starts containers and reloads nginx. What it reads there was written by
-an unprivileged process that parses what the internet sends, so a request is only ever an app name from
-this host's configuration and a 40-hex SHA; anything else is removed and logged, never passed on.
+systemd starts it as root (streamlit-deployer.path, DirectoryNotEmpty on the monitor's spool `requests/`):
+a deploy builds images, starts containers and reloads nginx. What it reads there was written by an
+unprivileged process that parses what the internet sends, so a request is only ever an app name from this
+host's configuration and a 40-hex SHA; anything else is removed and recorded, never passed on.
 
-For each request: take it (remove the file, so a crash cannot loop on it), wait while a deploy of the
-same app holds its lock, run `ansible-playbook deploy.yml -e app=... -e sha=...` on this host, and make
-sure the monitor gets an answer: deploy.yml writes one itself; when the run ended without one (it was
-killed, timed out, or stopped before its deploy block) this program writes `failed` with the reason,
-to the results directory and the deploy audit log, so the monitor does not wait forever.
+The deploy itself is the same Python library `site.yml` and `playbooks/deploy.yml` use (the `app_deploy`
+module): `_deploy.py` beside this program under lib/. It answers the monitor itself (results/, a directory
+only root writes) and records every outcome in the hash-chained deploy audit log. A deploy runs in a child
+process with a time limit: when the limit passes the child is killed (its lock is a flock the kernel
+releases) and the request answered as failed.
 
-    streamlit_deployer.py --config /opt/secure-streamlit-deployer/deployer.json [run|check-config]
+    streamlit_deployer.py --config /opt/secure-streamlit-deployer/deployer.json \
+        [run|restore|check-config|verify-audit]
+
+`restore` brings every app back at the commit that served before (the boot and engine-restart unit).
 """
 
 from __future__ import annotations
@@ -22,36 +25,36 @@ import contextlib
 import errno
 import json
 import os
-import re
+import shutil
 import signal
 import stat
-import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
-SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
+
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _audit_log  # noqa: E402
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import (  # noqa: E402
+    NAME_RE,
+    SHA_RE,
+    AppSpec,
+)
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy import (  # noqa: E402
+    Engine,
+    Outcome,
+    Settings,
+)
+
 MAX_REQUEST_BYTES = 4096
 # A dot-file is the monitor's write in progress (it renames it into place); older than this it was
 # abandoned and is removed, or the path unit would start this program again and again.
 TEMP_FILE_GRACE_SECONDS = 30
-CONFIG_KEYS = {
-    "apps": list,
-    "spool_dir": str,
-    "ansible_playbook": str,
-    "playbook": str,
-    "inventory": str,
-    "ansible_config": str,
-    "audit_log": str,
-    "lock_dir": str,
-    "lock_wait_seconds": int,
-    "deploy_timeout_seconds": int,
-}
+CONFIG_KEYS = {"apps": list, "settings": dict, "spool_dir": str, "deploy_timeout_seconds": int}
+OPTIONAL_KEYS = {"monitor_audit_log": str}
 
 
 class RequestRejected(ValueError):
@@ -68,22 +71,31 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def load_config(path: Path) -> dict[str, Any]:
-    """The configuration the apps role writes (root-owned); every key present and of its type."""
+    """The configuration the apps role writes (root-owned): every key present and of its type, every app
+    valid by the one app model, the settings known to the engine."""
     config = json.loads(path.read_text())
     if not isinstance(config, dict):
         raise ValueError(f"{path}: not a JSON object")
     errors = [
         f"{key} must be a {kind.__name__}" for key, kind in CONFIG_KEYS.items() if not isinstance(config.get(key), kind)
     ]
-    apps = config.get("apps") or []
-    errors += [f"apps: {name!r} is not an app name" for name in apps if not NAME_RE.match(str(name))]
+    errors += [
+        f"{key} must be a {kind.__name__}"
+        for key, kind in OPTIONAL_KEYS.items()
+        if key in config and not isinstance(config[key], kind)
+    ]
+    errors += [f"unknown key {key!r}" for key in sorted(set(config) - set(CONFIG_KEYS) - set(OPTIONAL_KEYS))]
     if errors:
         raise ValueError(f"{path}: " + "; ".join(errors))
+    try:
+        config["specs"] = [AppSpec.from_dict(entry) for entry in config["apps"]]
+        config["engine_settings"] = Settings.from_mapping(config["settings"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    bad = [spec.name for spec in config["specs"] if not NAME_RE.fullmatch(spec.name)]
+    if bad:
+        raise ValueError(f"{path}: not app names: {bad}")
     return config
 
 
@@ -102,7 +114,7 @@ def parse_request(name: str, raw: bytes, apps: set[str]) -> DeployRequest:
         raise RequestRejected("not an app of this host")
     if name != f"{app}.json":
         raise RequestRejected(f"the file name is not {app}.json")
-    if not isinstance(sha, str) or not SHA_RE.match(sha):
+    if not isinstance(sha, str) or not SHA_RE.fullmatch(sha):
         raise RequestRejected("the sha is not 40 lower-case hex digits")
     return DeployRequest(app, sha)
 
@@ -118,27 +130,15 @@ def read_regular_file(path: Path, limit: int) -> bytes:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: str, mode: int = 0o644) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 class Deployer:
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], engine_factory: Callable[[Settings], Engine] | None = None) -> None:
         self.config = config
-        self.apps = set(config["apps"])
+        self.specs: dict[str, AppSpec] = {spec.name: spec for spec in config["specs"] if spec.managed}
+        self.apps = set(self.specs)
+        self.settings: Settings = config["engine_settings"]
         self.requests_dir = Path(config["spool_dir"]) / "requests"
-        self.results_dir = Path(config["spool_dir"]) / "results"
-        self.audit_log = Path(config["audit_log"])
-        self.lock_dir = Path(config["lock_dir"])
+        self.engine_factory = engine_factory or default_engine
+        self.audit = _audit_log.AuditLog(Path(self.settings.audit_log), time.time)
 
     # the spool
     def take_requests(self) -> tuple[list[DeployRequest], bool]:
@@ -183,137 +183,59 @@ class Deployer:
         return taken, pending_write
 
     def discard(self, path: Path, name: str, reason: str) -> None:
-        log(f"removing {name!r} from the requests: {reason}")
-        self.audit("deploy_request_rejected", file=name[:100], reason=reason)
+        log(f"removing {name[:100]!r} from the requests: {reason}")
+        self.audit.write("deploy_request_rejected", file=name[:100], reason=reason, requested_by="monitor")
         try:
             if path.is_dir() and not path.is_symlink():
-                path.rmdir()
+                shutil.rmtree(path)  # fd-based on Linux: never follows a link placed inside
             else:
                 path.unlink(missing_ok=True)
         except OSError as exc:
-            log(f"cannot remove {name!r}: {exc}")
+            log(f"cannot remove {name[:100]!r}: {exc.strerror}")
 
     # the deploy
-    def wait_for_lock(self, app: str) -> None:
-        """A deploy of this app by site.yml or by hand holds its lock: wait for it (deploy.yml breaks a
-        stale one itself)."""
-        deadline = time.monotonic() + self.config["lock_wait_seconds"]
-        while (self.lock_dir / app).exists() and time.monotonic() < deadline:
-            time.sleep(2)
-
-    def run_playbook(self, request: DeployRequest) -> int:
-        command = [
-            self.config["ansible_playbook"],
-            "-i",
-            self.config["inventory"],
-            self.config["playbook"],
-            "-e",
-            f"app={request.app}",
-            "-e",
-            f"sha={request.sha}",
-            "-e",
-            "apps_deploy_requested_by=monitor",
-        ]
-        env = {
-            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "ANSIBLE_CONFIG": self.config["ansible_config"],
-            "ANSIBLE_FORCE_COLOR": "0",
-            "LANG": "C.UTF-8",
-            "HOME": str(Path(self.config["ansible_config"]).parent),
-        }
-        process = subprocess.Popen(command, env=env, start_new_session=True)
-        try:
-            return process.wait(timeout=self.config["deploy_timeout_seconds"])
-        except subprocess.TimeoutExpired:
-            limit = self.config["deploy_timeout_seconds"]
-            log(f"{request.app}: the deploy of {request.sha} ran past {limit} s; stopping it")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
+    def deploy(self, request: DeployRequest) -> None:
+        """Deploy in a child process with a time limit; the child answers the monitor itself."""
+        log(f"{request.app}: deploying {request.sha}")
+        limit = self.config["deploy_timeout_seconds"]
+        pid = os.fork()
+        if pid == 0:  # the child: one deploy, then out without running the parent's cleanups
+            code = 1
             try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            # It was ours and it is gone: its lock would otherwise stop every deploy of the app until stale.
-            self.remove_lock(request.app)
-            return -1
-
-    def reported(self, request: DeployRequest, since: int) -> bool:
-        """Whether deploy.yml wrote its record of this request (the audit log grew with it since `since`)."""
-        try:
-            with open(self.audit_log, "rb") as handle:
-                handle.seek(since)
-                lines = handle.read().decode("utf-8", "replace").splitlines()
-        except OSError:
-            return False
-        for line in lines:
-            with contextlib.suppress(ValueError, AttributeError):
-                record = json.loads(line)
-                if record.get("app") == request.app and record.get("sha") == request.sha:
-                    return True
-        return False
-
-    def audit_size(self) -> int:
-        try:
-            return self.audit_log.stat().st_size
-        except OSError:
-            return 0
-
-    def audit(self, event: str, **fields: Any) -> None:
-        record = {"time": now_iso(), "event": event, "requested_by": "monitor", **fields}
-        try:
-            self.audit_log.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-            fd = os.open(self.audit_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-            with os.fdopen(fd, "a") as handle:
-                handle.write(json.dumps(record, sort_keys=True) + "\n")
-        except OSError as exc:
-            log(f"cannot write the audit log {self.audit_log}: {exc}")
+                os.setsid()
+                outcome = self.engine_factory(self.settings).deploy(
+                    self.specs[request.app], request.sha, requested_by="monitor"
+                )
+                log(f"{request.app}: {request.sha} {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
+                code = 0
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        deadline = time.monotonic() + limit
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                if os.waitstatus_to_exitcode(status) != 0:
+                    self.answer_failed(request, "the deploy stopped before it recorded an outcome")
+                return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        log(f"{request.app}: the deploy of {request.sha} ran past {limit} s; stopping it")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        self.answer_failed(request, f"the deploy ran past its time limit ({limit} s) and was stopped")
 
     def answer_failed(self, request: DeployRequest, reason: str) -> None:
-        self.audit("deploy_failed", app=request.app, sha=request.sha, status="failed", reason=reason)
-        if self.results_dir.is_dir():
-            result = {"app": request.app, "sha": request.sha, "status": "failed", "reason": reason}
-            write_atomically(self.results_dir / f"{request.app}.json", json.dumps(result) + "\n")
-
-    def deploy(self, request: DeployRequest) -> None:
-        log(f"{request.app}: deploying {request.sha}")
-        self.wait_for_lock(request.app)
-        since = self.audit_size()
-        code = self.run_playbook(request)
-        if self.reported(request, since):
-            log(f"{request.app}: {request.sha} done (ansible-playbook exit {code})")
-            return
-        reason = (
-            "the deploy ran past its time limit and was stopped"
-            if code == -1
-            else f"ansible-playbook exited {code} before the deploy recorded an outcome"
-        )
         log(f"{request.app}: {request.sha} failed: {reason}")
-        self.answer_failed(request, reason)
-
-    def remove_lock(self, app: str) -> bool:
-        """Remove the app's deploy lock if this deployer (owner "monitor") holds it."""
-        lock = self.lock_dir / app
-        with contextlib.suppress(OSError):
-            if (lock / "owner").read_text().strip() == "monitor":
-                (lock / "owner").unlink()
-                lock.rmdir()
-                return True
-        return False
-
-    def remove_own_stale_locks(self) -> None:
-        """systemd runs one deployer at a time: a lock that says the monitor's deployer holds it is left
-        over from a run that was killed (the unit stopped, the process killed) and would block the app."""
-        for owner in sorted(self.lock_dir.glob("*/owner")):
-            app = owner.parent.name
-            if self.remove_lock(app):
-                log(f"{app}: removed the lock a killed deploy left")
-                self.audit("deploy_lock_removed", app=app, reason="left by a killed deployer run")
+        engine = self.engine_factory(self.settings)
+        outcome = Outcome(request.app, request.sha, "failed", f"deployer failed: {reason}", "deployer")
+        outcome.requested_by = "monitor"
+        engine.finish(self.specs[request.app], outcome, record_failure=True)
 
     def run(self) -> int:
         """Deploy until the requests directory is empty (the path unit starts this again for new ones)."""
-        self.remove_own_stale_locks()
         while True:
             requests, pending_write = self.take_requests()
             for request in requests:
@@ -323,11 +245,42 @@ class Deployer:
                     return 0
                 time.sleep(1)
 
+    def restore(self) -> int:
+        """Every app at the commit that served before (after a reboot or an engine restart)."""
+        engine = self.engine_factory(self.settings)
+        failed = 0
+        for spec in self.specs.values():
+            outcome = engine.deploy(spec, None, requested_by="restore")
+            log(f"{spec.name}: {outcome.status} {outcome.sha} {outcome.reason}".rstrip())
+            failed += outcome.status == "failed"
+        return 1 if failed else 0
+
+
+def default_engine(settings: Settings) -> Engine:
+    import docker  # noqa: PLC0415 (only a deploy needs it; check-config and the tests do not)
+
+    return Engine(settings, docker.from_env(timeout=600), log=log)
+
+
+def verify_audit(config: dict[str, Any]) -> int:
+    """Both trails: the deploy records and the monitor's decisions."""
+    worst = 0
+    logs = [Path(config["engine_settings"].audit_log)]
+    if config.get("monitor_audit_log"):
+        logs.append(Path(config["monitor_audit_log"]))
+    for path in logs:
+        ok, message = _audit_log.verify_audit(_audit_log.audit_files(path))
+        print(f"{path}: {message}")
+        worst = worst or (0 if ok else 1)
+    return worst
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Runs the monitor's deploy requests through deploy.yml.")
+    parser = argparse.ArgumentParser(description="Runs the monitor's deploy requests with the deploy engine.")
     parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "check-config"])
+    parser.add_argument(
+        "command", nargs="?", default="run", choices=["run", "restore", "check-config", "verify-audit"]
+    )
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
@@ -336,8 +289,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "check-config":
         return 0
+    if args.command == "verify-audit":
+        return verify_audit(config)
     os.umask(0o027)
-    return Deployer(config).run()
+    deployer = Deployer(config)
+    return deployer.restore() if args.command == "restore" else deployer.run()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,917 @@
+"""The deploy engine: one app at one commit, from fetch to the edge switch, in one place.
+
+Used by the `app_deploy` module (site.yml, playbooks/deploy.yml) and imported by the host's deployer
+(`streamlit_deployer.py`, the monitor's requests) alike, so both take the same path:
+
+    lock -> decide the commit -> fetch exactly it -> build -> start beside the old container -> wait for
+    health over HTTP -> run the app's script once (readiness gate) -> switch the edge -> record what serves
+    -> drain -> remove the old container -> prune images -> audit record -> answer the monitor
+
+Any failure before the switch removes the new container; the old one keeps serving. The outcome is returned
+to the caller and written to the monitor's results directory by the deploy itself (never learned from a log).
+
+What serves is recorded per app (`<state_dir>/<app>/state.json`: the serving SHA and container, SHAs that
+failed and why). A deploy without a SHA (site.yml, the restore unit after a reboot or an engine restart)
+brings back exactly that SHA: its container is started again if it stopped and the edge re-pointed at its
+current address; the branch head is used only for an app that never served, and never a SHA that failed.
+
+Dependencies: the Docker SDK (`docker`, Debian's python3-docker on hosts), git, nginx (via `_nginx_upstream`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import SHA_RE, AppSpec
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._audit_log import AuditLog
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._nginx_upstream import Edge, UpstreamError
+
+LABEL_APP = "secure_streamlit.app"
+LABEL_SHA = "secure_streamlit.sha"
+LABEL_FINGERPRINT = "secure_streamlit.fingerprint"
+LABEL_BUILD = "secure_streamlit.build"
+PORT = 8501
+IMAGE_REPO = "streamlit-apps"
+FAILED_KEPT = 20
+OUTPUT_TAIL_LINES = 15
+# Directories under state_dir that are the platform's, never an app's.
+PLATFORM_DIRS = frozenset({"component", "platform"})
+
+
+class DeployFailed(Exception):
+    """A deploy step failed; `step` names it, `tail` holds the last lines of the failing command's output."""
+
+    def __init__(self, step: str, message: str, tail: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.step = step
+        self.message = message
+        self.tail = list(tail)
+
+
+class LockBusy(Exception):
+    """Another deploy of the app holds its lock."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The host-wide settings a deploy reads (the apps role's apps_* variables)."""
+
+    base_image: str = "secure-streamlit/base:bookworm"
+    component_wheel: str = ""  # path of the secure component's wheel on the host
+    launcher: str = ""  # streamlit_launch.py on the host
+    gate: str = ""  # streamlit_gate.py on the host
+    streamlit_version: str = "1.67.0"
+    uid: int = 10001
+    network: str = "streamlit-apps"
+    sandbox_origin: str = ""
+    state_dir: str = "/var/lib/streamlit-apps"
+    secrets_dir: str = "/etc/streamlit-apps/secrets"
+    audit_log: str = "/var/log/streamlit/deploys.log"
+    lock_dir: str = "/run/lock/streamlit-apps"
+    results_dir: str = ""  # the monitor's spool results/ ("" = nobody to answer)
+    extra_ca_dir: str = "/usr/local/share/ca-certificates"
+    upstream_dir: str = "/etc/nginx/streamlit-upstreams"
+    check_candidate: str = "/usr/local/sbin/streamlit-edge-check-candidate"
+    health_timeout: float = 180.0
+    gate_timeout: float = 120.0
+    drain_seconds: float = 3.0
+    keep_images: int = 3
+    lock_wait_seconds: float = 1800.0
+    build_nocache: bool = False
+    log_max_size: str = "10m"
+    log_max_file: int = 5
+    tmp_size: str = "256m"
+    healthcheck_interval: str = "10s"
+    healthcheck_timeout: str = "10s"
+    healthcheck_retries: int = 3
+    healthcheck_start_period: str = "60s"
+    show_error_details: str = "none"
+    toolbar_mode: str = "viewer"
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown deploy settings: {', '.join(unknown)}")
+        converted: dict[str, Any] = {}
+        for name, value in values.items():
+            kind = type(getattr(cls(), name))
+            if kind is bool:
+                if not isinstance(value, bool):
+                    raise ValueError(f"{name} must be true or false")
+                converted[name] = value
+            elif kind in (int, float):
+                if isinstance(value, bool) or not isinstance(value, int | float | str):
+                    raise ValueError(f"{name} must be a number")
+                converted[name] = kind(value)
+            else:
+                if not isinstance(value, str):
+                    raise ValueError(f"{name} must be text")
+                converted[name] = value
+        return cls(**converted)
+
+
+@dataclass
+class Outcome:
+    """What one deploy did: status deployed, unchanged, failed, or (check mode) would_deploy."""
+
+    app: str
+    sha: str
+    status: str
+    reason: str = ""
+    step: str = ""
+    previous: list[str] = field(default_factory=list)
+    container: str = ""
+    seconds: float = 0.0
+    tail: list[str] = field(default_factory=list)
+    requested_by: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return self.status in ("deployed", "would_deploy")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "app": self.app,
+            "sha": self.sha,
+            "status": self.status,
+            "reason": self.reason,
+            "step": self.step,
+            "previous": self.previous,
+            "container": self.container,
+            "seconds": self.seconds,
+            "output_tail": self.tail,
+            "requested_by": self.requested_by,
+        }
+
+
+# -- files root writes -------------------------------------------------------------------------------------
+def write_file_at(directory: Path, name: str, data: bytes, mode: int, *, group: int | None = None) -> None:
+    """Write `directory/name` atomically without following links, the mode set on the descriptor.
+
+    The directory is opened once (O_NOFOLLOW | O_DIRECTORY) and must not be writable by anyone but root: a
+    less trusted process can then neither swap it nor a file in it while root writes.
+    """
+    if "/" in name or name in ("", ".", ".."):
+        raise ValueError(f"not a file name: {name!r}")
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        info = os.fstat(dir_fd)
+        if info.st_uid != 0 and os.geteuid() == 0:
+            raise PermissionError(f"{directory} is not owned by root: refusing to write into it")
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise PermissionError(f"{directory} is writable by others than its owner: refusing to write into it")
+        temp = f".{name}.{uuid.uuid4().hex[:12]}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        try:
+            if group is not None and os.geteuid() == 0:
+                os.fchown(fd, 0, group)
+            os.fchmod(fd, mode)
+            os.write(fd, data)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=dir_fd)
+            raise
+        os.close(fd)
+        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {}
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            value = json.loads(handle.read(1 << 20))
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tail_lines(text: str, count: int = OUTPUT_TAIL_LINES) -> list[str]:
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    return [line[:400] for line in lines[-count:]]
+
+
+# -- the image ---------------------------------------------------------------------------------------------
+def dockerfile(app: AppSpec, sha: str, settings: Settings, wheel_name: str) -> str:
+    """The image of one app at one commit. Layers before the app's requirements are the same for every app
+    and commit (the engine's build cache reuses them); Streamlit's settings are flags, so they win over any
+    .streamlit/config.toml in the repository."""
+    python_check = ""
+    if app.python:
+        python_check = (
+            "RUN /opt/venv/bin/python -c 'import sys; v = \"%d.%d\" % sys.version_info[:2]; "
+            f'sys.exit(0 if v == "{app.python}" else "app {app.name} asks for python {app.python}, '
+            "the base image has \" + v)'\n"
+        )
+    flags = [
+        f"--server.port={PORT}",
+        "--server.address=0.0.0.0",
+        "--server.headless=true",
+        f"--server.baseUrlPath={app.base_url_path}",
+        "--server.enableXsrfProtection=true",
+        "--server.enableCORS=true",
+        f"--server.maxUploadSize={app.upload_max_mb}",
+        "--server.fileWatcherType=none",
+        "--server.runOnSave=false",
+        "--browser.gatherUsageStats=false",
+        "--global.developmentMode=false",
+        f"--client.showErrorDetails={settings.show_error_details}",
+        f"--client.toolbarMode={settings.toolbar_mode}",
+    ]
+    entrypoint = json.dumps(["/opt/venv/bin/python", "/opt/streamlit_launch.py", "run", app.entrypoint, *flags])
+    return f"""# Written by secure_streamlit.hosting's deploy engine: {app.name} at {sha}.
+FROM {settings.base_image}
+USER root
+ENV DEBIAN_FRONTEND=noninteractive \\
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \\
+    PIP_NO_CACHE_DIR=1 \\
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \\
+    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \\
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \\
+    PYTHONDONTWRITEBYTECODE=1 \\
+    PYTHONUNBUFFERED=1
+COPY extra-ca/ /usr/local/share/ca-certificates/
+RUN set -eu; \\
+    apt-get update -qq; \\
+    apt-get install -y -qq --no-install-recommends python3 python3-venv ca-certificates >/dev/null; \\
+    rm -rf /var/lib/apt/lists/*; \\
+    update-ca-certificates >/dev/null; \\
+    groupadd --system --gid {settings.uid} app; \\
+    useradd --system --uid {settings.uid} --gid {settings.uid} --home-dir /nonexistent --no-create-home \\
+      --shell /usr/sbin/nologin app; \\
+    python3 -m venv /opt/venv
+COPY component/{wheel_name} /tmp/component/
+RUN /opt/venv/bin/pip install -q "streamlit=={settings.streamlit_version}" /tmp/component/{wheel_name} \\
+    && rm -rf /tmp/component \\
+    && echo "streamlit=={settings.streamlit_version}" > /opt/venv/constraints.txt
+COPY streamlit_launch.py streamlit_gate.py /opt/
+{python_check}COPY requirements.txt /tmp/requirements.txt
+RUN /opt/venv/bin/pip install -q -c /opt/venv/constraints.txt -r /tmp/requirements.txt && rm /tmp/requirements.txt
+ADD app.tar /app/
+RUN test -f "/app/{app.entrypoint}" \\
+    || {{ echo "entrypoint {app.entrypoint} is not in the repository at {sha}" >&2; exit 1; }}
+LABEL {LABEL_APP}="{app.name}" \\
+      {LABEL_SHA}="{sha}" \\
+      org.opencontainers.image.revision="{sha}" \\
+      org.opencontainers.image.source="{app.url}"
+ENV HOME=/tmp \\
+    SECURE_CONTEXT_SANDBOX_ORIGIN="{settings.sandbox_origin}"
+WORKDIR /app
+USER {settings.uid}:{settings.uid}
+EXPOSE {PORT}
+ENTRYPOINT {entrypoint}
+"""
+
+
+def health_path(app: AppSpec) -> str:
+    return f"/{app.base_url_path}/_stcore/health" if app.base_url_path else "/_stcore/health"
+
+
+def healthcheck_command(app: AppSpec) -> list[str]:
+    """Docker's own runtime check, for `docker ps` and the engine: bash's /dev/tcp, no interpreter started
+    per probe (the image has no curl). The deploy's gate does not rely on it."""
+    request = f"GET {health_path(app)} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n"
+    script = (
+        f"exec 3<>/dev/tcp/127.0.0.1/{PORT} && printf '{request}' >&3 && read -r status <&3 "
+        "&& [[ $status == *' 200 '* ]]"
+    )
+    return ["CMD", "/bin/bash", "-c", script]
+
+
+def duration_ns(text: str) -> int:
+    units = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+    for unit in ("ms", "s", "m", "h"):
+        if text.endswith(unit) and text[: -len(unit)].isdigit():
+            return int(text[: -len(unit)]) * units[unit]
+    raise ValueError(f"not a duration like 10s: {text!r}")
+
+
+# -- git ---------------------------------------------------------------------------------------------------
+GitRunner = Callable[[Sequence[str], Path | None], "subprocess.CompletedProcess[str]"]
+
+
+def run_git(argv: Sequence[str], cwd: Path | None) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": "/nonexistent",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+    }
+    return subprocess.run(  # noqa: S603
+        ["git", "-c", "core.hooksPath=/dev/null", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+
+
+# -- the engine --------------------------------------------------------------------------------------------
+class Engine:
+    """Deploys apps on this host. Every collaborator is injectable (tests use fakes for Docker and git)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        docker_client: Any,
+        *,
+        edge: Edge | None = None,
+        git: GitRunner = run_git,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        probe: Callable[[str, float], int] | None = None,
+        log: Callable[[str], None] = lambda _message: None,
+    ) -> None:
+        self.settings = settings
+        self.docker = docker_client
+        self.edge = edge or Edge(
+            upstream_dir=Path(settings.upstream_dir),
+            check_candidate=Path(settings.check_candidate) if settings.check_candidate else None,
+        )
+        self.git = git
+        self.clock = clock
+        self.monotonic = monotonic
+        self.sleep = sleep
+        self.probe = probe or http_status
+        self.log = log
+        self.audit = AuditLog(Path(settings.audit_log), clock)
+
+    # -- per-app state
+    def app_dir(self, app: str) -> Path:
+        return Path(self.settings.state_dir) / app
+
+    def load_state(self, app: str) -> dict[str, Any]:
+        state = read_json(self.app_dir(app) / "state.json")
+        serving = state.get("serving") if isinstance(state.get("serving"), dict) else None
+        failed = state.get("failed") if isinstance(state.get("failed"), dict) else {}
+        return {
+            "serving": serving if serving and SHA_RE.fullmatch(str(serving.get("sha", ""))) else None,
+            "failed": {k: v for k, v in failed.items() if SHA_RE.fullmatch(str(k)) and isinstance(v, dict)},
+        }
+
+    def save_state(self, app: str, state: Mapping[str, Any]) -> None:
+        directory = self.app_dir(app)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_file_at(directory, "state.json", (json.dumps(state, indent=2, sort_keys=True) + "\n").encode(), 0o600)
+
+    # -- the lock
+    @contextlib.contextmanager
+    def lock(self, app: str) -> Any:
+        """flock on <lock_dir>/<app>.lock: released by the kernel when the holder dies (no stale locks)."""
+        directory = Path(self.settings.lock_dir)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(directory / f"{app}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            deadline = self.monotonic() + self.settings.lock_wait_seconds
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES) or self.monotonic() >= deadline:
+                        raise LockBusy(f"another deploy of {app} holds {directory}/{app}.lock") from exc
+                    self.sleep(1.0)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- what runs
+    def containers(self, app: str) -> list[Any]:
+        return list(self.docker.containers.list(all=True, filters={"label": f"{LABEL_APP}={app}"}))
+
+    def address(self, container: Any) -> str:
+        container.reload()
+        networks = container.attrs.get("NetworkSettings", {}).get("Networks", {}) or {}
+        address = (networks.get(self.settings.network) or {}).get("IPAddress") or ""
+        return address
+
+    def branch_head(self, app: AppSpec) -> str:
+        result = self.git(["ls-remote", "--exit-code", str(app.url), f"refs/heads/{app.branch}"], None)
+        if result.returncode != 0:
+            raise DeployFailed("fetch", f"cannot read the head of {app.branch}", tail_lines(result.stderr))
+        sha = result.stdout.split()[0] if result.stdout.split() else ""
+        if not SHA_RE.fullmatch(sha):
+            raise DeployFailed("fetch", f"the server gave no commit for {app.branch}")
+        return sha
+
+    def fingerprints(self, app: AppSpec, sha: str) -> tuple[str, str, str]:
+        """(Dockerfile text, build fingerprint, run fingerprint): a changed input or setting redeploys."""
+        wheel = Path(self.settings.component_wheel)
+        text = dockerfile(app, sha, self.settings, wheel.name)
+        cas = sorted(sha256_file(p) for p in self.extra_cas())
+        build = {
+            "dockerfile": text,
+            "wheel": sha256_file(wheel) if wheel.is_file() else wheel.name,
+            "launcher": sha256_file(Path(self.settings.launcher)) if self.settings.launcher else "",
+            "gate": sha256_file(Path(self.settings.gate)) if self.settings.gate else "",
+            "cas": cas,
+            "requirements": app.requirements,
+        }
+        build_fp = hashlib.sha256(json.dumps(build, sort_keys=True).encode()).hexdigest()
+        run = {
+            "build": build_fp,
+            "cpus": app.cpus,
+            "memory": app.memory,
+            "pids": app.pids,
+            "env": app.env,
+            "secrets": sorted(app.secrets),
+            "network": self.settings.network,
+            "uid": self.settings.uid,
+            "health": healthcheck_command(app)
+            + [
+                self.settings.healthcheck_interval,
+                self.settings.healthcheck_timeout,
+                str(self.settings.healthcheck_retries),
+                self.settings.healthcheck_start_period,
+            ],
+            "logs": [self.settings.log_max_size, self.settings.log_max_file],
+            "tmp": self.settings.tmp_size,
+        }
+        run_fp = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
+        return text, build_fp, run_fp
+
+    def extra_cas(self) -> list[Path]:
+        directory = Path(self.settings.extra_ca_dir)
+        return sorted(p for p in directory.glob("*.crt") if p.is_file()) if directory.is_dir() else []
+
+    def decide(self, app: AppSpec, sha: str | None) -> tuple[str, str]:
+        """The commit to run and why: requested, else the one serving, else the branch head (never a failed one)."""
+        state = self.load_state(app.name)
+        if sha:
+            if not SHA_RE.fullmatch(sha):
+                raise DeployFailed("request", "the sha is not 40 lower-case hex digits")
+            return sha, "requested"
+        if state["serving"]:
+            return state["serving"]["sha"], "serving before"
+        for container in self.containers(app.name):  # a host deployed before the engine kept its state
+            if container.status == "running" and SHA_RE.fullmatch(container.labels.get(LABEL_SHA, "")):
+                return container.labels[LABEL_SHA], "running"
+        head = self.branch_head(app)
+        if head in state["failed"]:
+            raise DeployFailed(
+                "decide", f"the branch head {head} failed before ({state['failed'][head].get('reason', '')[:200]})"
+            )
+        return head, "branch head"
+
+    # -- the deploy
+    def deploy(
+        self, app: AppSpec, sha: str | None = None, *, requested_by: str = "", check_mode: bool = False
+    ) -> Outcome:
+        """Deploy `app` at `sha` (None: what served before, else the branch head). Never raises for a failed
+        deploy: the outcome says why, and is recorded and answered."""
+        started = self.monotonic()
+        try:
+            target, _why = self.decide(app, sha)
+        except DeployFailed as exc:
+            outcome = Outcome(app.name, sha or "", "failed", f"{exc.step} failed: {exc.message}", exc.step)
+            outcome.tail, outcome.requested_by = exc.tail, requested_by
+            if not check_mode:
+                self.finish(app, outcome, record_failure=bool(sha))
+            return outcome
+        if check_mode:
+            return self.plan(app, target, requested_by)
+        try:
+            with self.lock(app.name):
+                outcome = self._deploy_locked(app, target, requested_by)
+        except LockBusy as exc:
+            outcome = Outcome(app.name, target, "failed", f"lock failed: {exc}", "lock", requested_by=requested_by)
+        outcome.seconds = round(self.monotonic() - started, 1)
+        self.finish(app, outcome, record_failure=outcome.step not in ("lock",))
+        return outcome
+
+    def plan(self, app: AppSpec, sha: str, requested_by: str) -> Outcome:
+        _text, _build_fp, run_fp = self.fingerprints(app, sha)
+        serving = self.serving_container(app.name)
+        previous = [serving.labels.get(LABEL_SHA, "")] if serving else []
+        status = "unchanged" if self.up_to_date(app, serving, sha, run_fp) else "would_deploy"
+        return Outcome(app.name, sha, status, previous=previous, requested_by=requested_by)
+
+    def serving_container(self, app: str) -> Any | None:
+        state = self.load_state(app)
+        containers = self.containers(app)
+        if state["serving"]:
+            for container in containers:
+                if container.name == state["serving"].get("container"):
+                    return container
+        running = [c for c in containers if c.status == "running"]
+        return running[0] if len(running) == 1 else None
+
+    def up_to_date(self, app: AppSpec, container: Any | None, sha: str, run_fp: str) -> bool:
+        if container is None or container.status != "running":
+            return False
+        if container.labels.get(LABEL_SHA) != sha or container.labels.get(LABEL_FINGERPRINT) != run_fp:
+            return False
+        address = self.address(container)
+        return bool(address) and self.edge.current(app.name) == f"{address}:{PORT}"
+
+    def _deploy_locked(self, app: AppSpec, sha: str, requested_by: str) -> Outcome:
+        text, build_fp, run_fp = self.fingerprints(app, sha)
+        name = f"{app.name}-{sha[:12]}-{run_fp[:6]}"
+        image = f"{IMAGE_REPO}/{app.name}:{sha[:12]}-{build_fp[:8]}"
+        old = self.containers(app.name)
+        previous = sorted({c.labels.get(LABEL_SHA, "") for c in old if c.status == "running"} - {""})
+        outcome = Outcome(app.name, sha, "deployed", previous=previous, container=name, requested_by=requested_by)
+        existing = next((c for c in old if c.name == name), None)
+        # Already serving with these settings, or serving but the edge lost it (a restart moved its address).
+        if existing is not None and existing.status == "running":
+            address = self.address(existing)
+            if address and self.edge.current(app.name) == f"{address}:{PORT}":
+                outcome.status, outcome.reason = "unchanged", "already serving with these settings"
+                self.remember_serving(app.name, sha, name)
+                return outcome
+        step = "start"
+        new: Any | None = None
+        fresh = True
+        try:
+            if existing is not None and existing.name == self.recorded_container(app.name):
+                # The container that served before (a reboot or an engine restart stopped it): start it again.
+                step, fresh = "restart", False
+                if existing.status != "running":
+                    existing.start()
+                new = existing
+                outcome.reason = "restarted the container that served before"
+            else:
+                if existing is not None:
+                    existing.remove(force=True)  # left by an interrupted deploy
+                step = "fetch"
+                build_dir = self.fetch(app, sha, text)
+                step = "build"
+                self.build(image, build_fp, build_dir)
+                step = "start"
+                new = self.start(app, sha, image, name, run_fp)
+            step = "health"
+            address = self.wait_healthy(app, new)
+            if fresh:
+                step = "gate"
+                self.gate(app, new)
+            step = "switch"
+            self.edge.switch(app.name, f"{address}:{PORT}")
+        except (DeployFailed, UpstreamError, Exception) as exc:  # noqa: BLE001 (any failure leaves the old serving)
+            failed = exc if isinstance(exc, DeployFailed) else DeployFailed(step, describe(exc))
+            if new is not None and fresh:
+                with contextlib.suppress(Exception):
+                    failed.tail = failed.tail or self.container_tail(new)
+                    new.remove(force=True)
+            outcome.status, outcome.step = "failed", failed.step
+            outcome.reason = f"{failed.step} failed: {failed.message}"
+            outcome.tail = failed.tail
+            return outcome
+        self.remember_serving(app.name, sha, name)
+        self.retire(app, keep=name, had_old=any(c.name != name and c.status == "running" for c in old))
+        self.prune(app.name, keep_image=new.attrs.get("Image", "") if new is not None else "")
+        return outcome
+
+    def recorded_container(self, app: str) -> str:
+        serving = self.load_state(app)["serving"]
+        return str(serving.get("container", "")) if serving else ""
+
+    def remember_serving(self, app: str, sha: str, container: str) -> None:
+        state = self.load_state(app)
+        if not state["serving"] or state["serving"].get("container") != container:
+            state["serving"] = {"sha": sha, "container": container, "since": iso(self.clock())}
+        state["failed"].pop(sha, None)
+        self.save_state(app, state)
+
+    # -- steps
+    def fetch(self, app: AppSpec, sha: str, dockerfile_text: str) -> Path:
+        """Exactly that commit's tree into a fresh build context (no .git in the image)."""
+        work = self.app_dir(app.name)
+        work.mkdir(mode=0o700, parents=True, exist_ok=True)
+        repo = work / "repo.git"
+        if not (repo / "HEAD").is_file():
+            shutil.rmtree(repo, ignore_errors=True)
+            self._git_ok(["init", "--bare", "--quiet", str(repo)], None, "fetch", "cannot create the local mirror")
+        refspec = f"+refs/heads/{app.branch}:refs/remotes/origin/{app.branch}"
+        fetched = self.git(["fetch", "--quiet", "--no-tags", str(app.url), refspec], repo)
+        if not self._has_commit(repo, sha):
+            # Not on the branch (a manual rollback to an older or another commit): ask for it by name.
+            by_name = self.git(["fetch", "--quiet", "--no-tags", str(app.url), sha], repo)
+            if not self._has_commit(repo, sha):
+                tail = tail_lines((fetched.stderr or "") + "\n" + (by_name.stderr or ""))
+                raise DeployFailed("fetch", f"commit {sha} is not on the server", tail)
+        build = work / "build"
+        shutil.rmtree(build, ignore_errors=True)
+        for directory in (build, build / "component", build / "extra-ca"):
+            directory.mkdir(mode=0o700)
+        self._git_ok(["archive", "--format=tar", "-o", str(build / "app.tar"), sha], repo, "fetch", "git archive")
+        requirements = self._file_in_tree(repo, sha, app.requirements)
+        (build / "requirements.txt").write_bytes(requirements or b"")
+        wheel = Path(self.settings.component_wheel)
+        shutil.copyfile(wheel, build / "component" / wheel.name)
+        shutil.copyfile(self.settings.launcher, build / "streamlit_launch.py")
+        shutil.copyfile(self.settings.gate, build / "streamlit_gate.py")
+        for ca in self.extra_cas():
+            shutil.copyfile(ca, build / "extra-ca" / ca.name)
+        (build / "Dockerfile").write_text(dockerfile_text)
+        return build
+
+    def _git_ok(self, argv: Sequence[str], cwd: Path | None, step: str, what: str) -> str:
+        result = self.git(argv, cwd)
+        if result.returncode != 0:
+            raise DeployFailed(step, what, tail_lines(result.stderr))
+        return result.stdout
+
+    def _has_commit(self, repo: Path, sha: str) -> bool:
+        result = self.git(["cat-file", "-t", sha], repo)
+        return result.returncode == 0 and result.stdout.strip() == "commit"
+
+    def _file_in_tree(self, repo: Path, sha: str, path: str) -> bytes | None:
+        """A regular file of the commit (a symlink or a directory there is treated as absent)."""
+        listing = self.git(["ls-tree", sha, "--", path], repo)
+        parts = listing.stdout.split()
+        if listing.returncode != 0 or len(parts) < 3 or parts[0] not in ("100644", "100755") or parts[1] != "blob":
+            return None
+        result = subprocess.run(  # noqa: S603
+            ["git", "cat-file", "blob", parts[2]], cwd=repo, capture_output=True, check=False, timeout=120
+        )
+        return result.stdout if result.returncode == 0 else None
+
+    def build(self, image: str, build_fp: str, build_dir: Path) -> None:
+        with contextlib.suppress(Exception):
+            self.docker.images.get(image)
+            return  # built before (a redeploy with other run settings, or a rollback)
+        try:
+            self.docker.images.build(
+                path=str(build_dir),
+                tag=image,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                nocache=self.settings.build_nocache,
+                labels={LABEL_BUILD: build_fp},
+            )
+        except Exception as exc:  # docker.errors.BuildError, APIError
+            log_lines = []
+            for chunk in getattr(exc, "build_log", None) or []:
+                if isinstance(chunk, dict):
+                    log_lines.append(str(chunk.get("stream") or chunk.get("error") or ""))
+            tail = tail_lines("".join(log_lines))
+            raise DeployFailed("build", describe(exc), tail) from exc
+        finally:
+            shutil.rmtree(build_dir, ignore_errors=True)
+
+    def start(self, app: AppSpec, sha: str, image: str, name: str, run_fp: str) -> Any:
+        from docker.types import LogConfig, Mount  # noqa: PLC0415 (the SDK is only needed to start)
+
+        settings = self.settings
+        return self.docker.containers.run(
+            image,
+            name=name,
+            detach=True,
+            labels={LABEL_APP: app.name, LABEL_SHA: sha, LABEL_FINGERPRINT: run_fp},
+            user=f"{settings.uid}:{settings.uid}",
+            read_only=True,
+            tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={settings.tmp_size}"},  # noqa: S108
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
+            nano_cpus=int(app.cpus * 1e9),
+            cpu_shares=512,
+            mem_limit=app.memory,
+            memswap_limit=app.memory,
+            pids_limit=app.pids,
+            environment={key: str(value) for key, value in app.env.items()},
+            mounts=[
+                Mount(
+                    target="/run/secrets",
+                    source=str(Path(settings.secrets_dir) / app.name),
+                    type="bind",
+                    read_only=True,
+                )
+            ],
+            network=settings.network,
+            healthcheck={
+                "test": healthcheck_command(app),
+                "interval": duration_ns(settings.healthcheck_interval),
+                "timeout": duration_ns(settings.healthcheck_timeout),
+                "retries": settings.healthcheck_retries,
+                "start_period": duration_ns(settings.healthcheck_start_period),
+            },
+            restart_policy={"Name": "on-failure", "MaximumRetryCount": 5},
+            log_config=LogConfig(
+                type="json-file",
+                config={"max-size": settings.log_max_size, "max-file": str(settings.log_max_file)},
+            ),
+        )
+
+    def wait_healthy(self, app: AppSpec, container: Any) -> str:
+        """Probe Streamlit's health endpoint over HTTP from here until it answers 200, the container stops, or
+        the deadline for the whole wait passes (one slow answer on a busy host is not a failure)."""
+        deadline = self.monotonic() + self.settings.health_timeout
+        last = "no answer yet"
+        while True:
+            container.reload()
+            state = container.attrs.get("State", {})
+            if state.get("Status") in ("exited", "dead") or container.attrs.get("RestartCount", 0) > 0:
+                raise DeployFailed(
+                    "health",
+                    f"the container stopped (exit code {state.get('ExitCode')})",
+                    self.container_tail(container),
+                )
+            address = self.address(container)
+            if address:
+                url = f"http://{address}:{PORT}{health_path(app)}"
+                try:
+                    status = self.probe(url, 10.0)
+                    if status == 200:
+                        return address
+                    last = f"HTTP {status}"
+                except OSError as exc:
+                    last = describe(exc)
+            if self.monotonic() >= deadline:
+                raise DeployFailed(
+                    "health",
+                    f"no healthy answer within {self.settings.health_timeout:g} s ({last})",
+                    self.container_tail(container),
+                )
+            self.sleep(1.0)
+
+    def gate(self, app: AppSpec, container: Any) -> None:
+        """Run the app's script once in the new container (Streamlit's AppTest): an exception at import or at
+        the top of the script fails the deploy with its type and message (not its local variables)."""
+        timeout = max(10, int(self.settings.gate_timeout))
+        command = [
+            "/usr/bin/timeout",
+            "-k",
+            "5",
+            str(timeout + 5),
+            "/opt/venv/bin/python",
+            "/opt/streamlit_gate.py",
+            "--timeout",
+            str(timeout),
+            f"/app/{app.entrypoint}",
+        ]
+        code, output = container.exec_run(command, user=f"{self.settings.uid}:{self.settings.uid}", workdir="/app")
+        text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
+        verdict: dict[str, Any] = {}
+        for line in reversed(text.splitlines()):
+            with contextlib.suppress(ValueError):
+                candidate = json.loads(line)
+                if isinstance(candidate, dict) and "gate" in candidate:
+                    verdict = candidate
+                    break
+        if code == 0 and verdict.get("ok") is True:
+            return
+        if verdict.get("exceptions"):
+            first = verdict["exceptions"][0]
+            message = f"the script raised {first.get('type', 'an exception')}: {first.get('message', '')}"[:600]
+            raise DeployFailed("gate", message, [f"{e.get('type')}: {e.get('message')}"[:400] for e in verdict["exceptions"]])
+        if code in (124, 137):
+            raise DeployFailed("gate", f"the script did not finish within {timeout} s")
+        raise DeployFailed("gate", verdict.get("error") or f"the gate exited {code}", tail_lines(text))
+
+    def container_tail(self, container: Any) -> list[str]:
+        with contextlib.suppress(Exception):
+            raw = container.logs(tail=OUTPUT_TAIL_LINES)
+            return tail_lines(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw))
+        return []
+
+    def retire(self, app: AppSpec, keep: str, *, had_old: bool) -> None:
+        """Let requests in flight on the old container finish, then remove every other container of the app."""
+        if had_old and self.settings.drain_seconds > 0:
+            self.sleep(self.settings.drain_seconds)
+        for container in self.containers(app.name):
+            if container.name != keep:
+                with contextlib.suppress(Exception):
+                    container.remove(force=True)
+
+    def prune(self, app: str, keep_image: str) -> None:
+        """Keep the newest `keep_images` images of the app (the running one always)."""
+        images = self.docker.images.list(filters={"label": f"{LABEL_APP}={app}"})
+        images.sort(key=lambda image: image.attrs.get("Created", ""), reverse=True)
+        for index, image in enumerate(images):
+            if index >= self.settings.keep_images and image.id != keep_image:
+                with contextlib.suppress(Exception):
+                    self.docker.images.remove(image.id, force=True)
+
+    # -- the record and the answer
+    def finish(self, app: AppSpec, outcome: Outcome, *, record_failure: bool) -> None:
+        if outcome.status == "failed" and record_failure and SHA_RE.fullmatch(outcome.sha):
+            state = self.load_state(app.name)
+            state["failed"][outcome.sha] = {"reason": outcome.reason[:1000], "at": iso(self.clock())}
+            state["failed"] = dict(list(state["failed"].items())[-FAILED_KEPT:])
+            with contextlib.suppress(OSError):
+                self.save_state(app.name, state)
+        status = "failed" if outcome.status == "failed" else "deployed"
+        self.audit.write(
+            f"deploy_{status}",
+            app=app.name,
+            sha=outcome.sha,
+            repo=app.url,
+            status=status,
+            outcome=outcome.status,
+            reason=outcome.reason,
+            step=outcome.step,
+            output_tail=outcome.tail,
+            previous=outcome.previous,
+            container=outcome.container,
+            seconds=outcome.seconds,
+            requested_by=outcome.requested_by,
+        )
+        self.answer(app.name, outcome)
+
+    def answer(self, app: str, outcome: Outcome) -> None:
+        """The monitor's answer: results/<app>.json, replaced atomically; the id tells a new answer apart."""
+        if not self.settings.results_dir or not SHA_RE.fullmatch(outcome.sha):
+            return
+        directory = Path(self.settings.results_dir)
+        if not directory.is_dir():
+            return
+        result = {
+            "id": uuid.uuid4().hex,
+            "app": app,
+            "sha": outcome.sha,
+            "status": "failed" if outcome.status == "failed" else "deployed",
+            "reason": outcome.reason[:1000],
+            "requested_by": outcome.requested_by,
+            "time": iso(self.clock()),
+        }
+        group = os.stat(directory).st_gid
+        write_file_at(directory, f"{app}.json", (json.dumps(result, sort_keys=True) + "\n").encode(), 0o640, group=group)
+
+    # -- removal
+    def remove_absent(self, keep: set[str], *, check_mode: bool = False) -> list[str]:
+        """Remove the containers, images and state of apps not in `keep`; return their names."""
+        removed: set[str] = set()
+        for container in self.docker.containers.list(all=True, filters={"label": LABEL_APP}):
+            name = container.labels.get(LABEL_APP, "")
+            if name not in keep:
+                removed.add(name)
+                if not check_mode:
+                    container.remove(force=True)
+        for image in self.docker.images.list(filters={"label": LABEL_APP}):
+            name = (image.labels or {}).get(LABEL_APP, "")
+            if name not in keep:
+                removed.add(name)
+                if not check_mode:
+                    with contextlib.suppress(Exception):
+                        self.docker.images.remove(image.id, force=True)
+        state_dir = Path(self.settings.state_dir)
+        if state_dir.is_dir():
+            for entry in state_dir.iterdir():
+                if entry.is_dir() and not entry.is_symlink() and entry.name not in keep | PLATFORM_DIRS:
+                    removed.add(entry.name)
+                    if not check_mode:
+                        shutil.rmtree(entry)
+        lock_dir = Path(self.settings.lock_dir)
+        if lock_dir.is_dir() and not check_mode:
+            for entry in lock_dir.glob("*.lock"):
+                if entry.stem not in keep:
+                    entry.unlink(missing_ok=True)
+        return sorted(removed - {""})
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as a short line: its type and message, never its arguments' repr beyond 500 characters."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def http_status(url: str, timeout: float) -> int:
+    """The HTTP status of a GET, or OSError when nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http to a container)
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
