@@ -232,7 +232,7 @@ def dockerfile(app: AppSpec, sha: str, settings: Settings, wheel_name: str) -> s
     python_check = ""
     if app.python:
         python_check = (
-            "RUN /opt/venv/bin/python -c 'import sys; v = \"%d.%d\" % sys.version_info[:2]; "
+            'RUN /opt/venv/bin/python -c \'import sys; v = "%d.%d" % sys.version_info[:2]; '
             f'sys.exit(0 if v == "{app.python}" else "app {app.name} asks for python {app.python}, '
             "the base image has \" + v)'\n"
         )
@@ -792,7 +792,9 @@ class Engine:
         if verdict.get("exceptions"):
             first = verdict["exceptions"][0]
             message = f"the script raised {first.get('type', 'an exception')}: {first.get('message', '')}"[:600]
-            raise DeployFailed("gate", message, [f"{e.get('type')}: {e.get('message')}"[:400] for e in verdict["exceptions"]])
+            raise DeployFailed(
+                "gate", message, [f"{e.get('type')}: {e.get('message')}"[:400] for e in verdict["exceptions"]]
+            )
         if code in (124, 137):
             raise DeployFailed("gate", f"the script did not finish within {timeout} s")
         raise DeployFailed("gate", verdict.get("error") or f"the gate exited {code}", tail_lines(text))
@@ -864,7 +866,9 @@ class Engine:
             "time": iso(self.clock()),
         }
         group = os.stat(directory).st_gid
-        write_file_at(directory, f"{app}.json", (json.dumps(result, sort_keys=True) + "\n").encode(), 0o640, group=group)
+        write_file_at(
+            directory, f"{app}.json", (json.dumps(result, sort_keys=True) + "\n").encode(), 0o640, group=group
+        )
 
     # -- removal
     def remove_absent(self, keep: set[str], *, check_mode: bool = False) -> list[str]:

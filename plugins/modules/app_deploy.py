@@ -150,9 +150,7 @@ def main() -> None:
         if params["name"] is not None and spec.name != params["name"]:
             continue
         serving = engine.load_state(spec.name)["serving"]
-        outcome = engine.deploy(
-            spec, params["sha"], requested_by=params["requested_by"], check_mode=module.check_mode
-        )
+        outcome = engine.deploy(spec, params["sha"], requested_by=params["requested_by"], check_mode=module.check_mode)
         outcomes.append(outcome)
         before.append(f"{spec.name}: {serving['sha'] if serving else '-'}")
         after.append(f"{spec.name}: {outcome.sha if outcome.status != 'failed' else (serving or {}).get('sha', '-')}")

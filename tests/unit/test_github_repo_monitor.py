@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import uuid
 import os
 import signal
 import subprocess
@@ -79,7 +80,7 @@ def deployer_takes(tmp_path: Path, app: str, status: str, reason: str = "") -> s
     results = tmp_path / "spool" / "results"
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{app}.json").write_text(
-        json.dumps({"app": app, "sha": request["sha"], "status": status, "reason": reason})
+        json.dumps({"id": uuid.uuid4().hex, "app": app, "sha": request["sha"], "status": status, "reason": reason})
     )
     return request["sha"]
 
@@ -239,31 +240,57 @@ def test_a_newer_push_replaces_the_pending_request(tmp_path, gh):
     [
         ("{not json", "malformed"),
         ('["app", "demo"]', "malformed"),
-        ('{"app": "demo", "status": "deployed"}', "malformed"),
-        ('{"app": "ghost", "sha": "SHA", "status": "deployed"}', "unknown app"),
-        ('{"app": "demo", "sha": "../../etc", "status": "deployed"}', "not 40 hex"),
-        ('{"app": "demo", "sha": "' + "a" * 40 + '", "status": "deployed"}', "was never requested"),
-        ('{"app": "demo", "sha": "SHA", "status": "maybe"}', "unknown status"),
+        ('{"app": "demo", "sha": "SHA", "status": "deployed"}', "malformed"),
+        ('{"id": "1", "app": "ghost", "sha": "SHA", "status": "deployed"}', "names another app"),
+        ('{"id": "1", "app": "demo", "sha": "../../etc", "status": "deployed"}', "not 40 hex"),
+        ('{"id": "1", "app": "demo", "sha": "SHA\\n", "status": "deployed"}', "not 40 hex"),
+        ('{"id": "1", "app": "demo", "sha": "SHA", "status": "maybe"}', "unknown status"),
     ],
 )
-def test_results_not_understood_are_set_aside_and_change_nothing(tmp_path, gh, content, problem, capsys):
+def test_answers_not_understood_change_nothing_and_are_reported_once(tmp_path, gh, content, problem, capsys):
     sha = gh.push("acme", "demo")
     monitor = make_monitor(tmp_path, gh, DEMO)
     monitor.cycle()
     results = tmp_path / "spool/results"
     results.mkdir(parents=True)
     (results / "demo.json").write_text(content.replace("SHA", sha))
-    (results / ".demo.json").write_text("{half")  # the deployer's temporary file: not read, not moved
+    (results / ".demo.json").write_text("{half")  # the deployer's temporary file: not read
     before = json.loads(json.dumps(monitor.state))
     monitor.cycle()
+    monitor.cycle()
     err = capsys.readouterr().err
-    assert "ignoring deploy result demo.json: " in err
+    assert err.count("ignoring the deploy answer for demo: ") == 1
     assert problem in err
     assert monitor.state["demo"]["last_deployed_sha"] == before["demo"]["last_deployed_sha"] is None
     assert monitor.state["demo"]["failed_shas"] == {}
-    assert sorted(p.name for p in results.iterdir()) == [".demo.json", "rejected"]
-    assert len(list((results / "rejected").iterdir())) == 1
+    # results/ is root's: the monitor never changes it.
+    assert sorted(p.name for p in results.iterdir()) == [".demo.json", "demo.json"]
     assert request_of(tmp_path, "demo")["sha"] == sha  # the pending request stands
+
+
+def test_a_deploy_the_monitor_did_not_ask_for_is_known_and_never_requested(tmp_path, gh):
+    """site.yml's first deploy answers too: the monitor's first poll then asks for nothing."""
+    sha = gh.push("acme", "demo")
+    results = tmp_path / "spool/results"
+    results.mkdir(parents=True)
+    answer = {"id": "first", "app": "demo", "sha": sha, "status": "deployed", "requested_by": "site.yml"}
+    (results / "demo.json").write_text(json.dumps(answer))
+    monitor = make_monitor(tmp_path, gh, DEMO)
+    monitor.cycle()
+    assert monitor.state["demo"]["last_deployed_sha"] == sha
+    assert request_of(tmp_path, "demo") is None
+
+
+def test_an_answer_is_applied_once_across_restarts(tmp_path, gh):
+    gh.push("acme", "demo")
+    monitor = make_monitor(tmp_path, gh, DEMO)
+    monitor.cycle()
+    bad = deployer_takes(tmp_path, "demo", "failed", "gate failed")
+    monitor.cycle()
+    again = make_monitor(tmp_path, gh, DEMO)
+    again.cycle()
+    again.cycle()
+    assert again.state["demo"]["failed_shas"][bad]["count"] == 1
 
 
 def test_state_survives_a_restart(tmp_path, gh):

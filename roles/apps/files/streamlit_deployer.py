@@ -206,7 +206,10 @@ class Deployer:
                 outcome = self.engine_factory(self.settings).deploy(
                     self.specs[request.app], request.sha, requested_by="monitor"
                 )
-                log(f"{request.app}: {request.sha} {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
+                log(
+                    f"{request.app}: {request.sha} {outcome.status}"
+                    + (f" ({outcome.reason})" if outcome.reason else "")
+                )
                 code = 0
             finally:
                 sys.stdout.flush()
@@ -278,9 +281,7 @@ def verify_audit(config: dict[str, Any]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Runs the monitor's deploy requests with the deploy engine.")
     parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument(
-        "command", nargs="?", default="run", choices=["run", "restore", "check-config", "verify-audit"]
-    )
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "restore", "check-config", "verify-audit"])
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)

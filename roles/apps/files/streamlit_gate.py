@@ -38,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         verdict.update(ok=not exceptions, exceptions=exceptions[:5])
         code = 0 if not exceptions else 1
     except RuntimeError as exc:  # AppTest's timeout
-        verdict["error"] = f"the script did not finish within {args.timeout:g} s" if "timed out" in str(exc) else (
-            f"{type(exc).__name__}: {str(exc)[:300]}"
+        verdict["error"] = (
+            f"the script did not finish within {args.timeout:g} s"
+            if "timed out" in str(exc)
+            else (f"{type(exc).__name__}: {str(exc)[:300]}")
         )
     except Exception as exc:  # noqa: BLE001 (anything the gate itself hits is a failed gate)
         verdict["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"

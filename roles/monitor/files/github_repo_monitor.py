@@ -22,6 +22,7 @@ import os
 import random
 import re
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -300,7 +301,6 @@ class Monitor:
         self.state_path = Path(config["state_dir"]) / "state.json"
         self.requests_dir = Path(config["spool_dir"]) / "requests"
         self.results_dir = Path(config["spool_dir"]) / "results"
-        self.rejected_dir = self.results_dir / "rejected"
         self.state = self._load_state()
         self.audit = AuditLog(Path(config["audit_log"]), clock, self._audit_last_hash)
         self.error_streak = 0
@@ -346,6 +346,8 @@ class Monitor:
             "requested_shas": [s for s in (history if isinstance(history, list) else []) if SHA_RE.match(str(s))],
             "last_checked": saved.get("last_checked"),
             "last_error": saved.get("last_error"),
+            "last_result_id": saved.get("last_result_id") if isinstance(saved.get("last_result_id"), str) else None,
+            "last_result_problem": saved.get("last_result_problem"),
         }
 
     def _save_state(self) -> None:
@@ -424,51 +426,73 @@ class Monitor:
 
     # deployer results
     def read_results(self) -> None:
-        """Apply the deployer's outcomes; set aside (results/rejected/) what is not understood."""
+        """Apply the deploys' answers: results/<app>.json, written by root (the monitor can only read them).
+
+        Each answer carries an id; the state keeps the last id applied per app, so an answer is applied once
+        whatever the order of crashes and restarts. Deploys the monitor did not ask for (site.yml's first
+        deploy, a rollback by hand) are applied too: the monitor then knows what serves and asks nothing."""
         if not self.results_dir.is_dir():
             return
-        for path in sorted(self.results_dir.glob("*.json")):
-            if path.name.startswith(".") or not path.is_file() or path.is_symlink():
-                continue  # the deployer's temporary file before its rename, or not a plain file
-            problem = self._apply_result(path)
-            if problem is None:
-                path.unlink(missing_ok=True)
+        for name in sorted(self.apps):
+            path = self.results_dir / f"{name}.json"
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except FileNotFoundError:
                 continue
-            log(f"ignoring deploy result {path.name}: {problem}")
-            self.rejected_dir.mkdir(mode=0o750, exist_ok=True)
-            with contextlib.suppress(OSError):
-                os.replace(path, self.rejected_dir / f"{path.name}.{int(self.clock())}")
+            except OSError as exc:
+                self._result_problem(name, "-", f"unreadable ({exc.strerror})")
+                continue
+            with os.fdopen(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    self._result_problem(name, "-", "not a regular file")
+                    continue
+                raw = handle.read(MAX_RESULT_BYTES + 1)
+            try:
+                result = json.loads(raw[:MAX_RESULT_BYTES])
+                result_id = str(result["id"])[:64]
+            except (ValueError, KeyError, TypeError):
+                self._result_problem(name, "-", "malformed (not a JSON object with an id)")
+                continue
+            if result_id == self.state[name].get("last_result_id"):
+                continue
+            problem = self._apply_result(name, result)
+            self.state[name]["last_result_id"] = result_id
+            if problem is not None:
+                self._result_problem(name, result_id, problem)
 
-    def _apply_result(self, path: Path) -> str | None:
-        """Apply one result file; return why it was not understood, or None."""
-        try:
-            with open(path, "rb") as handle:
-                result = json.loads(handle.read(MAX_RESULT_BYTES + 1)[:MAX_RESULT_BYTES])
-            app, sha, status = result["app"], result["sha"], result["status"]
-            reason = str(result.get("reason") or "")[:500]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return "malformed (not a JSON object with app, sha and status)"
-        if not isinstance(app, str) or app not in self.apps:
-            return "unknown app"
-        if not isinstance(sha, str) or not SHA_RE.match(sha):
+    def _result_problem(self, app: str, result_id: str, problem: str) -> None:
+        key = f"{result_id}: {problem}"
+        if self.state[app].get("last_result_problem") != key:
+            self.state[app]["last_result_problem"] = key
+            log(f"ignoring the deploy answer for {app}: {problem}")
+            self.audit.write("deploy_result_ignored", app=app, reason=problem)
+
+    def _apply_result(self, app: str, result: object) -> str | None:
+        """Apply one answer; return why it was not understood, or None."""
+        if not isinstance(result, dict):
+            return "malformed (not a JSON object)"
+        sha, status = result.get("sha"), result.get("status")
+        reason = str(result.get("reason") or "")[:500]
+        if result.get("app") != app:
+            return "the answer names another app"
+        if not isinstance(sha, str) or not SHA_RE.fullmatch(sha):
             return "the sha is not 40 hex digits"
-        app_state = self.state[app]
-        known = {app_state["last_requested_sha"], *app_state["requested_shas"]}
-        if sha not in known:
-            return f"{app}: {sha} was never requested"
         if status not in ("deployed", "failed"):
             return f"unknown status {str(status)[:40]!r}"
+        app_state = self.state[app]
+        requested = sha == app_state["last_requested_sha"] or sha in app_state["requested_shas"]
+        by = str(result.get("requested_by") or "")[:80]
         if app_state["last_requested_sha"] == sha:
             app_state["last_requested_sha"] = None
         if status == "deployed":
             app_state["last_deployed_sha"] = sha
             app_state["failed_shas"].pop(sha, None)
-            self.audit.write("deploy_succeeded", app=app, sha=sha)
-            log(f"{app}: {sha} deployed")
+            self.audit.write("deploy_succeeded", app=app, sha=sha, requested=requested, requested_by=by)
+            log(f"{app}: {sha} deployed" + ("" if requested else f" (by {by or 'another deploy'})"))
         else:
             failed = app_state["failed_shas"].setdefault(sha, {"count": 0})
             failed.update(count=int(failed.get("count") or 0) + 1, reason=reason, at=now_iso(self.clock))
-            self.audit.write("deploy_failed", app=app, sha=sha, reason=reason)
+            self.audit.write("deploy_failed", app=app, sha=sha, reason=reason, requested_by=by)
             log(f"{app}: deploy of {sha} failed ({reason}); it will not be requested again")
         return None
 

@@ -1,0 +1,360 @@
+"""The deploy engine (plugins/module_utils/_deploy.py) with a real git repository, a real edge library on
+files, and a stand-in for the Docker engine (the real engine runs in molecule/apps): the decisions and the
+promises -- a broken commit never replaces the one serving, a restore brings back exactly what served."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _deploy
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import AppSpec
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy import (
+    LABEL_APP,
+    LABEL_FINGERPRINT,
+    LABEL_SHA,
+    Engine,
+    Settings,
+    write_file_at,
+)
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._nginx_upstream import Edge
+
+
+class FakeContainer:
+    def __init__(self, engine: FakeDocker, name: str, image: str, labels: dict, gate: tuple[int, bytes]) -> None:
+        self.engine, self.name, self.labels = engine, name, labels
+        self.status = "running"
+        self.address = f"172.18.0.{len(engine.created) + 2}"
+        self.attrs = {"Image": image, "State": {"Status": "running"}, "RestartCount": 0}
+        self.gate_answer = gate
+        self.removed = False
+
+    def reload(self) -> None:
+        self.attrs["State"]["Status"] = self.status
+        self.attrs["NetworkSettings"] = {"Networks": {"streamlit-apps": {"IPAddress": self.address}}}
+
+    def exec_run(self, command, **_kwargs):
+        self.engine.execs.append(command)
+        return self.gate_answer
+
+    def logs(self, tail: int = 10) -> bytes:
+        return b"Traceback (most recent call last):\nModuleNotFoundError: No module named 'clinic_risk_scores'\n"
+
+    def start(self) -> None:
+        self.status = "running"
+        self.address = f"172.18.0.{100 + len(self.engine.created)}"  # a restart moves the address
+
+    def remove(self, force: bool = False) -> None:
+        self.removed = True
+        self.engine.containers_by_name.pop(self.name, None)
+
+
+class FakeDocker:
+    """The part of the Docker SDK the engine uses."""
+
+    def __init__(self) -> None:
+        self.containers_by_name: dict[str, FakeContainer] = {}
+        self.images_by_tag: dict[str, SimpleNamespace] = {}
+        self.created: list[str] = []
+        self.builds: list[str] = []
+        self.execs: list = []
+        self.gate = (0, b'{"gate": 1, "ok": true, "exceptions": []}\n')
+        self.build_error: Exception | None = None
+        self.containers = SimpleNamespace(list=self._list, run=self._run)
+        self.images = SimpleNamespace(get=self._get, build=self._build, list=self._images, remove=self._remove)
+
+    def _list(self, all: bool = False, filters: dict | None = None):  # noqa: A002 (the SDK's name)
+        key, _, value = (filters or {}).get("label", "").partition("=")
+        return [
+            c for c in self.containers_by_name.values() if key in c.labels and (not value or c.labels[key] == value)
+        ]
+
+    def _run(self, image, *, name, labels, **_kwargs):
+        container = FakeContainer(self, name, image, labels, self.gate)
+        self.containers_by_name[name] = container
+        self.created.append(name)
+        return container
+
+    def _get(self, tag):
+        if tag not in self.images_by_tag:
+            raise LookupError(tag)
+        return self.images_by_tag[tag]
+
+    def _build(self, *, path, tag, **_kwargs):
+        self.builds.append(tag)
+        assert (Path(path) / "Dockerfile").is_file()
+        if self.build_error:
+            raise self.build_error
+        self.images_by_tag[tag] = SimpleNamespace(
+            id=f"sha256:{len(self.builds)}",
+            attrs={"Created": str(time.time())},
+            labels={LABEL_APP: tag.split("/")[1].split(":")[0]},
+        )
+
+    def _images(self, filters=None):
+        return list(self.images_by_tag.values())
+
+    def _remove(self, image_id, force=False):
+        self.images_by_tag = {k: v for k, v in self.images_by_tag.items() if v.id != image_id}
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    """A bare repository with two commits on main, the engine's files, an edge on files."""
+    work, bare = tmp_path / "work", tmp_path / "hello.git"
+    work.mkdir()
+    git("init", "-q", "--bare", "-b", "main", str(bare), cwd=tmp_path)
+    git("init", "-q", "-b", "main", cwd=work)
+    git("config", "user.email", "t@lab.test", cwd=work)
+    git("config", "user.name", "t", cwd=work)
+    shas = []
+    for version in ("v1", "v2"):
+        (work / "streamlit_app.py").write_text(f"import streamlit as st\nst.title('{version}')\n")
+        (work / "requirements.txt").write_text("# none\n")
+        git("add", "-A", cwd=work)
+        git("commit", "-q", "-m", version, cwd=work)
+        shas.append(git("rev-parse", "HEAD", cwd=work))
+    git("push", "-q", str(bare), "HEAD:refs/heads/main", cwd=work)
+    platform = tmp_path / "platform"
+    platform.mkdir()
+    for name in ("streamlit_launch.py", "streamlit_gate.py", "streamlit_secure_context-0-py3-none-any.whl"):
+        (platform / name).write_text(name)
+    (tmp_path / "upstreams").mkdir()
+    (tmp_path / "results").mkdir(mode=0o750)
+    settings = Settings(
+        component_wheel=str(platform / "streamlit_secure_context-0-py3-none-any.whl"),
+        launcher=str(platform / "streamlit_launch.py"),
+        gate=str(platform / "streamlit_gate.py"),
+        state_dir=str(tmp_path / "state"),
+        audit_log=str(tmp_path / "deploys.log"),
+        lock_dir=str(tmp_path / "locks"),
+        results_dir=str(tmp_path / "results"),
+        extra_ca_dir=str(tmp_path / "no-cas"),
+        upstream_dir=str(tmp_path / "upstreams"),
+        drain_seconds=0,
+        health_timeout=5,
+    )
+    nginx_calls: list = []
+
+    def nginx(argv):
+        nginx_calls.append(list(argv))
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    docker = FakeDocker()
+    edge = Edge(upstream_dir=tmp_path / "upstreams", check_candidate=None, run=nginx)
+    engine = Engine(settings, docker, edge=edge, sleep=lambda _s: None, probe=lambda _url, _t: 200)
+    app = AppSpec(index=0, name="hello", repo="acme/hello", url=f"file://{bare}", route_path="/hello/")
+    return SimpleNamespace(tmp=tmp_path, engine=engine, docker=docker, app=app, shas=shas, edge=edge, nginx=nginx_calls)
+
+
+def records(world) -> list[dict]:
+    return [json.loads(line) for line in (world.tmp / "deploys.log").read_text().splitlines()]
+
+
+def serving_address(world) -> str:
+    return world.edge.current("hello")
+
+
+def test_a_first_deploy_runs_the_branch_head_and_switches_the_edge(world):
+    outcome = world.engine.deploy(world.app, requested_by="site.yml")
+    assert outcome.status == "deployed", outcome
+    assert outcome.sha == world.shas[1]
+    (container,) = world.docker.containers_by_name.values()
+    assert serving_address(world) == f"{container.address}:8501"
+    assert container.labels[LABEL_SHA] == world.shas[1]
+    assert world.docker.execs[0][-1] == "/app/streamlit_app.py"  # the gate ran the script
+    answer = json.loads((world.tmp / "results/hello.json").read_text())
+    assert answer["status"] == "deployed"
+    assert answer["requested_by"] == "site.yml"
+    assert records(world)[-1]["status"] == "deployed"
+
+
+def test_a_second_run_changes_nothing(world):
+    world.engine.deploy(world.app)
+    again = world.engine.deploy(world.app)
+    assert again.status == "unchanged"
+    assert again.reason == "already serving with these settings"
+    assert len(world.docker.created) == 1
+    assert world.engine.deploy(world.app, check_mode=True).status == "unchanged"
+
+
+def test_a_script_that_raises_at_import_is_refused_and_the_old_version_keeps_serving(world):
+    world.engine.deploy(world.app, world.shas[0])
+    before = serving_address(world)
+    world.docker.gate = (
+        1,
+        b"noise\n"
+        b'{"gate": 1, "ok": false, "exceptions": [{"type": "ModuleNotFoundError", '
+        b'"message": "No module named \'clinic_risk_scores\'"}]}\n',
+    )
+    outcome = world.engine.deploy(world.app, world.shas[1], requested_by="monitor")
+    assert outcome.status == "failed"
+    assert outcome.step == "gate"
+    assert "ModuleNotFoundError: No module named 'clinic_risk_scores'" in outcome.reason
+    assert serving_address(world) == before
+    survivors = [c for c in world.docker.containers_by_name.values() if not c.removed]
+    assert [c.labels[LABEL_SHA] for c in survivors] == [world.shas[0]]
+    assert records(world)[-1]["reason"].startswith("gate failed")
+    answer = json.loads((world.tmp / "results/hello.json").read_text())
+    assert answer["status"] == "failed"
+    # A later deploy without a SHA (site.yml, a reboot) keeps the one that served, never the failed head.
+    assert world.engine.deploy(world.app).sha == world.shas[0]
+
+
+def test_a_build_failure_records_the_failing_commands_last_lines(world):
+    error = RuntimeError("The command '/bin/sh -c pip install' returned a non-zero code: 1")
+    error.build_log = [  # type: ignore[attr-defined]
+        {"stream": f"Step {n}/12\n"} for n in range(30)
+    ] + [{"stream": "ERROR: No matching distribution found for clinic-risk-scores==9.9\n"}]
+    world.docker.build_error = error
+    outcome = world.engine.deploy(world.app)
+    assert outcome.status == "failed"
+    assert outcome.step == "build"
+    assert outcome.tail[-1] == "ERROR: No matching distribution found for clinic-risk-scores==9.9"
+    assert records(world)[-1]["output_tail"][-1].startswith("ERROR: No matching distribution")
+    assert serving_address(world) is None
+
+
+def test_a_branch_head_that_failed_before_is_not_deployed_by_a_later_run(world):
+    world.docker.build_error = RuntimeError("boom")
+    assert world.engine.deploy(world.app, world.shas[1]).status == "failed"
+    world.docker.build_error = None
+    outcome = world.engine.deploy(world.app)
+    assert outcome.status == "failed"
+    assert "failed before" in outcome.reason
+
+
+def test_after_a_restart_the_same_commit_serves_again_at_its_new_address(world):
+    world.engine.deploy(world.app, world.shas[0])
+    (container,) = world.docker.containers_by_name.values()
+    container.status = "exited"  # a host reboot stopped it
+    outcome = world.engine.deploy(world.app, requested_by="restore")
+    assert outcome.status == "deployed"
+    assert outcome.sha == world.shas[0]  # not the branch head
+    assert container.status == "running"
+    assert serving_address(world) == f"{container.address}:8501"
+    assert len(world.docker.builds) == 1  # nothing rebuilt
+
+
+def test_an_address_that_moved_under_a_running_container_is_re_pointed(world):
+    world.engine.deploy(world.app)
+    (container,) = world.docker.containers_by_name.values()
+    container.address = "172.18.0.77"  # the engine restarted and handed out another address
+    outcome = world.engine.deploy(world.app, requested_by="restore")
+    assert outcome.status == "deployed"
+    assert serving_address(world) == "172.18.0.77:8501"
+
+
+def test_changed_run_settings_redeploy_the_running_commit(world):
+    world.engine.deploy(world.app)
+    changed = AppSpec(**{**world.app.__dict__, "env": {"GREETING": "x"}})
+    outcome = world.engine.deploy(changed)
+    assert outcome.status == "deployed"
+    assert len(world.docker.created) == 2
+    assert len(world.docker.builds) == 1  # same image, other container settings
+
+
+def test_the_lock_is_released_when_its_holder_dies(world):
+    lock_dir = world.tmp / "locks"
+    pid = os.fork()
+    if pid == 0:
+        with world.engine.lock("hello"):
+            os._exit(0)  # dies holding it
+    os.waitpid(pid, 0)
+    with world.engine.lock("hello"):
+        pass
+    assert (lock_dir / "hello.lock").exists()
+
+
+def test_removing_an_app_leaves_nothing_of_it(world):
+    world.engine.deploy(world.app)
+    removed = world.engine.remove_absent(set())
+    assert removed == ["hello"]
+    assert world.docker.containers_by_name == {}
+    assert world.docker.images_by_tag == {}
+    assert not (world.tmp / "state/hello").exists()
+    assert not (world.tmp / "locks/hello.lock").exists()
+
+
+# -- root's writes -------------------------------------------------------------------------------------------
+def test_root_refuses_to_write_into_a_directory_another_user_controls(tmp_path):
+    shared = tmp_path / "results"
+    shared.mkdir()
+    if os.geteuid() == 0:
+        os.chown(shared, 65534, 65534)
+        with pytest.raises(PermissionError, match="not owned by root"):
+            write_file_at(shared, "hello.json", b"{}", 0o640)
+        os.chown(shared, 0, 0)
+    shared.chmod(0o770)
+    with pytest.raises(PermissionError, match="writable by others"):
+        write_file_at(shared, "hello.json", b"{}", 0o640)
+    assert not (shared / "hello.json").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a racer as another user")
+def test_an_unprivileged_racer_never_makes_root_write_or_chmod_elsewhere(tmp_path):
+    """The old spool let the monitor swap results/<app>.json for a link while root wrote and chmod'ed it
+    by path (won 4 of 4 tries): root could be made to chmod 0644 any file. Replayed against the new layout."""
+    tmp_path.chmod(0o755)
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o750)
+    results = spool / "results"
+    results.mkdir(mode=0o750)
+    os.chown(spool, 0, 65534)
+    os.chown(results, 0, 65534)
+    target = tmp_path / "shadow"
+    target.write_text("secret\n")
+    target.chmod(0o600)
+    stop = tmp_path / "stop"
+    racer = os.fork()
+    if racer == 0:
+        os.setgid(65534)
+        os.setuid(65534)
+        attempts = 0
+        while not stop.exists() and attempts < 200_000:
+            attempts += 1
+            for victim in (results / "hello.json", results):
+                try:
+                    if victim.is_dir() and victim == results:
+                        os.rename(results, spool / "moved")
+                        os.symlink(tmp_path, results)
+                    else:
+                        victim.unlink(missing_ok=True)
+                        os.symlink(target, victim)
+                except OSError:
+                    pass
+        os._exit(0)
+    try:
+        for number in range(300):
+            write_file_at(results, "hello.json", json.dumps({"n": number}).encode(), 0o640, group=65534)
+    finally:
+        stop.touch()
+        os.waitpid(racer, 0)
+    assert target.read_text() == "secret\n"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert json.loads((results / "hello.json").read_text()) == {"n": 299}
+    assert not (results / "hello.json").is_symlink()
+    assert not (spool / "moved").exists()
+
+
+def test_settings_refuse_unknown_keys_and_wrong_types():
+    with pytest.raises(ValueError, match="unknown deploy settings: health_timout"):
+        Settings.from_mapping({"health_timout": 5})
+    with pytest.raises(ValueError, match="build_nocache must be true or false"):
+        Settings.from_mapping({"build_nocache": "yes"})
+    assert Settings.from_mapping({"keep_images": "2", "health_timeout": 30}).keep_images == 2
+
+
+def test_labels_are_the_ones_the_roles_and_tests_look_for():
+    assert (LABEL_APP, LABEL_SHA) == ("secure_streamlit.app", "secure_streamlit.sha")
+    assert _deploy.PORT == 8501
