@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+
 DOCUMENTATION = r"""
 name: app_secret_files
 short_description: One item per secret file of the apps
@@ -35,10 +39,6 @@ _value:
   type: list
   elements: list
 """
-
-from typing import Any
-
-from ansible.errors import AnsibleFilterError
 
 
 def app_secret_files(apps: list[dict[str, Any]]) -> list[list[Any]]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gzip
 import hashlib
 import json
-import gzip
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime

@@ -332,7 +332,7 @@ def run_git(argv: Sequence[str], cwd: Path | None) -> subprocess.CompletedProces
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": "/dev/null",
     }
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         ["git", "-c", "core.hooksPath=/dev/null", *argv],
         cwd=cwd,
         env=env,
@@ -455,8 +455,8 @@ class Engine:
             "secrets": sorted(app.secrets),
             "network": self.settings.network,
             "uid": self.settings.uid,
-            "health": healthcheck_command(app)
-            + [
+            "health": [
+                *healthcheck_command(app),
                 self.settings.healthcheck_interval,
                 self.settings.healthcheck_timeout,
                 str(self.settings.healthcheck_retries),
@@ -584,7 +584,7 @@ class Engine:
                 self.gate(app, new)
             step = "switch"
             self.edge.switch(app.name, f"{address}:{PORT}")
-        except (DeployFailed, UpstreamError, Exception) as exc:  # noqa: BLE001 (any failure leaves the old serving)
+        except (DeployFailed, UpstreamError, Exception) as exc:
             failed = exc if isinstance(exc, DeployFailed) else DeployFailed(step, describe(exc))
             if new is not None and fresh:
                 with contextlib.suppress(Exception):
@@ -659,7 +659,7 @@ class Engine:
         parts = listing.stdout.split()
         if listing.returncode != 0 or len(parts) < 3 or parts[0] not in ("100644", "100755") or parts[1] != "blob":
             return None
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             ["git", "cat-file", "blob", parts[2]], cwd=repo, capture_output=True, check=False, timeout=120
         )
         return result.stdout if result.returncode == 0 else None
@@ -689,7 +689,7 @@ class Engine:
             shutil.rmtree(build_dir, ignore_errors=True)
 
     def start(self, app: AppSpec, sha: str, image: str, name: str, run_fp: str) -> Any:
-        from docker.types import LogConfig, Mount  # noqa: PLC0415 (the SDK is only needed to start)
+        from docker.types import LogConfig, Mount
 
         settings = self.settings
         return self.docker.containers.run(

@@ -34,7 +34,7 @@ class UpstreamError(RuntimeError):
 
 
 def _run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=120)  # noqa: S603
+    return subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=120)
 
 
 def upstream_name(app: str) -> str:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
-import uuid
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest

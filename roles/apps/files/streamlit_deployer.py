@@ -37,13 +37,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
 
-from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _audit_log  # noqa: E402
-from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import (  # noqa: E402
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _audit_log
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import (
     NAME_RE,
     SHA_RE,
     AppSpec,
 )
-from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy import (  # noqa: E402
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy import (
     Engine,
     Outcome,
     Settings,
@@ -260,7 +260,7 @@ class Deployer:
 
 
 def default_engine(settings: Settings) -> Engine:
-    import docker  # noqa: PLC0415 (only a deploy needs it; check-config and the tests do not)
+    import docker
 
     return Engine(settings, docker.from_env(timeout=600), log=log)
 

@@ -17,7 +17,6 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _d
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import AppSpec
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy import (
     LABEL_APP,
-    LABEL_FINGERPRINT,
     LABEL_SHA,
     Engine,
     Settings,
@@ -69,7 +68,7 @@ class FakeDocker:
         self.containers = SimpleNamespace(list=self._list, run=self._run)
         self.images = SimpleNamespace(get=self._get, build=self._build, list=self._images, remove=self._remove)
 
-    def _list(self, all: bool = False, filters: dict | None = None):  # noqa: A002 (the SDK's name)
+    def _list(self, all: bool = False, filters: dict | None = None):
         key, _, value = (filters or {}).get("label", "").partition("=")
         return [
             c for c in self.containers_by_name.values() if key in c.labels and (not value or c.labels[key] == value)
