@@ -636,8 +636,9 @@ class Engine:
         (build / "requirements.txt").write_bytes(requirements or b"")
         wheel = Path(self.settings.component_wheel)
         shutil.copyfile(wheel, build / "component" / wheel.name)
-        shutil.copyfile(self.settings.launcher, build / "streamlit_launch.py")
-        shutil.copyfile(self.settings.gate, build / "streamlit_gate.py")
+        for source, name in ((self.settings.launcher, "streamlit_launch.py"), (self.settings.gate, "streamlit_gate.py")):
+            shutil.copyfile(source, build / name)
+            (build / name).chmod(0o644)  # the app's user runs them; the deployer's umask is 0027
         for ca in self.extra_cas():
             shutil.copyfile(ca, build / "extra-ca" / ca.name)
         (build / "Dockerfile").write_text(dockerfile_text)

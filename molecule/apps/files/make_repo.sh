@@ -2,7 +2,8 @@
 # A bare repository of a tiny Streamlit app: main and stable at v1; branch next at v2; branch broken at a commit
 # whose app never becomes healthy (its .streamlit/config.toml names TLS files that do not exist:
 # streamlit exits at start);
-# branch nobuild at a commit without the entrypoint (the image build fails). The SHAs are written to
+# branch nobuild at a commit without the entrypoint (the image build fails); branch raises at a commit whose
+# script fails at import (the readiness gate refuses it). The SHAs are written to
 # /srv/git/shas/<name> for the tests.
 set -euo pipefail
 bare=$1
@@ -38,4 +39,11 @@ git push -q "$bare" HEAD:refs/heads/broken
 git rm -q -r .streamlit streamlit_app.py
 commit "broken: no entrypoint" nobuild
 git push -q "$bare" HEAD:refs/heads/nobuild
+
+# From v2: a script that fails at import. Streamlit's health endpoint answers before any script runs,
+# so only the readiness gate (the script run once) can refuse it.
+git checkout -q "$(cat /srv/git/shas/v2)" -- streamlit_app.py
+sed -i '1i import clinic_risk_scores' streamlit_app.py
+commit "broken: imports a module that does not exist" raises
+git push -q "$bare" HEAD:refs/heads/raises
 rm -rf "$work"

@@ -167,6 +167,9 @@ def test_streamlit_is_configured_in_the_image(host):
         "--server.maxUploadSize=200",
         "--server.fileWatcherType=none",
         "--server.baseUrlPath=hello",
+        # No traceback and no developer options for visitors (the traceback stays in the container log).
+        "--client.showErrorDetails=none",
+        "--client.toolbarMode=viewer",
     ):
         assert flag in args
     name = container["Name"].lstrip("/")
@@ -239,12 +242,33 @@ def test_a_broken_push_is_recorded_as_failed_not_retried_and_the_old_version_kee
     push(host, "main", "v2")  # back at the running commit: nothing to deploy
 
 
+def test_a_commit_whose_script_raises_at_import_is_refused_at_the_gate(host):
+    """Streamlit's health endpoint answers before any script runs: only running the script once can tell.
+    The old version keeps serving through the edge, and the record holds the exception, not a traceback."""
+    before = serving(host, "hello")
+    with Load(host, "/hello/") as load:
+        push(host, "main", "raises")
+        wait_until(lambda: sha(host, "raises") in monitor_state(host, "hello").get("failed_shas", {}), 300, "failed")
+    assert serving(host, "hello")["Id"] == before["Id"]
+    assert set(load.codes) == {"200"}, load.codes
+    (record,) = audit_records(host, "raises")
+    assert record["status"] == "failed"
+    assert record["step"] == "gate"
+    assert "ModuleNotFoundError: No module named 'clinic_risk_scores'" in record["reason"]
+    # The page through the edge is still the working version's.
+    assert sha(host, "v2") == serving(host, "hello")["Config"]["Labels"]["secure_streamlit.sha"]
+    push(host, "main", "v2")
+
+
 def test_a_commit_that_does_not_build_leaves_the_old_version_serving(host):
     before = serving(host, "hello")
     with Load(host, "/hello/") as load:
         result = deploy(host, "nobuild")
     assert result.returncode != 0
-    assert "failed at the build step" in " ".join((result.stdout + result.stderr).split())
+    output = " ".join((result.stdout + result.stderr).split())
+    assert "failed at the build step" in output
+    # The failing command's own last lines, not a cut prefix.
+    assert "entrypoint streamlit_app.py is not in the repository" in output
     assert serving(host, "hello")["Id"] == before["Id"]
     assert set(load.codes) == {"200"}, load.codes
     (record,) = audit_records(host, "nobuild")
@@ -282,7 +306,7 @@ def test_an_app_added_and_one_removed_by_editing_only_the_inventory(host, tmp_pa
     monitor_config = json.loads(host.check_output("cat /etc/github-repo-monitor/config.json"))
     assert sorted(a["name"] for a in monitor_config["apps"]) == ["hello", "third"]
     deployer_config = json.loads(host.check_output("cat /opt/secure-streamlit-deployer/deployer.json"))
-    assert deployer_config["apps"] == ["hello", "third"]
+    assert [app["name"] for app in deployer_config["apps"]] == ["hello", "third"]
     # The removed one: no container, image, route or upstream left.
     assert containers(host, "extra") == []
     assert not host.file(f"{UPSTREAMS}/extra.conf").exists
@@ -290,6 +314,27 @@ def test_an_app_added_and_one_removed_by_editing_only_the_inventory(host, tmp_pa
     assert host.run("docker images -q --filter label=secure_streamlit.app=extra").stdout.strip() == ""
     assert status_of(host, "/hello/_stcore/health") == 200
     wait_until(lambda: monitor_state(host, "third").get("last_deployed_sha") == sha(host, "v1"), 180, "third")
+
+
+def test_after_an_engine_restart_every_app_serves_again_at_the_same_commit(host):
+    before = {app: serving(host, app)["Config"]["Labels"]["secure_streamlit.sha"] for app in ("hello", "third")}
+    host.check_output("systemctl restart docker")
+    seconds = wait_until(
+        lambda: all(status_of(host, f"/{app}/_stcore/health") == 200 for app in ("hello", "third")), 300, "serving"
+    )
+    print(f"engine restart -> all apps serving: {seconds:.0f} s")
+    after = {app: serving(host, app)["Config"]["Labels"]["secure_streamlit.sha"] for app in ("hello", "third")}
+    assert after == before
+    assert host.service("streamlit-apps-restore.service").is_enabled
+
+
+def test_the_deploy_audit_trail_is_one_intact_hash_chain(host):
+    result = host.run(
+        "/usr/bin/python3 /opt/secure-streamlit-deployer/streamlit_deployer.py "
+        "--config /opt/secure-streamlit-deployer/deployer.json verify-audit"
+    )
+    assert result.rc == 0, result.stdout + result.stderr
+    assert "deploys.log: audit log OK" in result.stdout
 
 
 def _inventory_settings() -> dict:
