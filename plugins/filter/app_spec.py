@@ -1,0 +1,61 @@
+"""Filters over the collection's one app model (plugins/module_utils/_app_spec.py).
+
+Documented per filter beside this file (app_spec_errors.yml, app_specs.yml), as ansible-core documents
+the filters of one file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import (
+    AppSpecError,
+    Defaults,
+    app_errors,
+    parse_apps,
+)
+
+
+def _defaults(defaults: object, defaults_from: Mapping[str, str] | None) -> Defaults:
+    if isinstance(defaults, Defaults):
+        return defaults
+    if defaults is None:
+        return Defaults()
+    return Defaults.from_mapping(defaults, names=defaults_from)  # type: ignore[arg-type]
+
+
+def app_spec_errors(
+    apps: object,
+    defaults: object = None,
+    label: str = "apps",
+    defined_variables: Collection[str] | None = None,
+    defaults_from: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Every rule the entries break, one message each; [] when all is well."""
+    try:
+        return app_errors(apps, _defaults(defaults, defaults_from), label=label, defined_variables=defined_variables)
+    except AppSpecError as exc:  # the defaults themselves are wrong
+        return exc.errors
+
+
+def app_specs(
+    apps: object,
+    defaults: object = None,
+    label: str = "apps",
+    defined_variables: Collection[str] | None = None,
+    defaults_from: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """The entries with their defaults filled in (AppSpec.to_dict: no passwords)."""
+    try:
+        specs = parse_apps(apps, _defaults(defaults, defaults_from), label=label, defined_variables=defined_variables)
+    except AppSpecError as exc:
+        raise AnsibleFilterError("\n".join(exc.errors)) from None
+    return [spec.to_dict() for spec in specs]
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {"app_spec_errors": app_spec_errors, "app_specs": app_specs}
