@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import Defaults, parse_apps
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy import Engine, Outcome, Settings
 from tests.helpers import REPO
 
@@ -31,27 +32,9 @@ APPS = {"hello", "extra"}
 
 
 def spec(name: str) -> dict:
-    return {
-        "index": 0,
-        "name": name,
-        "repo": f"acme/{name}",
-        "url": f"file:///srv/git/acme/{name}.git",
-        "branch": "main",
-        "entrypoint": "streamlit_app.py",
-        "requirements": "requirements.txt",
-        "python": "",
-        "cpus": 1.0,
-        "memory": "1g",
-        "memory_bytes": 1 << 30,
-        "pids": 256,
-        "env": {},
-        "secrets": {},
-        "route_host": "",
-        "route_path": f"/{name}/",
-        "upload_max_mb": 200,
-        "upstream": None,
-        "access": {},
-    }
+    """An app as the apps role hands it to the deployer (the app_specs filter's output)."""
+    (app,) = parse_apps([{"name": name, "repo": f"acme/{name}"}], Defaults(git_base_url="file:///srv/git"))
+    return app.to_dict()
 
 
 @pytest.mark.parametrize(
@@ -225,7 +208,7 @@ def test_a_fresh_temporary_file_is_waited_for_and_an_abandoned_one_removed(spool
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"apps": [{**spec("hello"), "name": "Bad Name"}]}, "not app names"),
+        ({"apps": [{**spec("hello"), "name": "Bad Name"}]}, "name 'Bad Name'"),
         ({"deploy_timeout_seconds": "10"}, "deploy_timeout_seconds must be a int"),
         ({"spool_dir": None}, "spool_dir must be a str"),
         ({"settings": {"health_timout": 5}}, "unknown deploy settings: health_timout"),

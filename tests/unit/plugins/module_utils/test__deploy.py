@@ -4,9 +4,13 @@ promises -- a broken commit never replaces the one serving, a restore brings bac
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _deploy
-from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import AppSpec
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import Defaults, parse_apps
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy import (
     LABEL_APP,
     LABEL_SHA,
@@ -152,7 +156,8 @@ def world(tmp_path: Path):
     docker = FakeDocker()
     edge = Edge(upstream_dir=tmp_path / "upstreams", check_candidate=None, run=nginx)
     engine = Engine(settings, docker, edge=edge, sleep=lambda _s: None, probe=lambda _url, _t: 200)
-    app = AppSpec(index=0, name="hello", repo="acme/hello", url=f"file://{bare}", route_path="/hello/")
+    (app,) = parse_apps([{"name": "hello", "repo": "https://lab.test/acme/hello"}], Defaults())
+    app = dataclasses.replace(app, url=f"file://{bare}")  # a local remote (the model accepts https only)
     return SimpleNamespace(tmp=tmp_path, engine=engine, docker=docker, app=app, shas=shas, edge=edge, nginx=nginx_calls)
 
 
@@ -256,7 +261,7 @@ def test_an_address_that_moved_under_a_running_container_is_re_pointed(world):
 
 def test_changed_run_settings_redeploy_the_running_commit(world):
     world.engine.deploy(world.app)
-    changed = AppSpec(**{**world.app.__dict__, "env": {"GREETING": "x"}})
+    changed = dataclasses.replace(world.app, env={"GREETING": "x"})
     outcome = world.engine.deploy(changed)
     assert outcome.status == "deployed"
     assert len(world.docker.created) == 2
@@ -301,9 +306,10 @@ def test_root_refuses_to_write_into_a_directory_another_user_controls(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a racer as another user")
-def test_an_unprivileged_racer_never_makes_root_write_or_chmod_elsewhere(tmp_path):
+def test_an_unprivileged_racer_never_makes_root_write_or_chmod_elsewhere():
     """The old spool let the monitor swap results/<app>.json for a link while root wrote and chmod'ed it
     by path (won 4 of 4 tries): root could be made to chmod 0644 any file. Replayed against the new layout."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="deploy-race-"))  # pytest's own tmp is closed to other users
     tmp_path.chmod(0o755)
     spool = tmp_path / "spool"
     spool.mkdir(mode=0o750)
@@ -317,22 +323,25 @@ def test_an_unprivileged_racer_never_makes_root_write_or_chmod_elsewhere(tmp_pat
     stop = tmp_path / "stop"
     racer = os.fork()
     if racer == 0:
-        os.setgid(65534)
-        os.setuid(65534)
-        attempts = 0
-        while not stop.exists() and attempts < 200_000:
-            attempts += 1
-            for victim in (results / "hello.json", results):
-                try:
-                    if victim.is_dir() and victim == results:
-                        os.rename(results, spool / "moved")
-                        os.symlink(tmp_path, results)
-                    else:
-                        victim.unlink(missing_ok=True)
-                        os.symlink(target, victim)
-                except OSError:
-                    pass
-        os._exit(0)
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            attempts = 0
+            while not os.path.lexists(stop) and attempts < 200_000:
+                attempts += 1
+                for action in ("file", "dir"):
+                    try:
+                        if action == "dir":
+                            os.rename(results, spool / "moved")
+                            os.symlink(tmp_path, results)
+                        else:
+                            with contextlib.suppress(FileNotFoundError):
+                                os.unlink(results / "hello.json")
+                            os.symlink(target, results / "hello.json")
+                    except OSError:
+                        pass
+        finally:
+            os._exit(0)
     try:
         for number in range(300):
             write_file_at(results, "hello.json", json.dumps({"n": number}).encode(), 0o640, group=65534)
@@ -344,6 +353,7 @@ def test_an_unprivileged_racer_never_makes_root_write_or_chmod_elsewhere(tmp_pat
     assert json.loads((results / "hello.json").read_text()) == {"n": 299}
     assert not (results / "hello.json").is_symlink()
     assert not (spool / "moved").exists()
+    shutil.rmtree(tmp_path)
 
 
 def test_settings_refuse_unknown_keys_and_wrong_types():
