@@ -337,6 +337,23 @@ def test_the_deploy_audit_trail_is_one_intact_hash_chain(host):
     assert "deploys.log: audit log OK" in result.stdout
 
 
+def test_removing_the_last_app_leaves_nothing_of_it_on_the_host(host, tmp_path):
+    """Runs last: the inventory's apps list becomes empty."""
+    inventory = yaml.safe_load(Path(os.environ["MOLECULE_INVENTORY_FILE"]).read_text())
+    inventory["all"]["vars"] = {**inventory["all"]["vars"], **_inventory_settings(), "apps": []}
+    edited = tmp_path / "inventory.yml"
+    edited.write_text(yaml.safe_dump(inventory))
+    result = run_playbook(CONVERGE, inventory=edited)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert host.run("docker ps -aq --filter label=secure_streamlit.app").stdout.strip() == ""
+    assert host.run("docker images -q --filter label=secure_streamlit.app").stdout.strip() == ""
+    assert not host.file("/opt/secure-streamlit-deployer").exists
+    for unit in ("streamlit-deployer.path", "streamlit-deployer.service", "streamlit-apps-restore.service"):
+        assert not host.file(f"/etc/systemd/system/{unit}").exists
+    assert host.file("/var/lib/streamlit-apps").listdir() == ["platform"]
+    assert host.file("/etc/streamlit-apps/secrets").listdir() == []
+
+
 def _inventory_settings() -> dict:
     molecule = yaml.safe_load((PROJECT / "molecule/apps/molecule.yml").read_text())
     return molecule["provisioner"]["inventory"]["group_vars"]["all"]
