@@ -11,7 +11,8 @@ name: app_secret_files
 short_description: One item per secret file of the apps
 version_added: "1.1.0"
 description:
-  - Takes the apps as the C(secure_streamlit.hosting.app_specs) filter returns them and gives one item per
+  - >-
+    Takes the apps as the C(secure_streamlit.hosting.app_specs) filter returns them and gives one item per
     secret file, C([app, {key: file name, value: variable name}]), for a loop that writes the files.
   - Only names travel through the loop; the task looks the value up itself (and runs with C(no_log)).
 positional: _input

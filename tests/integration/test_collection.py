@@ -51,3 +51,20 @@ def test_site_playbook_resolves_collection_roles_in_a_plain_checkout(repo: Path)
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_deploy_modules_and_filters_are_documented(repo: Path):
+    for kind, name, expected in (
+        ("module", "app_deploy", "remove_absent"),
+        ("module", "edge_upstream", "check_candidate"),
+        ("filter", "app_secret_files", "no_log"),
+    ):
+        out = subprocess.run(
+            [str(VENV_BIN / "ansible-doc"), "-t", kind, f"secure_streamlit.hosting.{name}"],
+            cwd=repo,
+            check=True,
+            capture_output=True,
+            text=True,
+            env=ansible_env(),
+        ).stdout
+        assert expected in out, (name, out[:500])
