@@ -143,6 +143,7 @@ class Outcome:
     seconds: float = 0.0
     tail: list[str] = field(default_factory=list)
     requested_by: str = ""
+    commit_at_fault: bool = True  # a failure marks the SHA failed (not for a restore of what served)
 
     @property
     def changed(self) -> bool:
@@ -514,7 +515,7 @@ class Engine:
         except LockBusy as exc:
             outcome = Outcome(app.name, target, "failed", f"lock failed: {exc}", "lock", requested_by=requested_by)
         outcome.seconds = round(self.monotonic() - started, 1)
-        self.finish(app, outcome, record_failure=outcome.step not in ("lock",))
+        self.finish(app, outcome, record_failure=outcome.commit_at_fault and outcome.step not in ("lock",))
         return outcome
 
     def plan(self, app: AppSpec, sha: str, requested_by: str) -> Outcome:
@@ -593,6 +594,7 @@ class Engine:
             outcome.status, outcome.step = "failed", failed.step
             outcome.reason = f"{failed.step} failed: {failed.message}"
             outcome.tail = failed.tail
+            outcome.commit_at_fault = fresh  # a restore that fails says nothing about the commit
             return outcome
         self.remember_serving(app.name, sha, name)
         self.retire(app, keep=name, had_old=any(c.name != name and c.status == "running" for c in old))
@@ -636,7 +638,10 @@ class Engine:
         (build / "requirements.txt").write_bytes(requirements or b"")
         wheel = Path(self.settings.component_wheel)
         shutil.copyfile(wheel, build / "component" / wheel.name)
-        for source, name in ((self.settings.launcher, "streamlit_launch.py"), (self.settings.gate, "streamlit_gate.py")):
+        for source, name in (
+            (self.settings.launcher, "streamlit_launch.py"),
+            (self.settings.gate, "streamlit_gate.py"),
+        ):
             shutil.copyfile(source, build / name)
             (build / name).chmod(0o644)  # the app's user runs them; the deployer's umask is 0027
         for ca in self.extra_cas():
@@ -737,10 +742,12 @@ class Engine:
         the deadline for the whole wait passes (one slow answer on a busy host is not a failure)."""
         deadline = self.monotonic() + self.settings.health_timeout
         last = "no answer yet"
+        container.reload()
+        restarts = container.attrs.get("RestartCount", 0)  # a restored container may have restarted before
         while True:
             container.reload()
             state = container.attrs.get("State", {})
-            if state.get("Status") in ("exited", "dead") or container.attrs.get("RestartCount", 0) > 0:
+            if state.get("Status") in ("exited", "dead") or container.attrs.get("RestartCount", 0) > restarts:
                 raise DeployFailed(
                     "health",
                     f"the container stopped (exit code {state.get('ExitCode')})",
@@ -854,6 +861,8 @@ class Engine:
         """The monitor's answer: results/<app>.json, replaced atomically; the id tells a new answer apart."""
         if not self.settings.results_dir or not SHA_RE.fullmatch(outcome.sha):
             return
+        if outcome.status == "failed" and not outcome.commit_at_fault:
+            return  # a restore that failed: the commit is not to blame, the monitor need not hear of it
         directory = Path(self.settings.results_dir)
         if not directory.is_dir():
             return

@@ -367,3 +367,18 @@ def test_settings_refuse_unknown_keys_and_wrong_types():
 def test_labels_are_the_ones_the_roles_and_tests_look_for():
     assert (LABEL_APP, LABEL_SHA) == ("secure_streamlit.app", "secure_streamlit.sha")
     assert _deploy.PORT == 8501
+
+
+def test_a_restore_that_fails_does_not_mark_the_serving_commit_failed(world):
+    world.engine.deploy(world.app, world.shas[0])
+    (container,) = world.docker.containers_by_name.values()
+    container.status = "exited"
+    container.attrs["RestartCount"] = 2  # it had crashed and been restarted before the reboot
+    world.engine.probe = lambda _url, _timeout: 503  # and now it does not come up in time
+    outcome = world.engine.deploy(world.app, requested_by="restore")
+    assert outcome.status == "failed"
+    assert outcome.step == "health"
+    assert world.shas[0] not in world.engine.load_state("hello")["failed"]
+    assert world.engine.load_state("hello")["serving"]["sha"] == world.shas[0]
+    assert not container.removed
+    assert json.loads((world.tmp / "results/hello.json").read_text())["status"] == "deployed"  # the last answer
