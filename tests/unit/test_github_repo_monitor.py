@@ -562,8 +562,8 @@ def token_file(tmp_path: Path, content: bytes, mode: int = 0o600) -> Path:
         (b"ghp_secretPart\rmore\n", 0o600, "the token holds a line break"),
         (b"ghp_secret Part", 0o600, "the token holds a line break"),
         (b"\n", 0o600, "empty; remove it"),
-        (TOKEN.encode(), 0o644, "readable or writable by group or others (mode 0644)"),
-        (TOKEN.encode(), 0o640, "readable or writable by group or others (mode 0640)"),
+        (TOKEN.encode(), 0o644, "(mode 0644); it must be 0600 or 0400"),
+        (TOKEN.encode(), 0o604, "readable or writable by "),
         (None, 0o600, "cannot be read (No such file or directory)"),
     ],
 )
@@ -600,6 +600,19 @@ def test_a_good_token_file_passes_check_config(tmp_path, gh, capsys):
     config = write_config(tmp_path, gh, DEMO, token_file=str(token_file(tmp_path, TOKEN.encode() + b"\r\n", 0o400)))
     assert grm.main(["--config", str(config), "check-config"]) == 0
     assert capsys.readouterr().out == "config OK: 1 apps, with a token\n"
+
+
+def test_a_group_readable_token_file_is_refused_a_credential_may_show_its_acl_mask(tmp_path, gh, capsys, monkeypatch):
+    path = token_file(tmp_path, TOKEN.encode(), 0o640)
+    config = write_config(tmp_path, gh, DEMO, token_file=str(path))
+    assert grm.main(["--config", str(config), "check-config"]) == 2
+    assert "readable or writable by group or others (mode 0640)" in capsys.readouterr().err
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    path.rename(credentials / "github-token")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    config = write_config(tmp_path, gh, DEMO)
+    assert grm.main(["--config", str(config), "check-config"]) == 0
 
 
 def test_a_poll_error_never_logs_an_exception_text(tmp_path, gh, capsys):

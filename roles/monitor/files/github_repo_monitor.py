@@ -185,9 +185,13 @@ def read_token(config: dict[str, Any]) -> str | None:
     error text would quote it). The token itself is never part of a message."""
     path = config.get("token_file")
     label = f"token_file {path}"
+    # Group bits on a systemd credential can be its ACL mask (its directory is the service's alone): only
+    # "others" is refused there.
+    forbidden = 0o077
     if not path and os.environ.get("CREDENTIALS_DIRECTORY"):
         path = str(Path(os.environ["CREDENTIALS_DIRECTORY"]) / "github-token")
         label = f"the credential github-token ({path})"
+        forbidden = 0o007
     if not path:
         return None
     try:
@@ -199,10 +203,11 @@ def read_token(config: dict[str, Any]) -> str | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ConfigError([f"{label}: not a regular file"])
-        if info.st_mode & 0o077:
+        if info.st_mode & forbidden:
+            who = "group or others" if forbidden == 0o077 else "others"
             raise ConfigError(
                 [
-                    f"{label}: readable or writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
+                    f"{label}: readable or writable by {who} (mode {stat.S_IMODE(info.st_mode):04o}); "
                     "it must be 0600 or 0400, owned by the monitor's user"
                 ]
             )
