@@ -925,3 +925,19 @@ def test_a_crash_at_any_step_of_the_hand_over_neither_loses_nor_doubles_a_reques
                 events = [r["event"] for r in audit_events(tmp_path)]
                 assert events.count("deploy_requested") == 1, (label, events)
                 assert events.count("deploy_succeeded") == 1, (label, events)
+
+
+def test_a_restart_after_a_refused_token_polls_at_once(tmp_path, gh, capsys):
+    """The restart is how a replaced token arrives: the refusal's wait is not carried over (a rate limit is)."""
+    gh.push("acme", "demo")
+    clock = FakeClock()
+    refused = make_monitor(tmp_path, gh, DEMO, token="ghp_refusedByTheFake0000000000000000000", clock=clock)
+    assert not refused.cycle()
+    assert refused.next_delay() >= 60
+    assert "token refused (HTTP 401 from /repos/acme/demo/commits/heads/main: the token was refused)" in (
+        capsys.readouterr().err
+    )
+    restarted = make_monitor(tmp_path, gh, DEMO, clock=clock)
+    assert restarted.first_delay() < 30
+    assert restarted.cycle()
+    assert request_of(tmp_path, "demo") is not None

@@ -301,6 +301,8 @@ class Monitor:
         self.hourly_budget = int((5000 if authenticated else UNAUTHENTICATED_BUDGET) * BUDGET_SHARE)
         self.spent: list[float] = []  # when each request of the last hour was sent (this mode)
         self.not_before = 0.0  # a rate limit, a reset or a penalty: no request before this time
+        # A refused token's wait is not kept across a restart: the restart is how a new token arrives.
+        self.refused_until = 0.0
         self.last_poll: float | None = None
         self.state = self._load_state()
         self.audit = _audit_log.AuditLog(Path(config["audit_log"]), clock, self._audit_last_hash)
@@ -444,7 +446,7 @@ class Monitor:
             delay = hint * random.uniform(1, 1 + jitter)  # noqa: S311
         if self.error_streak:
             delay = max(delay, min(MAX_ERROR_BACKOFF, base * 2**self.error_streak))
-        return max(delay, self.not_before - self.clock())
+        return max(delay, max(self.not_before, self.refused_until) - self.clock())
 
     def first_delay(self) -> float:
         """How long a start waits: out any wait the state remembers, and the shortest gap since the last poll
@@ -539,8 +541,10 @@ class Monitor:
         self.recover_hand_overs()  # before the results: a result may answer a request handed over by a crash
         self.read_results()
         now = self.clock()
+        if now < self.refused_until:
+            return True
         if now < self.not_before:
-            self._hold(self.not_before, "waiting (a rate limit, a reset or a refusal)")
+            self._hold(self.not_before, "waiting (a rate limit or a reset)")
             self._save_state()
             return True
         refs = self.repos_this_cycle()
@@ -559,7 +563,7 @@ class Monitor:
         except github_client.AuthenticationError as exc:
             self.penalty_streak += 1
             retry_at = self.clock() + self._penalty()
-            self.not_before = retry_at
+            self.refused_until = retry_at
             self.audit.write("poll_error", reason="token refused (HTTP 401)", retry_at=round(retry_at))
             log(f"token refused ({exc}): replace the token; next poll after {now_iso(lambda: retry_at)}")
             self._save_state()
