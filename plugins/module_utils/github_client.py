@@ -5,6 +5,10 @@ Ansible: standard library and requests only (the daemon imports it as a plain `g
 
 Cost model (GitHub's documentation): a conditional REST request answered 304 does not count against the
 primary rate limit when it is authenticated; one GraphQL query reads the heads of up to 100 repositories.
+
+What it never does: put the token anywhere but the Authorization header (an error names the exception type,
+never its text, which may quote a header), read more than `max_body` bytes of an answer, or ask again
+before a rate limit says it may (the caller waits out `RateLimitedError.retry_at`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,16 @@ GRAPHQL_BATCH = 100
 API_VERSION = "2022-11-28"
 # When GitHub says "rate limited" without saying until when, it asks to wait at least a minute.
 _DEFAULT_RATE_LIMIT_WAIT = 60.0
+# A head is 40 bytes, a GraphQL answer for 100 repos about 10 kB: anything near this is not GitHub's answer.
+MAX_BODY = 1 << 20
+_CHUNK = 65536
+# What may stand in an Authorization header: visible ASCII, no space, no line break.
+_TOKEN_RE = re.compile(r"[\x21-\x7e]+")
+
+
+def valid_token(token: str) -> bool:
+    """Whether `token` can go into a header as it is (a line break in it would end up in an error text)."""
+    return isinstance(token, str) and _TOKEN_RE.fullmatch(token) is not None
 
 
 class GitHubError(Exception):
@@ -36,11 +50,17 @@ class GitHubError(Exception):
 
 
 class RateLimitedError(GitHubError):
-    """The budget is used up; `retry_at` is when to ask again (epoch seconds)."""
+    """The budget is used up; `retry_at` is when to ask again (epoch seconds). `secondary`: GitHub's secondary
+    limit (403/429 without a reset time), after which GitHub asks for a minute's wait, then exponentially more."""
 
-    def __init__(self, message: str, retry_at: float) -> None:
+    def __init__(self, message: str, retry_at: float, *, secondary: bool = False) -> None:
         super().__init__(message)
         self.retry_at = retry_at
+        self.secondary = secondary
+
+
+class AuthenticationError(GitHubError):
+    """HTTP 401: the token was refused (wrong, expired or revoked)."""
 
 
 class BranchNotFoundError(GitHubError):
@@ -154,6 +174,7 @@ class HeadResult:
     sha: str | None
     not_modified: bool = False
     error: str | None = None
+    missing: bool = False  # the repository or branch does not exist (or is not visible)
 
 
 def graphql_url_for(api_url: str) -> str:
@@ -182,7 +203,13 @@ class GitHubClient:
         clock: Callable[[], float] = time.time,
         session: requests.Session | None = None,
         user_agent: str = "secure-streamlit-github-repo-monitor",
+        max_body: int = MAX_BODY,
+        before_request: Callable[[], None] | None = None,
     ) -> None:
+        """`before_request` is called before each request is sent; it may raise RateLimitedError (a budget the
+        caller keeps). A token that could not go into a header is refused with ValueError (not quoted)."""
+        if token and not valid_token(token):
+            raise ValueError("the token holds a line break, a space or another character a token cannot have")
         self.api_url = api_url.rstrip("/")
         self.graphql_url = graphql_url or graphql_url_for(self.api_url)
         self._token = token or None
@@ -195,6 +222,8 @@ class GitHubClient:
         self.clock = clock
         self.session = session or requests.Session()
         self.user_agent = user_agent
+        self.max_body = max_body
+        self.before_request = before_request
         self.rate = RateLimit()
         self.counted_requests = 0
         self.poll_interval_hint: int | None = None
@@ -222,7 +251,13 @@ class GitHubClient:
 
     def _headers(self, extra: dict[str, str]) -> dict[str, str]:
         # Per request, not on the session: a session handed in by the caller keeps no credential.
-        headers = {"User-Agent": self.user_agent, "X-GitHub-Api-Version": API_VERSION, **extra}
+        # Identity encoding: a compressed answer could grow past max_body only once decompressed.
+        headers = {
+            "User-Agent": self.user_agent,
+            "X-GitHub-Api-Version": API_VERSION,
+            "Accept-Encoding": "identity",
+            **extra,
+        }
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         return headers
@@ -233,33 +268,65 @@ class GitHubClient:
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self.sleep(self._backoff(attempt - 1))
+            if self.before_request is not None:
+                self.before_request()
             try:
                 response = self.session.request(
                     method,
                     url,
                     headers=self._headers(headers),
                     timeout=(self.connect_timeout, self.read_timeout),
+                    stream=True,
                     **kwargs,
                 )
+                self._account(response)
+                try:
+                    self._read_body(response, path)
+                finally:
+                    response.close()
             except _TRANSIENT_ERRORS as exc:
                 last_problem = type(exc).__name__  # the name only: the message may quote the request
                 continue
-            self._account(response)
+            except requests.RequestException as exc:
+                # Not retried, and never quoted: InvalidHeader, for one, repeats the header's value.
+                raise GitHubError(f"{method} {path}: {type(exc).__name__}") from None
             if response.status_code in _RETRY_STATUSES:
                 last_problem = f"HTTP {response.status_code}"
                 continue
+            if response.status_code == 401:
+                what = "the token was refused" if self._token else "authentication required"
+                raise AuthenticationError(f"HTTP 401 from {path}: {what}")
             self._raise_if_rate_limited(response, path)
             return response
         raise GitHubError(f"{method} {path}: {last_problem} after {self.max_retries + 1} attempts")
+
+    def _read_body(self, response: requests.Response, path: str) -> None:
+        """Read the body into the response, at most max_body bytes and within a few read timeouts in all."""
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise MalformedResponseError(f"{path}: a {encoding[:20]!r}-encoded answer although none was asked")
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > self.max_body:
+            raise MalformedResponseError(f"{path}: an answer of {int(length)} bytes (more than {self.max_body})")
+        deadline = time.monotonic() + 3 * self.read_timeout
+        body = bytearray()
+        for chunk in response.iter_content(_CHUNK):
+            body += chunk
+            if len(body) > self.max_body:
+                raise MalformedResponseError(f"{path}: an answer of more than {self.max_body} bytes")
+            if time.monotonic() > deadline:
+                raise requests.Timeout("the answer took too long")
+        response._content = bytes(body)
 
     def _account(self, response: requests.Response) -> None:
         self.rate.update(response.headers)
         # GitHub: a conditional request answered 304 is free only when it is authorized.
         if not (response.status_code == 304 and self._token):
             self.counted_requests += 1
-        hint = response.headers.get("x-poll-interval")
-        if hint and hint.isdigit():
-            self.poll_interval_hint = int(hint)
+        # The hint holds while GitHub sends it: an answer without it lifts it (a server error says nothing).
+        if response.status_code < 500:
+            hint = response.headers.get("x-poll-interval", "")
+            self.poll_interval_hint = int(hint) if hint.isdigit() and int(hint) > 0 else None
 
     def _retry_after(self, value: str) -> float | None:
         if value.isdigit():
@@ -277,10 +344,11 @@ class GitHubClient:
         retry_at = self._retry_after(retry_after) if retry_after else None
         if retry_at is None and response.headers.get("x-ratelimit-remaining") == "0":
             retry_at = self.rate.reset if self.rate.reset is not None else self.clock() + _DEFAULT_RATE_LIMIT_WAIT
-        if retry_at is None and status == 429:
-            retry_at = self.clock() + _DEFAULT_RATE_LIMIT_WAIT
         if retry_at is None:
-            raise GitHubError(f"HTTP 403 from {path}: access denied")
+            # Neither a reset time nor a spent budget: GitHub's secondary limit (403 or 429). Its guidance:
+            # wait at least a minute, then exponentially longer while it goes on (the caller counts).
+            retry_at = self.clock() + _DEFAULT_RATE_LIMIT_WAIT
+            raise RateLimitedError(f"rate limited (secondary, HTTP {status} from {path})", retry_at, secondary=True)
         raise RateLimitedError(f"rate limited (HTTP {status}) until {retry_at:.0f}", retry_at)
 
     # -- REST -----------------------------------------------------------------------------------------
@@ -334,16 +402,19 @@ class GitHubClient:
             raise MalformedResponseError("GraphQL: the answer is not JSON") from exc
         if not isinstance(payload, dict):
             raise MalformedResponseError("GraphQL: the answer is not a JSON object")
-        data = payload.get("data") or {}
+        data = payload.get("data")
         errors = payload.get("errors") or []
-        if not isinstance(data, dict) or not isinstance(errors, list):
+        if not isinstance(data, dict | None) or not isinstance(errors, list):
             raise MalformedResponseError("GraphQL: unexpected answer shape")
         errors = [e for e in errors if isinstance(e, dict)]
         if any(e.get("type") == "RATE_LIMITED" for e in errors):
             retry_at = self.rate.reset if self.rate.reset is not None else self.clock() + _DEFAULT_RATE_LIMIT_WAIT
             raise RateLimitedError(f"rate limited (GraphQL) until {retry_at:.0f}", retry_at)
-        if not data and errors:
+        if data is None and errors:
             raise GitHubError("GraphQL: the query failed: " + str(errors[0].get("message", ""))[:200])
+        if data is None:
+            # Not "every repository is missing": the answer says nothing about any of them.
+            raise MalformedResponseError("GraphQL: the answer has no data")
         alias_errors = {str(e["path"][0]): e for e in errors if isinstance(e.get("path"), list) and e["path"]}
 
         results: dict[str, HeadResult] = {}
@@ -352,17 +423,19 @@ class GitHubClient:
             node = data.get(alias)
             error = alias_errors.get(alias)
             if not isinstance(node, dict):
-                if error is None or error.get("type") == "NOT_FOUND":
-                    reason = "repository not found"
-                else:
+                if error is not None and error.get("type") == "NOT_FOUND":
+                    results[repo.key] = HeadResult(repo, None, error="repository not found", missing=True)
+                elif error is not None:
                     reason = "GraphQL error: " + str(error.get("message", ""))[:200]
-                results[repo.key] = HeadResult(repo, None, error=reason)
+                    results[repo.key] = HeadResult(repo, None, error=reason)
+                else:
+                    results[repo.key] = HeadResult(repo, None, error="no answer for this repository")
                 continue
             ref = node.get("ref")
             target = ref.get("target") if isinstance(ref, dict) else None
             oid = target.get("oid") if isinstance(target, dict) else None
             if ref is None:
-                results[repo.key] = HeadResult(repo, None, error="branch not found")
+                results[repo.key] = HeadResult(repo, None, error="branch not found", missing=True)
             elif not isinstance(oid, str) or not SHA_RE.match(oid):
                 results[repo.key] = HeadResult(repo, None, error="the answer is not a commit SHA")
             else:
@@ -379,9 +452,11 @@ class GitHubClient:
         for repo in repos:
             try:
                 results[repo.key] = self.head_sha(repo)
-            except RateLimitedError:
-                raise
+            except (RateLimitedError, AuthenticationError):
+                raise  # about every repository, not this one
             except GitHubError as exc:
                 # The result names the repository already.
-                results[repo.key] = HeadResult(repo, None, error=str(exc).removeprefix(f"{repo.key}: "))
+                missing = isinstance(exc, BranchNotFoundError)
+                reason = str(exc).removeprefix(f"{repo.key}: ")
+                results[repo.key] = HeadResult(repo, None, error=reason, missing=missing)
         return results

@@ -8,7 +8,8 @@ What it serves (the parts change detection uses):
 - rate-limit headers with GitHub's budgets per hour (60 without a token, 5,000 with; REST "core" and
   "graphql" separately); an authenticated 304 does not count, everything else does; past the budget the
   answer is 403 with `x-ratelimit-remaining: 0`, as GitHub does;
-- faults injected in order: a status with headers, a delay (for timeouts), a malformed body.
+- faults injected in order: a status with headers, a delay (for timeouts), a malformed body, a large body
+  (`size` bytes, written in pieces; `no_length`: without Content-Length, ended by closing the connection).
 
 In-process: `with FakeGitHub() as gh: gh.push("acme", "demo", "main")`.
 From another process: `python -m tests.fake_github.server --port 9100 --state state.json --token-file F`
@@ -51,6 +52,8 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     body: str | None = None
+    size: int = 0
+    no_length: bool = False
 
 
 @dataclass
@@ -125,10 +128,16 @@ class FakeGitHub:
             self.repos.get(f"{owner}/{name}", {}).pop(branch, None)
 
     def inject(
-        self, status: int = 200, headers: dict[str, str] | None = None, delay: float = 0.0, body: str | None = None
+        self,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        delay: float = 0.0,
+        body: str | None = None,
+        size: int = 0,
+        no_length: bool = False,
     ) -> None:
         with self.lock:
-            self.faults.append(Fault(status, dict(headers or {}), delay, body))
+            self.faults.append(Fault(status, dict(headers or {}), delay, body, size, no_length))
 
     def set_poll_interval(self, seconds: int | None) -> None:
         self.poll_interval = seconds
@@ -213,6 +222,26 @@ def _handler_for(gh: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             if status != 304:
                 self.wfile.write(data)
 
+        def _answer_large(self, fault: Fault, authenticated: bool) -> None:
+            """`fault.size` bytes written in pieces (the fake never holds them); a client may hang up early."""
+            headers = {**gh.rate_headers(authenticated, True, self.resource), **fault.headers}
+            gh.requests.append(LoggedRequest(self.command, self.path, {}, fault.status, True, authenticated))
+            self.send_response(fault.status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            if fault.no_length:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            else:
+                self.send_header("Content-Length", str(fault.size))
+            self.end_headers()
+            piece = b"0" * 65536
+            try:
+                for start in range(0, fault.size, len(piece)):
+                    self.wfile.write(piece[: fault.size - start])
+            except OSError:
+                self.close_connection = True
+
         def _auth(self) -> bool | None:
             """True: valid token; False: none sent; None: a wrong token (answered 401)."""
             value = self.headers.get("Authorization")
@@ -230,6 +259,9 @@ def _handler_for(gh: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                 return False
             if fault.delay:
                 time.sleep(fault.delay)
+            if fault.size:
+                self._answer_large(fault, authenticated)
+                return True
             if fault.status == 200 and fault.body is None:
                 return False  # a pure delay: answer normally afterwards
             self._answer(fault.status, fault.body if fault.body is not None else "{}", fault.headers, authenticated)

@@ -7,12 +7,14 @@ import os
 import subprocess
 import sys
 import time
+import tracemalloc
 from email.utils import formatdate
 
 import pytest
 import requests
 
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils.github_client import (
+    AuthenticationError,
     BranchNotFoundError,
     GitHubClient,
     GitHubError,
@@ -288,12 +290,28 @@ def test_rate_limits_raise_with_the_time_to_retry_without_sleeping(gh, status, h
     assert client.recorded_delays == []  # the caller decides when to come back
 
 
-def test_a_403_without_rate_limit_headers_is_access_denied(gh):
+@pytest.mark.parametrize("status", [403, 429])
+def test_a_refusal_without_a_reset_time_is_the_secondary_limit_a_minute_at_least(gh, status):
+    """GitHub: a 403 or 429 without retry-after and with budget left is its secondary limit; wait >= 60 s."""
     gh.push("acme", "demo")
-    gh.inject(status=403)
-    with pytest.raises(GitHubError, match="access denied") as caught:
-        client_for(gh).head_sha(RepoRef("acme", "demo"))
-    assert not isinstance(caught.value, RateLimitedError)
+    gh.inject(status=status, body='{"message": "You have exceeded a secondary rate limit."}')
+    client = client_for(gh, None)
+    with pytest.raises(RateLimitedError) as caught:
+        client.heads([RepoRef("acme", "demo")])
+    assert caught.value.secondary
+    assert "rate limited (secondary" in str(caught.value)
+    assert caught.value.retry_at >= time.time() + 59
+    assert client.recorded_delays == []  # not retried at once: the caller waits
+
+
+def test_a_refused_token_stops_the_whole_rest_cycle(gh):
+    """A 401 is about every repository: heads() raises instead of reporting it per repo (and going on)."""
+    for name in ("one", "two"):
+        gh.push("acme", name)
+    client = client_for(gh, "ghp_wrongTokenForTheFake000000000000000")
+    with pytest.raises(AuthenticationError, match="the token was refused"):
+        client.heads([RepoRef("acme", "one")])
+    assert [r.status for r in gh.requests] == [401]
 
 
 def test_heads_lets_a_rate_limit_through(gh):
@@ -335,6 +353,61 @@ def test_rate_limit_state_and_poll_interval_hint_are_tracked(gh):
     assert client.poll_interval_hint == 60
 
 
+def test_the_poll_interval_hint_expires_when_github_stops_sending_it(gh):
+    gh.push("acme", "demo")
+    gh.set_poll_interval(300)
+    client = client_for(gh)
+    client.head_sha(RepoRef("acme", "demo"))
+    assert client.poll_interval_hint == 300
+    gh.set_poll_interval(None)
+    client.head_sha(RepoRef("acme", "demo"))
+    assert client.poll_interval_hint is None
+
+
+@pytest.mark.parametrize("no_length", [False, True])
+def test_a_huge_answer_is_refused_after_a_megabyte_without_reading_it_all(gh, no_length):
+    """50 MB (with or without Content-Length): refused, and the client never holds more than about 1 MB."""
+    gh.push("acme", "demo")
+    gh.inject(status=200, size=50 * 2**20, no_length=no_length)
+    client = client_for(gh, max_retries=0)
+    tracemalloc.start()
+    try:
+        with pytest.raises(MalformedResponseError, match="an answer of"):
+            client.head_sha(RepoRef("acme", "demo"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, peak
+    gh.faults.clear()
+    assert client.head_sha(RepoRef("acme", "demo")).sha  # and the next request is answered normally
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ("{}", MalformedResponseError),
+        ('{"data": null}', MalformedResponseError),
+        ('{"errors": [{"message": "Something went wrong"}]}', GitHubError),
+    ],
+)
+def test_a_graphql_answer_without_data_is_an_error_not_missing_repositories(gh, body, error):
+    for name in ("one", "two"):
+        gh.push("acme", name)
+    gh.inject(status=200, body=body)
+    with pytest.raises(error):
+        client_for(gh, max_retries=0).heads([RepoRef("acme", "one"), RepoRef("acme", "two")])
+
+
+@pytest.mark.parametrize("token", [TOKEN, None])
+def test_a_deleted_branch_or_repository_is_marked_missing(gh, token):
+    gh.push("acme", "gone")
+    gh.delete_branch("acme", "gone")
+    gh.push("acme", "here")
+    repos = [RepoRef("acme", "gone"), RepoRef("acme", "nowhere"), RepoRef("acme", "here")]
+    heads = client_for(gh, token).heads(repos)
+    assert [heads[r.key].missing for r in repos] == [True, True, False]
+
+
 # -- secrecy --------------------------------------------------------------------------------------------------
 def test_the_token_never_shows_in_repr_errors_or_a_given_session(gh):
     secret = "ghp_thisMustNeverBeShown0000000000000"
@@ -351,6 +424,25 @@ def test_the_token_never_shows_in_repr_errors_or_a_given_session(gh):
         unreachable.heads([RepoRef("acme", "one"), RepoRef("acme", "two")])
     assert secret not in str(caught.value)
     assert secret not in repr(caught.value)
+
+
+@pytest.mark.parametrize("token", ["ghp_secretPart\nmore", "ghp_secretPart\rmore", "ghp_secret Part", "ghp_secr\x00"])
+def test_a_token_that_cannot_be_a_header_is_refused_without_quoting_it(token):
+    with pytest.raises(ValueError, match="a line break") as caught:
+        GitHubClient("https://api.github.com", token)
+    assert "secret" not in str(caught.value)
+
+
+def test_an_exception_whose_text_quotes_a_header_is_reported_by_its_type_alone(gh):
+    """requests' InvalidHeader repeats the header's value (with a token: the token)."""
+    gh.push("acme", "demo")
+    client = client_for(gh, user_agent="agent\nghp_secretInAHeader")
+    with pytest.raises(GitHubError) as caught:
+        client.head_sha(RepoRef("acme", "demo"))
+    assert "InvalidHeader" in str(caught.value)
+    assert "ghp_secret" not in str(caught.value)
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__
 
 
 # -- the fake itself, from another process ---------------------------------------------------------------------

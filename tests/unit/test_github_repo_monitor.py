@@ -157,7 +157,7 @@ def test_a_refused_start_is_audited_and_a_credential_in_a_url_is_not_echoed(tmp_
 def test_good_config_passes_check(tmp_path, gh, capsys):
     path = write_config(tmp_path, gh, [*DEMO, {"name": "other", "repo": "https://github.com/acme/other.git"}])
     assert grm.main(["--config", str(path), "check-config"]) == 0
-    assert "config OK: 2 apps" in capsys.readouterr().out
+    assert "config OK: 2 apps, without a token" in capsys.readouterr().out
 
 
 # -- hand-off --------------------------------------------------------------------------------------------------
@@ -540,15 +540,6 @@ def test_cli_run_ends_on_sigterm(tmp_path, gh):
     assert events[-1] == "stopped"
 
 
-def test_an_unreadable_token_file_means_polling_unauthenticated(tmp_path, gh, capsys):
-    sha = gh.push("acme", "demo")
-    config = write_config(tmp_path, gh, DEMO, token_file=str(tmp_path / "missing-token"))
-    assert grm.main(["--config", str(config), "once"]) == 0
-    assert "missing-token unreadable (No such file or directory): polling unauthenticated" in capsys.readouterr().err
-    assert [r.authenticated for r in gh.requests] == [False]
-    assert request_of(tmp_path, "demo")["sha"] == sha
-
-
 def test_cli_once_reads_the_systemd_credential_and_never_shows_the_token(tmp_path, gh):
     sha = gh.push("acme", "demo")
     gh.push("acme", "other")
@@ -556,6 +547,7 @@ def test_cli_once_reads_the_systemd_credential_and_never_shows_the_token(tmp_pat
     credentials = tmp_path / "credentials"
     credentials.mkdir()
     (credentials / "github-token").write_text(TOKEN + "\n")
+    (credentials / "github-token").chmod(0o400)  # what systemd's LoadCredential= gives the service
     env = {**os.environ, "CREDENTIALS_DIRECTORY": str(credentials), "PYTHONPATH": str(REPO / "collections")}
     once = subprocess.run(
         [sys.executable, str(PROGRAM), "--config", str(config), "once"],
@@ -580,3 +572,399 @@ def test_cli_once_reads_the_systemd_credential_and_never_shows_the_token(tmp_pat
         if path.is_file() and path.parent != credentials:
             everything += path.read_text()
     assert TOKEN not in everything
+
+
+# -- the token (review items 1 and 8) --------------------------------------------------------------------------
+def token_file(tmp_path: Path, content: bytes, mode: int = 0o600) -> Path:
+    path = tmp_path / "token"
+    path.write_bytes(content)
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "message"),
+    [
+        (b"ghp_secretPart\nmore", 0o600, "the token holds a line break"),
+        (b"ghp_secretPart\rmore\n", 0o600, "the token holds a line break"),
+        (b"ghp_secret Part", 0o600, "the token holds a line break"),
+        (b"\n", 0o600, "empty; remove it"),
+        (TOKEN.encode(), 0o644, "(mode 0644); it must be 0600 or 0400"),
+        (TOKEN.encode(), 0o604, "readable or writable by "),
+        (None, 0o600, "cannot be read (No such file or directory)"),
+    ],
+)
+@pytest.mark.parametrize("source", ["token_file", "credential"])
+def test_an_unusable_token_stops_check_config_and_the_start_and_is_never_shown(
+    tmp_path, gh, capsys, monkeypatch, content, mode, message, source
+):
+    """Before: a missing token_file passed check-config and the daemon polled unauthenticated; a token with a
+    line break passed too and its InvalidHeader error put the token into stderr and the audit log."""
+    gh.push("acme", "demo")
+    path = token_file(tmp_path, content, mode) if content is not None else tmp_path / "tokne"
+    if source == "token_file":
+        config = write_config(tmp_path, gh, DEMO, token_file=str(path))
+    else:
+        credentials = tmp_path / "credentials"
+        credentials.mkdir()
+        if content is not None:
+            path.rename(credentials / "github-token")
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+        config = write_config(tmp_path, gh, DEMO)
+    for command in ("check-config", "once", "run"):
+        assert grm.main(["--config", str(config), command]) == 2
+        err = capsys.readouterr().err
+        assert message in err
+        assert err.startswith("config error: ")
+        assert "secret" not in err
+    assert gh.requests == []
+    log = (tmp_path / "log/audit.jsonl").read_text()
+    assert "secret" not in log
+    assert [json.loads(line)["event"] for line in log.splitlines()] == ["config_error", "config_error"]
+
+
+def test_a_good_token_file_passes_check_config(tmp_path, gh, capsys):
+    config = write_config(tmp_path, gh, DEMO, token_file=str(token_file(tmp_path, TOKEN.encode() + b"\r\n", 0o400)))
+    assert grm.main(["--config", str(config), "check-config"]) == 0
+    assert capsys.readouterr().out == "config OK: 1 apps, with a token\n"
+
+
+def test_a_group_readable_token_file_is_refused_a_credential_may_show_its_acl_mask(tmp_path, gh, capsys, monkeypatch):
+    path = token_file(tmp_path, TOKEN.encode(), 0o640)
+    config = write_config(tmp_path, gh, DEMO, token_file=str(path))
+    assert grm.main(["--config", str(config), "check-config"]) == 2
+    assert "readable or writable by group or others (mode 0640)" in capsys.readouterr().err
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    path.rename(credentials / "github-token")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    config = write_config(tmp_path, gh, DEMO)
+    assert grm.main(["--config", str(config), "check-config"]) == 0
+
+
+def test_a_poll_error_never_logs_an_exception_text(tmp_path, gh, capsys):
+    """A library's exception text may quote a header (InvalidHeader quoted 'Bearer <token>'): only its type."""
+    gh.push("acme", "demo")
+    monitor = make_monitor(tmp_path, gh, DEMO)
+    monitor.client.user_agent = f"agent\n{TOKEN}"  # a header requests refuses, quoting its value
+    monitor.cycle()
+    err = capsys.readouterr().err
+    assert "InvalidHeader" in err
+    assert TOKEN not in err
+    assert TOKEN not in (tmp_path / "log/audit.jsonl").read_text()
+
+
+# -- budget across restarts (review item 2) ---------------------------------------------------------------------
+def run_until(monitor, clock: FakeClock, until: float) -> None:
+    """monitor.run() until the simulated clock reaches `until`, then as if SIGTERM arrived."""
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if clock.now >= until:
+            monitor.stopping = True
+
+    monitor.sleep = sleep
+    monitor.run()
+
+
+@pytest.mark.parametrize(
+    ("repos", "starts"),
+    [
+        (1, [0, 600, 1200, 1800]),  # three restarts in the first hour
+        (60, [0, 600, 1200, 1800]),  # beyond 54 repos a cycle costs 54 requests
+        (1, list(range(0, 3600, 10))),  # Restart=on-failure, RestartSec=10: a start every 10 s
+    ],
+)
+def test_restarts_never_push_an_hour_past_the_unauthenticated_budget(tmp_path, repos, starts):
+    """Before: every start polled at once and nothing remembered what the hour had spent (60 repos and three
+    restarts: 63 requests in the first hour, 3 refused; 1 repo restarting every 10 s: 360, 300 refused)."""
+    clock = FakeClock()
+    with FakeGitHub(token=TOKEN, clock=clock) as gh:
+        apps = [{"name": f"app{i}", "repo": f"acme/app{i}"} for i in range(repos)]
+        for i in range(repos):
+            gh.push("acme", f"app{i}")
+        begin = clock.now
+        for number, start in enumerate(starts):
+            clock.now = max(clock.now, begin + start)
+            end = begin + (starts[number + 1] if number + 1 < len(starts) else 3600)
+            monitor = make_monitor(tmp_path, gh, apps, token=None, clock=clock)  # a new process each time
+            run_until(monitor, clock, end)
+        sent = len(gh.requests)
+        refused = sum(1 for r in gh.requests if r.status == 403)
+    assert sent <= 54, f"{sent} requests in the first hour, {refused} refused"
+    assert refused == 0
+    assert sent >= min(repos, 54)  # and it does poll
+
+
+def test_once_and_check_config_never_spend_a_spent_hour(tmp_path, gh, capsys):
+    apps = [{"name": f"app{i}", "repo": f"acme/app{i}"} for i in range(60)]
+    for i in range(60):
+        gh.push("acme", f"app{i}")
+    clock = FakeClock(start=time.time())
+    monitor = make_monitor(tmp_path, gh, apps, token=None, clock=clock)
+    assert monitor.cycle()
+    assert len(gh.requests) == 54
+    config = str(tmp_path / "config.json")
+    monitor.not_before = 0  # the fake's reset is not what is tested here: only the host's own record
+    monitor._save_state()
+    capsys.readouterr()
+    assert grm.main(["--config", config, "check-config"]) == 0
+    assert grm.main(["--config", config, "once"]) == 0
+    assert "this host's hourly budget is spent (54 requests in the hour): next poll after" in capsys.readouterr().err
+    assert len(gh.requests) == 54
+
+
+def test_a_request_is_counted_before_it_is_sent(tmp_path, gh):
+    """A crash mid-cycle (kill -9) cannot forget what was sent: the state holds every request first."""
+    gh.push("acme", "demo")
+    monitor = make_monitor(tmp_path, gh, DEMO, token=None)
+    seen = []
+    real = monitor._count_request
+
+    def counting() -> None:
+        real()
+        seen.append(json.loads((tmp_path / "state/state.json").read_text())["pacing"]["spent"]["anonymous"])
+
+    monitor.client.before_request = counting
+    monitor.cycle()
+    assert [len(s) for s in seen] == [1]
+    assert len(gh.requests) == 1
+
+
+# -- audit log anchored at both ends (review item 4) --------------------------------------------------------------
+def audit_events(tmp_path: Path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "log/audit.jsonl").read_text().splitlines()]
+
+
+def some_history(tmp_path: Path, gh: FakeGitHub):
+    monitor = make_monitor(tmp_path, gh, DEMO)
+    for _ in range(3):
+        gh.push("acme", "demo")
+        monitor.cycle()
+    return monitor
+
+
+@pytest.mark.parametrize(
+    ("cut", "problem"),
+    [
+        (lambda lines: lines[:-2], "its head says record 6"),
+        (lambda lines: lines[2:], "the file begins in the middle of the chain (record 3"),
+        (lambda lines: [*lines[:-1], lines[-1].replace('"app": "demo"', '"app": "demi"')], "its head says"),
+    ],
+    ids=["last-lines-removed", "first-lines-removed", "last-line-edited"],
+)
+def test_verify_audit_sees_a_truncated_or_edited_end(tmp_path, gh, capsys, cut, problem):
+    """Before: each of these reported 'audit log OK'."""
+    some_history(tmp_path, gh)
+    config = str(tmp_path / "config.json")
+    assert grm.main(["--config", config, "verify-audit"]) == 0
+    assert "audit log OK: 6 records in 1 files" in capsys.readouterr().out
+    log = tmp_path / "log/audit.jsonl"
+    log.write_text("\n".join(cut(log.read_text().splitlines())) + "\n")
+    assert grm.main(["--config", config, "verify-audit"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("audit log NOT OK")
+    assert problem in out
+
+
+def test_after_a_truncation_the_daemon_records_the_break_and_starts_a_new_segment(tmp_path, gh, capsys):
+    """Before: the daemon chained new records onto the cut although its state held the removed line's hash."""
+    some_history(tmp_path, gh)
+    log = tmp_path / "log/audit.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[:-2]) + "\n")
+    restarted = make_monitor(tmp_path, gh, DEMO)
+    gh.push("acme", "demo")
+    restarted.cycle()
+    records = audit_events(tmp_path)
+    brk = records[4]
+    assert brk["event"] == "chain_break"
+    assert (brk["expected_seq"], brk["found_seq"], brk["segment"], brk["seq"]) == (6, 4, 2, 5)
+    assert brk["reason"] == "the log ends at record 4, its head says 6"
+    assert records[5]["event"] == "change_detected"
+    assert grm.main(["--config", str(tmp_path / "config.json"), "verify-audit"]) == 1
+    assert "1 recorded break(s): audit.jsonl line 5: the log ends at record 4" in capsys.readouterr().out
+
+
+def test_verify_audit_checks_the_hash_the_state_remembers(tmp_path, gh, capsys):
+    some_history(tmp_path, gh)
+    log = tmp_path / "log/audit.jsonl"
+    head = log.with_name("audit.jsonl.head")
+    # Both the log's end and its head cut back consistently: only the state still knows the last record.
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[:-2]) + "\n")
+    record = json.loads(lines[-3])
+    head.write_text(json.dumps({"count": record["seq"], "last_hash": grm._audit_log._hash(lines[-3].encode())}))
+    assert grm.main(["--config", str(tmp_path / "config.json"), "verify-audit"]) == 1
+    assert "the last record its writer remembers" in capsys.readouterr().out
+
+
+# -- what GitHub answers (review items 5, 6 and 7) ---------------------------------------------------------------
+def test_a_graphql_answer_without_data_is_a_poll_error_not_every_app_missing(tmp_path, gh, capsys):
+    apps = [*DEMO, {"name": "other", "repo": "acme/other"}]
+    for name in ("demo", "other"):
+        gh.push("acme", name)
+    monitor = make_monitor(tmp_path, gh, apps)
+    gh.inject(status=200, body="{}")
+    assert not monitor.cycle()
+    assert "poll failed (MalformedResponseError: GraphQL: the answer has no data)" in capsys.readouterr().err
+    assert [monitor.state[a]["last_error"] for a in ("demo", "other")] == [None, None]
+
+
+def test_a_huge_answer_is_a_poll_error(tmp_path, gh, capsys):
+    gh.push("acme", "demo")
+    monitor = make_monitor(tmp_path, gh, DEMO, token=None)
+    gh.inject(status=200, size=50 * 2**20)
+    monitor.cycle()
+    assert "an answer of 52428800 bytes (more than 1048576)" in capsys.readouterr().err
+    assert request_of(tmp_path, "demo") is None
+
+
+@pytest.mark.parametrize(
+    ("token", "fault", "said"),
+    [
+        (None, {"status": 403}, "rate limited (secondary): next poll after"),
+        (None, {"status": 429}, "rate limited (secondary): next poll after"),
+        ("ghp_refusedByTheFake0000000000000000000", {}, "token refused (HTTP 401 from /repos/acme/demo"),
+    ],
+    ids=["403", "429", "401"],
+)
+def test_a_secondary_limit_or_a_refused_token_waits_a_minute_then_exponentially(tmp_path, token, fault, said, capsys):
+    """Before: 25 requests in 20 s (no backoff on a 403 without retry-after, none on a 401 in REST mode)."""
+    clock = FakeClock()
+    with FakeGitHub(token=TOKEN, clock=clock) as gh:
+        gh.push("acme", "demo")
+        for _ in range(100):
+            if fault:
+                gh.inject(**fault)
+        write_config(tmp_path, gh, DEMO, interval=2)
+        config = grm.load_config(tmp_path / "config.json")
+        sent: list[float] = []
+        client = GitHubClient(gh.url, token, sleep=lambda _: None, clock=clock, max_retries=1)
+        monitor = grm.Monitor(config, client, clock=clock, sleep=clock.sleep, authenticated=token is not None)
+        counting = monitor._count_request
+
+        def count() -> None:
+            sent.append(clock.now)
+            counting()
+
+        client.before_request = count
+        begin = clock.now
+        run_until(monitor, clock, begin + 20)
+        assert len(sent) == 1
+        monitor.stopping = False
+        run_until(monitor, clock, begin + 1000)
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert len(gaps) >= 4, gaps
+    for gap, least in zip(gaps, [60, 120, 240, 480], strict=False):
+        assert least <= gap <= least * 1.2, gaps
+    assert said in capsys.readouterr().err
+
+
+def test_the_apis_poll_interval_is_a_minimum_and_lapses(tmp_path, gh, capsys):
+    """Before: jitter took a 6 s hint down to 5.43 s, and the hint stayed after GitHub stopped sending it."""
+    gh.push("acme", "demo")
+    gh.set_poll_interval(6)
+    write_config(tmp_path, gh, DEMO, interval=2, jitter=0.1)
+    config = grm.load_config(tmp_path / "config.json")
+    client = GitHubClient(gh.url, TOKEN, sleep=lambda _: None)
+    monitor = grm.Monitor(config, client, authenticated=True)
+    monitor.cycle()
+    delays = [monitor.next_delay() for _ in range(500)]
+    assert min(delays) >= 6
+    assert max(delays) <= 6.6
+    gh.set_poll_interval(None)
+    monitor.cycle()
+    assert monitor.effective_interval() == 2
+    assert "interval back to the configured 2 s" in capsys.readouterr().err
+
+
+# -- requests/ belongs to the monitor (review item 8) ------------------------------------------------------------
+@pytest.mark.parametrize("token", [TOKEN, None])
+def test_a_deleted_branch_withdraws_its_pending_request(tmp_path, gh, token):
+    gh.push("acme", "demo")
+    gh.push("acme", "other")
+    monitor = make_monitor(tmp_path, gh, [*DEMO, {"name": "other", "repo": "acme/other"}], token=token)
+    monitor.cycle()
+    sha = request_of(tmp_path, "demo")["sha"]
+    gh.delete_branch("acme", "demo")
+    monitor.cycle()
+    assert request_of(tmp_path, "demo") is None
+    assert request_of(tmp_path, "other") is not None
+    withdrawn = [r for r in audit_events(tmp_path) if r["event"] == "deploy_withdrawn"]
+    assert [(r["app"], r["sha"], r["reason"]) for r in withdrawn] == [("demo", sha, "branch not found")]
+
+
+# -- a crash at any step of the hand-over (review item 3) ----------------------------------------------------------
+class Crash(BaseException):
+    """kill -9: nothing after it runs, nothing catches it."""
+
+
+def durable_steps(monkeypatch, fail_at: int | None) -> list[str]:
+    """Count the monitor's durable writes (state, outbox, hand-over, audit); raise Crash at number `fail_at`."""
+    steps: list[str] = []
+
+    def wrap(owner, name: str, label: str) -> None:
+        real = getattr(owner, name)
+
+        def step(*args, **kwargs):
+            steps.append(label)
+            if len(steps) == fail_at:
+                raise Crash(label)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, step)
+
+    wrap(grm, "write_atomically", "write")
+    wrap(grm, "publish", "publish")
+    wrap(grm._audit_log.AuditLog, "write", "audit")
+    return steps
+
+
+def test_a_crash_at_any_step_of_the_hand_over_neither_loses_nor_doubles_a_request(tmp_path_factory, monkeypatch):
+    with FakeGitHub(token=TOKEN) as gh:
+        sha = gh.push("acme", "demo")
+        with monkeypatch.context() as counting:
+            steps = durable_steps(counting, None)
+            make_monitor(tmp_path_factory.mktemp("clean"), gh, DEMO).cycle()
+        total = len(steps)
+        assert steps.count("publish") == 1
+        for fail_at in range(1, total + 1):
+            for deployer_first in (False, True):
+                tmp_path = tmp_path_factory.mktemp(f"crash{fail_at}")
+                taken: list[str] = []
+                with monkeypatch.context() as crashing:
+                    durable_steps(crashing, fail_at)
+                    with pytest.raises(Crash):
+                        make_monitor(tmp_path, gh, DEMO).cycle()
+                if deployer_first and request_of(tmp_path, "demo"):  # it took the request before the restart
+                    taken.append(deployer_takes(tmp_path, "demo", "deployed"))
+                restarted = make_monitor(tmp_path, gh, DEMO)
+                for _ in range(3):
+                    restarted.cycle()
+                    if request_of(tmp_path, "demo"):
+                        taken.append(deployer_takes(tmp_path, "demo", "deployed"))
+                restarted.cycle()
+                label = f"crash at step {fail_at} of {total} ({steps[fail_at - 1]}), deployer first: {deployer_first}"
+                assert taken == [sha], label
+                assert restarted.state["demo"]["last_deployed_sha"] == sha, label
+                assert list((tmp_path / "spool/outbox").iterdir()) == [], label
+                events = [r["event"] for r in audit_events(tmp_path)]
+                assert events.count("deploy_requested") == 1, (label, events)
+                assert events.count("deploy_succeeded") == 1, (label, events)
+
+
+def test_a_restart_after_a_refused_token_polls_at_once(tmp_path, gh, capsys):
+    """The restart is how a replaced token arrives: the refusal's wait is not carried over (a rate limit is)."""
+    gh.push("acme", "demo")
+    clock = FakeClock()
+    refused = make_monitor(tmp_path, gh, DEMO, token="ghp_refusedByTheFake0000000000000000000", clock=clock)
+    assert not refused.cycle()
+    assert refused.next_delay() >= 60
+    assert "token refused (HTTP 401 from /repos/acme/demo/commits/heads/main: the token was refused)" in (
+        capsys.readouterr().err
+    )
+    restarted = make_monitor(tmp_path, gh, DEMO, clock=clock)
+    assert restarted.first_delay() < 30
+    assert restarted.cycle()
+    assert request_of(tmp_path, "demo") is not None

@@ -46,7 +46,7 @@ def wait_for_request_of(host, app: str, sha: str, timeout: float = 30) -> None:
 
 
 def deployer_reports(host, app: str, sha: str, status: str, reason: str = "") -> None:
-    result = json.dumps({"app": app, "sha": sha, "status": status, "reason": reason})
+    result = json.dumps({"id": secrets.token_hex(8), "app": app, "sha": sha, "status": status, "reason": reason})
     host.run(f"rm -f {SPOOL}/requests/{app}.json")
     tmp = f"{SPOOL}/results/.{app}.tmp"
     host.run(f"printf '%s' '{result}' > {tmp} && mv {tmp} {SPOOL}/results/{app}.json")
@@ -87,7 +87,14 @@ def test_sandbox_exposure_is_at_most_2(host):
         ("/etc/github-repo-monitor/credentials", "root", "root", 0o700),
         ("/etc/github-repo-monitor/credentials/github-token", "root", "root", 0o600),
         ("/usr/local/lib/github-repo-monitor/github_repo_monitor.py", "root", "root", 0o644),
-        (SPOOL, "github-monitor", "github-monitor", 0o750),
+        ("/usr/local/lib/github-repo-monitor/_audit_log.py", "root", "root", 0o644),
+        ("/var/log/github-repo-monitor/audit.jsonl.head", "github-monitor", "github-monitor", 0o640),
+        # The spool and the answers are root's (the root deployer never writes where the monitor can);
+        # requests/ and the outbox are the monitor's.
+        (SPOOL, "root", "github-monitor", 0o750),
+        (f"{SPOOL}/results", "root", "github-monitor", 0o750),
+        (f"{SPOOL}/requests", "github-monitor", "github-monitor", 0o750),
+        (f"{SPOOL}/outbox", "github-monitor", "github-monitor", 0o700),
     ],
 )
 def test_file_modes_are_deliberate(host, path, owner, group, mode):
@@ -142,12 +149,13 @@ def test_audit_log_rotates_monthly_kept_six_years_with_the_chain_intact(host, he
     assert "monthly" in config.content_string
     host.check_output("logrotate -f /etc/logrotate.d/github-repo-monitor")
     rotated = "audit.jsonl-" + host.check_output("date +%Y%m%d")
-    assert host.check_output("ls /var/log/github-repo-monitor/").split() == ["audit.jsonl", rotated]
+    listed = sorted(host.check_output("ls /var/log/github-repo-monitor/").split())
+    assert listed == ["audit.jsonl", rotated, "audit.jsonl.head"]
     newer = secrets.token_hex(20)
     write_fake_state(host, {**heads, "acme/demo": {"main": newer}})
     wait_for_request_of(host, "demo", newer)
     out = host.check_output(VERIFY_AUDIT)
-    assert "in 2 files, chained from the first record ever" in out
+    assert "in 2 files, chained from the first record ever; ends at record" in out
     assert host.file("/var/log/github-repo-monitor/audit.jsonl").mode == 0o640
 
 

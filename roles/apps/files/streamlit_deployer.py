@@ -266,15 +266,15 @@ def default_engine(settings: Settings) -> Engine:
 
 
 def verify_audit(config: dict[str, Any]) -> int:
-    """Both trails: the deploy records and the monitor's decisions."""
+    """Both trails: the deploy records and the monitor's decisions (each anchored by its .head file)."""
     worst = 0
     logs = [Path(config["engine_settings"].audit_log)]
     if config.get("monitor_audit_log"):
         logs.append(Path(config["monitor_audit_log"]))
     for path in logs:
-        ok, message = _audit_log.verify_audit(_audit_log.audit_files(path))
-        print(f"{path}: {message}")
-        worst = worst or (0 if ok else 1)
+        verdict = _audit_log.verify_log(path)
+        print(f"{path}: {verdict.message}")
+        worst = worst or (0 if verdict.ok else 1)
     return worst
 
 

@@ -4,7 +4,17 @@
 Polls the branch heads with the collection's GitHub client, keeps per-app state, and hands
 `(app, sha)` to the deployer through a spool directory (one JSON file per app, written atomically).
 It never requests a SHA other than the branch head it just read, and never requests a SHA again after
-its deploy failed, until the branch moves on. Every decision goes to a hash-chained JSON-lines audit log.
+its deploy failed, until the branch moves on. Every decision goes to a hash-chained JSON-lines audit log
+(the collection's `_audit_log`, shared with the deploy engine).
+
+Hand-over, so that a crash at any point neither loses nor doubles a request: the request is written to
+`outbox/` (the journal), the state records the intent, the file is renamed into `requests/` (the one step
+the deployer sees), then the state records the request. On the next cycle an outbox file still there was
+never handed over (it is now); an intent without its outbox file was handed over (it is recorded).
+
+Budget: every request is counted in the state before it is sent; no 3600 s window ever holds more than
+90 % of GitHub's hourly limit, across restarts and `once` runs alike. A start waits out the gap since the
+last poll and any rate-limit wait the state remembers.
 
     github_repo_monitor.py --config FILE [run|once|status|check-config|verify-audit]
 """
@@ -13,9 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
-import gzip
-import hashlib
 import json
 import math
 import os
@@ -34,8 +41,9 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 try:
-    from ansible_collections.secure_streamlit.hosting.plugins.module_utils import github_client
-except ImportError:  # installed on a host: github_client.py sits beside this file
+    from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _audit_log, github_client
+except ImportError:  # installed on a host: github_client.py and _audit_log.py sit beside this file
+    import _audit_log  # type: ignore[no-redef]
     import github_client  # type: ignore[no-redef]
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
@@ -43,6 +51,11 @@ SHA_RE = github_client.SHA_RE
 UNAUTHENTICATED_BUDGET = 60  # requests per hour (GitHub's primary limit without a token)
 BUDGET_SHARE = 0.9  # leave room for the operator's own requests
 MAX_ERROR_BACKOFF = 900.0
+# GitHub's secondary limit and a refused token: a minute at least, doubling while it lasts, up to an hour.
+PENALTY_WAIT = 60.0
+MAX_PENALTY_WAIT = 3600.0
+WINDOW = 3600.0
+MAX_TOKEN_BYTES = 1024
 CONFIG_KEYS = {
     "api_url",
     "graphql_url",
@@ -55,7 +68,6 @@ CONFIG_KEYS = {
     "token_file",
 }
 APP_KEYS = {"name", "repo", "branch"}
-GENESIS = "0" * 64
 AUDIT_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_RESULT_BYTES = 65536
 REQUEST_HISTORY = 20  # SHAs per app whose results are still understood
@@ -166,18 +178,55 @@ def url_errors(key: str, value: object, *, required: bool) -> list[str]:
 
 
 def read_token(config: dict[str, Any]) -> str | None:
-    """From the config's token_file, else systemd's credential `github-token`; never logged."""
+    """From the config's token_file, else systemd's credential `github-token`; None when neither is set.
+
+    A token that is there but unusable stops the start (ConfigError): a missing or mistyped file must not
+    turn into quiet unauthenticated polling, and a token with a line break must never reach a header (its
+    error text would quote it). The token itself is never part of a message."""
     path = config.get("token_file")
+    label = f"token_file {path}"
+    # Group bits on a systemd credential can be its ACL mask (its directory is the service's alone): only
+    # "others" is refused there.
+    forbidden = 0o077
     if not path and os.environ.get("CREDENTIALS_DIRECTORY"):
         path = str(Path(os.environ["CREDENTIALS_DIRECTORY"]) / "github-token")
+        label = f"the credential github-token ({path})"
+        forbidden = 0o007
     if not path:
         return None
     try:
-        token = Path(path).read_text().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        log(f"token file {path} unreadable ({exc.strerror}): polling unauthenticated")
-        return None
-    return token or None
+        why = f"cannot be read ({exc.strerror}); fix it, or remove token_file to poll without a token"
+        raise ConfigError([f"{label}: {why}"]) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError([f"{label}: not a regular file"])
+        if info.st_mode & forbidden:
+            who = "group or others" if forbidden == 0o077 else "others"
+            raise ConfigError(
+                [
+                    f"{label}: readable or writable by {who} (mode {stat.S_IMODE(info.st_mode):04o}); "
+                    "it must be 0600 or 0400, owned by the monitor's user"
+                ]
+            )
+        raw = os.read(fd, MAX_TOKEN_BYTES + 1)
+    finally:
+        os.close(fd)
+    # One line break at the end (an editor's) is fine; any other whitespace or control character is not.
+    token = raw.removesuffix(b"\n").removesuffix(b"\r")
+    if not token:
+        raise ConfigError([f"{label}: empty; remove it (or token_file) to poll without a token"])
+    if len(raw) > MAX_TOKEN_BYTES:
+        raise ConfigError([f"{label}: larger than {MAX_TOKEN_BYTES} bytes, not a token"])
+    try:
+        text = token.decode("ascii")
+    except UnicodeDecodeError:
+        text = ""
+    if not github_client.valid_token(text):
+        raise ConfigError([f"{label}: the token holds a line break, a space or another character a token cannot have"])
+    return text
 
 
 # -- files -------------------------------------------------------------------------------------------------
@@ -186,99 +235,44 @@ def write_atomically(path: Path, data: str, mode: int = 0o640) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as handle:
+            os.fchmod(handle.fileno(), mode)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
 
 
-class AuditLog:
-    """Append-only JSON lines; each record carries the SHA-256 of the previous line, so edits show.
+def publish(source: Path, target: Path) -> None:
+    """Move a file into another directory of the same file system: one atomic step, then made durable."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, target)
+    fsync_dir(target.parent)
+    fsync_dir(source.parent)
 
-    The file is opened per record (no descriptor held), so logrotate can move it away. Each record chains
-    to the file's last line as it is when the record is written (under an exclusive lock, so a `once` run
-    beside the daemon cannot fork the chain); in a new, empty file the chain goes on from the hash kept in
-    memory, or after a restart from the one kept in the state.
-    """
 
-    def __init__(self, path: Path, clock: Callable[[], float], last_hash: str | None = None) -> None:
-        self.path = path
-        self.clock = clock
-        self.prev = last_hash or GENESIS
-        if path.exists():
-            with open(path, "rb") as handle:
-                last = _last_line(handle.fileno())
-            if last is not None:
-                self.prev = hashlib.sha256(last).hexdigest()
-
-    def write(self, event: str, **fields: Any) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
+def fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            with contextlib.suppress(OSError):  # no lock where the file system has none: one writer is the norm
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            last = _last_line(fd)
-            if last is not None:
-                self.prev = hashlib.sha256(last).hexdigest()
-            record = {"ts": now_iso(self.clock), "event": event, **fields, "prev": self.prev}
-            line = json.dumps(record, sort_keys=True).encode()
-            os.write(fd, line + b"\n")
             os.fsync(fd)
         finally:
-            os.close(fd)  # releases the lock
-        self.prev = hashlib.sha256(line).hexdigest()
+            os.close(fd)
 
 
-def _last_line(fd: int) -> bytes | None:
-    """The file's last non-empty line, read backwards from its end (the log may be large)."""
-    size = os.fstat(fd).st_size
-    tail = b""
-    position = size
-    while position > 0:
-        step = min(8192, position)
-        position -= step
-        tail = os.pread(fd, step, position) + tail
-        lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
-        if len(lines) == 2 or position == 0:
-            return lines[-1] or None
-    return None
-
-
-def audit_files(path: Path) -> list[Path]:
-    """The current log and its rotations (logrotate's dateext names), oldest first."""
-    rotated = sorted(p for p in path.parent.glob(path.name + "-*") if p.is_file())
-    return [*rotated, *([path] if path.exists() else [])]
-
-
-def verify_audit(paths: list[Path]) -> tuple[bool, str]:
-    """Check the chain within and across the files, oldest first."""
-    prev: str | None = None
-    anchor = None
-    count = 0
-    for path in paths:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as handle:
-            lines = handle.read().splitlines()
-        for number, line in enumerate(lines, 1):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                return False, f"{path.name} line {number}: not JSON"
-            if prev is None:
-                anchor = record.get("prev")
-            elif record.get("prev") != prev:
-                return False, f"{path.name} line {number}: chain broken (the previous record was changed or removed)"
-            prev = hashlib.sha256(line).hexdigest()
-            count += 1
-    start = (
-        "from the first record ever" if anchor in (None, GENESIS) else f"from {anchor[:12]}… (older files not given)"
-    )
-    return True, f"audit log OK: {count} records in {len(paths)} files, chained {start}"
+def describe(exc: BaseException) -> str:
+    """An error for the log: our own messages whole, an OS error's reason, else the type alone (the text of a
+    library's exception may quote a request header, and so the token)."""
+    if isinstance(exc, github_client.GitHubError):
+        return f"{type(exc).__name__}: {str(exc)[:300]}"
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if isinstance(exc.filename, str) else ""
+        return f"{type(exc).__name__}: {exc.strerror or 'error'}{where}"
+    return type(exc).__name__
 
 
 # -- the monitor -------------------------------------------------------------------------------------------
@@ -300,14 +294,24 @@ class Monitor:
         self.apps = {app["name"]: app for app in config["apps"]}
         self.state_path = Path(config["state_dir"]) / "state.json"
         self.requests_dir = Path(config["spool_dir"]) / "requests"
+        self.outbox_dir = Path(config["spool_dir"]) / "outbox"
         self.results_dir = Path(config["spool_dir"]) / "results"
+        self.budget_key = "token" if authenticated else "anonymous"
+        self.hourly_budget = int((5000 if authenticated else UNAUTHENTICATED_BUDGET) * BUDGET_SHARE)
+        self.spent: list[float] = []  # when each request of the last hour was sent (this mode)
+        self.not_before = 0.0  # a rate limit, a reset or a penalty: no request before this time
+        # A refused token's wait is not kept across a restart: the restart is how a new token arrives.
+        self.refused_until = 0.0
+        self.last_poll: float | None = None
         self.state = self._load_state()
-        self.audit = AuditLog(Path(config["audit_log"]), clock, self._audit_last_hash)
+        self.audit = _audit_log.AuditLog(Path(config["audit_log"]), clock, self._audit_last_hash)
         self.error_streak = 0
-        self.not_before = 0.0  # a rate limit or reset: no request before this time
+        self.penalty_streak = 0  # secondary rate limits and refused tokens in a row
         self.stopping = False
         self._announced_interval: float | None = None
+        self._announced_wait: float | None = None
         self._rotation = 0
+        client.before_request = self._count_request
 
     # state
     def _load_state(self) -> dict[str, dict[str, Any]]:
@@ -322,8 +326,29 @@ class Monitor:
             state = {}
         last_hash = state.get("audit_last_hash")
         self._audit_last_hash = last_hash if isinstance(last_hash, str) and AUDIT_HASH_RE.match(last_hash) else None
+        self._load_pacing(state.get("pacing"))
         apps = state.get("apps") if isinstance(state.get("apps"), dict) else {}
         return {name: self._clean_app_state(apps.get(name)) for name in self.apps}
+
+    def _load_pacing(self, saved: object) -> None:
+        """The requests of the last hour and the waits still running, as the last process left them. Times
+        in the future beyond what a wait can be (a clock set back) are not believed."""
+        saved = saved if isinstance(saved, dict) else {}
+        now = self.clock()
+
+        def time_value(value: object, latest: float) -> float | None:
+            return float(value) if is_number(value) and math.isfinite(value) and value <= latest else None
+
+        spent = saved.get("spent")
+        spent = spent.get(self.budget_key) if isinstance(spent, dict) else None
+        self._other_spent: dict[str, Any] = {}
+        times = [time_value(t, now + 60) for t in (spent if isinstance(spent, list) else [])]
+        self.spent = sorted(t for t in times if t is not None and t > now - WINDOW)
+        # The other mode's record is kept as it is: a token removed and put back finds its hour again.
+        other = saved.get("spent") if isinstance(saved.get("spent"), dict) else {}
+        self._other_spent = {k: v for k, v in other.items() if k in ("token", "anonymous") and k != self.budget_key}
+        self.not_before = time_value(saved.get("not_before"), now + MAX_PENALTY_WAIT + WINDOW) or 0.0
+        self.last_poll = time_value(saved.get("last_poll"), now + 60)
 
     @staticmethod
     def _clean_app_state(saved: object) -> dict[str, Any]:
@@ -340,6 +365,7 @@ class Monitor:
             "last_seen_sha": sha("last_seen_sha"),
             "last_requested_sha": sha("last_requested_sha"),
             "last_deployed_sha": sha("last_deployed_sha"),
+            "handing_over": sha("handing_over"),
             "failed_shas": {
                 k: v for k, v in (failed.items() if isinstance(failed, dict) else []) if SHA_RE.match(str(k))
             },
@@ -351,7 +377,12 @@ class Monitor:
         }
 
     def _save_state(self) -> None:
-        state = {"apps": self.state, "audit_last_hash": self.audit.prev}
+        pacing = {
+            "spent": {**self._other_spent, self.budget_key: [round(t, 3) for t in self.spent]},
+            "not_before": self.not_before,
+            "last_poll": self.last_poll,
+        }
+        state = {"apps": self.state, "audit_last_hash": self.audit.prev, "pacing": pacing}
         write_atomically(self.state_path, json.dumps(state, indent=2, sort_keys=True))
 
     # pacing
@@ -376,7 +407,7 @@ class Monitor:
         jitter = float(self.config["jitter"])
         repos = len(self.apps)
         cost = self.cycle_cost()
-        budget = int((5000 if self.authenticated else UNAUTHENTICATED_BUDGET) * BUDGET_SHARE)
+        budget = self.hourly_budget
         needed = 0.0
         if cost:
             cycles = budget // cost  # cycles one window may hold
@@ -411,9 +442,40 @@ class Monitor:
         base = self.effective_interval()
         jitter = float(self.config["jitter"])
         delay = base * random.uniform(1 - jitter, 1 + jitter)  # noqa: S311 (spreading, not security)
+        hint = float(self.client.poll_interval_hint or 0)
+        if delay < hint:  # X-Poll-Interval is a minimum: the spread goes above it only
+            delay = hint * random.uniform(1, 1 + jitter)  # noqa: S311
         if self.error_streak:
             delay = max(delay, min(MAX_ERROR_BACKOFF, base * 2**self.error_streak))
-        return max(delay, self.not_before - self.clock())
+        return max(delay, max(self.not_before, self.refused_until) - self.clock())
+
+    def first_delay(self) -> float:
+        """How long a start waits: out any wait the state remembers, and the shortest gap since the last poll
+        (a restart loop must not poll faster than the interval)."""
+        now = self.clock()
+        gap = self.effective_interval() * (1 - float(self.config["jitter"]))
+        since = now - self.last_poll if self.last_poll is not None else gap
+        return max(0.0, gap - since, self.not_before - now)
+
+    def budget_wait(self, cost: int) -> float:
+        """Seconds until `cost` more requests fit in the last hour's budget (0: now)."""
+        now = self.clock()
+        self.spent = [t for t in self.spent if t > now - WINDOW]
+        excess = len(self.spent) + cost - self.hourly_budget
+        if excess <= 0:
+            return 0.0
+        if excess > len(self.spent):  # more than a whole hour's budget: wait for the whole hour
+            return WINDOW
+        return self.spent[excess - 1] + WINDOW - now
+
+    def _count_request(self) -> None:
+        """Called by the client before each request: counted and saved before it is sent, so neither a
+        restart nor a crash forgets it; refused when it would pass the hour's budget."""
+        wait = self.budget_wait(1)
+        if wait > 0:
+            raise github_client.RateLimitedError("this host's hourly budget is spent", self.clock() + wait)
+        self.spent.append(self.clock())
+        self._save_state()
 
     def repos_this_cycle(self) -> list[github_client.RepoRef]:
         refs = [app["ref"] for app in self.apps.values()]
@@ -499,27 +561,44 @@ class Monitor:
     # one poll
     def cycle(self) -> bool:
         """Poll once; return whether the poll worked. Never raises for what the network does."""
+        self.recover_hand_overs()  # before the results: a result may answer a request handed over by a crash
         self.read_results()
-        if self.clock() < self.not_before:
+        now = self.clock()
+        if now < self.refused_until:
+            return True
+        if now < self.not_before:
+            self._hold(self.not_before, "waiting (a rate limit or a reset)")
             self._save_state()
             return True
         refs = self.repos_this_cycle()
+        wait = self.budget_wait(len(refs) if not self.authenticated else self.cycle_cost())
+        if wait > 0:
+            self._hold(now + wait, f"this host's hourly budget is spent ({len(self.spent)} requests in the hour)")
+            self._save_state()
+            return True
+        self.last_poll = now
         try:
             heads = self.client.heads(refs) if refs else {}
         except github_client.RateLimitedError as exc:
-            self.not_before = exc.retry_at
-            self.audit.write("rate_limited", retry_at=exc.retry_at)
-            retry_at = exc.retry_at
-            log(f"rate limited: next poll after {now_iso(lambda: retry_at)}")
+            self._rate_limited(exc)
+            self._save_state()
+            return False
+        except github_client.AuthenticationError as exc:
+            self.penalty_streak += 1
+            retry_at = self.clock() + self._penalty()
+            self.refused_until = retry_at
+            self.audit.write("poll_error", reason="token refused (HTTP 401)", retry_at=round(retry_at))
+            log(f"token refused ({exc}): replace the token; next poll after {now_iso(lambda: retry_at)}")
             self._save_state()
             return False
         except Exception as exc:  # keep running whatever the network or the API does
             self.error_streak += 1
-            self.audit.write("poll_error", reason=f"{type(exc).__name__}: {str(exc)[:300]}")
-            log(f"poll failed ({type(exc).__name__}: {str(exc)[:200]}); backing off")
+            self.audit.write("poll_error", reason=describe(exc))
+            log(f"poll failed ({describe(exc)}); backing off")
             self._save_state()
             return False
         self.error_streak = 0
+        self.penalty_streak = 0
         left, reset_in = self.client.budget_left(), self.client.seconds_until_reset()
         cost = self.cycle_cost()
         if left is not None and reset_in is not None and left <= cost:
@@ -532,6 +611,31 @@ class Monitor:
         self._save_state()
         return True
 
+    def _penalty(self) -> float:
+        """GitHub's guidance for its secondary limit: a minute at least, then exponentially longer."""
+        return min(MAX_PENALTY_WAIT, PENALTY_WAIT * 2 ** (self.penalty_streak - 1))
+
+    def _rate_limited(self, exc: github_client.RateLimitedError) -> None:
+        retry_at = exc.retry_at
+        if exc.secondary:
+            self.penalty_streak += 1
+            retry_at = max(retry_at, self.clock() + self._penalty())
+            kind = "secondary"
+        else:
+            kind = "budget" if "hourly budget" in str(exc) else "primary"
+        self.not_before = max(self.not_before, retry_at)
+        self.audit.write("rate_limited", retry_at=round(retry_at), kind=kind)
+        label = " (secondary)" if exc.secondary else ""
+        log(f"rate limited{label}: next poll after {now_iso(lambda: retry_at)}")
+
+    def _hold(self, until: float, why: str) -> None:
+        """No poll before `until`; said once per wait, not every cycle."""
+        self.not_before = max(self.not_before, until)
+        if self._announced_wait != self.not_before:
+            self._announced_wait = self.not_before
+            log(f"{why}: next poll after {now_iso(lambda: until)}")
+            self.audit.write("poll_deferred", until=round(until), spent=len(self.spent), budget=self.hourly_budget)
+
     def _consider(self, name: str, head: github_client.HeadResult | None) -> None:
         app_state = self.state[name]
         app_state["last_checked"] = now_iso(self.clock)
@@ -542,6 +646,8 @@ class Monitor:
                 self.audit.write("poll_error", app=name, reason=reason)
                 log(f"{name}: {reason}")
             app_state["last_error"] = reason
+            if head is not None and head.missing:
+                self._withdraw(name, None, why=reason)
             return
         app_state["last_error"] = None
         if sha != app_state["last_seen_sha"]:
@@ -549,10 +655,14 @@ class Monitor:
             log(f"{name}: {self.apps[name]['branch']} is now at {sha}")
             app_state["last_seen_sha"] = sha
         if sha == app_state["last_deployed_sha"] or sha in app_state["failed_shas"]:
-            self._withdraw_stale(name, sha)
+            self._withdraw(name, sha, why=f"the branch is back at {sha}")
             return
         if sha == app_state["last_requested_sha"]:
             return  # handed over already; the deployer's result clears it
+        self._hand_over(name, sha)
+
+    # hand-over: outbox (journal) -> state (intent) -> requests/ (the deployer sees it) -> state (done)
+    def _hand_over(self, name: str, sha: str) -> None:
         app = self.apps[name]
         request = {
             "app": name,
@@ -561,15 +671,76 @@ class Monitor:
             "branch": app["branch"],
             "requested_at": now_iso(self.clock),
         }
-        write_atomically(self.requests_dir / f"{name}.json", json.dumps(request, sort_keys=True))
-        app_state["last_requested_sha"] = sha
+        self.outbox_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the deployer never looks there
+        write_atomically(self.outbox_dir / f"{name}.json", json.dumps(request, sort_keys=True))
+        app_state = self.state[name]
+        app_state["handing_over"] = sha
+        # Known before it can be answered: a result for it is understood whatever happens next.
         app_state["requested_shas"] = [*[s for s in app_state["requested_shas"] if s != sha], sha][-REQUEST_HISTORY:]
-        self.audit.write("deploy_requested", app=name, sha=sha, previous_sha=app_state["last_deployed_sha"])
-        log(f"{name}: deploy of {sha} requested")
+        self._save_state()
+        publish(self.outbox_dir / f"{name}.json", self.requests_dir / f"{name}.json")
+        self._handed_over(name, sha, recovered=False)
 
-    def _withdraw_stale(self, name: str, head: str) -> None:
-        """The branch went back to a deployed (or failed) SHA: a pending request for another SHA is no longer
-        the head, so it is taken back unless the deployer has picked it up already."""
+    def _handed_over(self, name: str, sha: str, *, recovered: bool) -> None:
+        app_state = self.state[name]
+        app_state["last_requested_sha"] = sha
+        app_state["handing_over"] = None
+        app_state["requested_shas"] = [*[s for s in app_state["requested_shas"] if s != sha], sha][-REQUEST_HISTORY:]
+        if not (recovered and self._audited_request(name, sha)):
+            extra = {"recovered": True} if recovered else {}
+            previous = app_state["last_deployed_sha"]
+            self.audit.write("deploy_requested", app=name, sha=sha, previous_sha=previous, **extra)
+        self._save_state()
+        note = " (completing a hand-over a crash interrupted)" if recovered else ""
+        log(f"{name}: deploy of {sha} requested{note}")
+
+    def _audited_request(self, name: str, sha: str) -> bool:
+        """Whether the app's last deploy record is the request of `sha` (a crash came after it was written)."""
+        last = None
+        with contextlib.suppress(OSError), open(self.audit.path, "rb") as handle:
+            for line in handle:
+                with contextlib.suppress(ValueError, AttributeError):
+                    record = json.loads(line)
+                    if record.get("app") == name and str(record.get("event")).startswith("deploy_"):
+                        last = record
+        return last is not None and last.get("event") == "deploy_requested" and last.get("sha") == sha
+
+    def recover_hand_overs(self) -> None:
+        """Finish what a crash interrupted: an outbox file was never seen by the deployer (hand it over now);
+        an intent without its outbox file was handed over (record it). Neither is ever handed over twice."""
+        if not self.outbox_dir.is_dir():
+            return
+        for entry in os.listdir(self.outbox_dir):
+            path = self.outbox_dir / entry
+            name = entry.removesuffix(".json")
+            if entry.startswith(".") or name not in self.apps or not entry.endswith(".json"):
+                with contextlib.suppress(OSError):  # a write cut short, or an app no longer configured
+                    path.unlink()
+                continue
+            try:
+                request = json.loads(path.read_text())
+                sha = request["sha"] if request.get("app") == name else None
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                sha = None
+            if not isinstance(sha, str) or not SHA_RE.match(sha):
+                path.unlink(missing_ok=True)
+                continue
+            app_state = self.state[name]
+            app_state["handing_over"] = sha
+            app_state["requested_shas"] = [*[s for s in app_state["requested_shas"] if s != sha], sha][
+                -REQUEST_HISTORY:
+            ]
+            self._save_state()
+            publish(path, self.requests_dir / f"{name}.json")
+            self._handed_over(name, sha, recovered=True)
+        for name, app_state in self.state.items():
+            sha = app_state["handing_over"]
+            if sha is not None and not (self.outbox_dir / f"{name}.json").exists():
+                self._handed_over(name, sha, recovered=True)
+
+    def _withdraw(self, name: str, head: str | None, *, why: str) -> None:
+        """A pending request that is no longer the branch head (the branch went back to a deployed or failed
+        SHA, or it is gone) is taken back unless the deployer has picked it up already."""
         app_state = self.state[name]
         stale = app_state["last_requested_sha"]
         if stale is None or stale == head:
@@ -582,21 +753,27 @@ class Monitor:
             pending = None
         if pending == stale:
             path.unlink(missing_ok=True)
-            self.audit.write("deploy_withdrawn", app=name, sha=stale, head=head)
-            log(f"{name}: request for {stale} withdrawn, the branch is back at {head}")
+            fsync_dir(path.parent)
+            self.audit.write("deploy_withdrawn", app=name, sha=stale, head=head, reason=why)
+            log(f"{name}: request for {stale} withdrawn: {why}")
 
     def run(self) -> None:
         self.audit.write("started", apps=sorted(self.apps), authenticated=self.authenticated)
         log(f"watching {len(self.apps)} apps ({'with' if self.authenticated else 'without'} a token)")
+        deadline = self.clock() + self.first_delay()
+        if deadline > self.clock():
+            log(f"first poll after {now_iso(lambda: deadline)} (the last one was recent, or a wait is running)")
         while not self.stopping:
+            while not self.stopping and self.clock() < deadline:
+                self.sleep(min(1.0, deadline - self.clock()))
+            if self.stopping:
+                break
             try:
                 self.cycle()
             except Exception as exc:  # a local failure (disk full, permissions): say so, back off, go on
                 self.error_streak += 1
-                log(f"cycle failed ({type(exc).__name__}: {str(exc)[:200]}); backing off")
+                log(f"cycle failed ({describe(exc)}); backing off")
             deadline = self.clock() + self.next_delay()
-            while not self.stopping and self.clock() < deadline:
-                self.sleep(min(1.0, deadline - self.clock()))
         self.audit.write("stopped")
         self._save_state()
         log("stopped")
@@ -618,12 +795,21 @@ def print_status(config: dict[str, Any]) -> None:
         )
 
 
+def saved_audit_hash(config: dict[str, Any]) -> str | None:
+    """The last audit hash the daemon saved: the chain must still hold it."""
+    try:
+        value = json.loads((Path(config["state_dir"]) / "state.json").read_text()).get("audit_last_hash")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and AUDIT_HASH_RE.match(value) else None
+
+
 def audit_config_error(path: Path, errors: list[str]) -> None:
     """A refused start goes on the audit trail too, when the file names a usable audit log."""
     try:
         target = json.loads(path.read_text()).get("audit_log")
         if isinstance(target, str) and target.startswith("/"):
-            AuditLog(Path(target), time.time).write("config_error", errors=errors[:50])
+            _audit_log.AuditLog(Path(target), time.time).write("config_error", errors=errors[:50])
     except (OSError, ValueError, AttributeError) as exc:
         log(f"config error not audited ({type(exc).__name__})")
 
@@ -635,8 +821,11 @@ def main(argv: list[str] | None = None) -> int:
         "command", nargs="?", default="run", choices=["run", "once", "status", "check-config", "verify-audit"]
     )
     args = parser.parse_args(argv)
+    token = None
     try:
         config = load_config(args.config)
+        if args.command in ("check-config", "run", "once"):
+            token = read_token(config)
     except ConfigError as exc:
         for error in exc.errors:
             print(f"config error: {error}", file=sys.stderr)
@@ -644,16 +833,15 @@ def main(argv: list[str] | None = None) -> int:
             audit_config_error(args.config, exc.errors)
         return 2
     if args.command == "check-config":
-        print(f"config OK: {len(config['apps'])} apps")
+        print(f"config OK: {len(config['apps'])} apps, {'with' if token else 'without'} a token")
         return 0
     if args.command == "status":
         print_status(config)
         return 0
     if args.command == "verify-audit":
-        ok, message = verify_audit(audit_files(Path(config["audit_log"])))
-        print(message)
-        return 0 if ok else 1
-    token = read_token(config)
+        verdict = _audit_log.verify_log(Path(config["audit_log"]), known_hash=saved_audit_hash(config))
+        print(verdict.message)
+        return 0 if verdict.ok else 1
     client = github_client.GitHubClient(config["api_url"], token, graphql_url=config["graphql_url"])
     monitor = Monitor(config, client, authenticated=token is not None)
     if args.command == "once":
