@@ -788,7 +788,10 @@ def _parse_secrets(e: _Entry, value: object) -> None:
     secrets: dict[str, str] = {}
     for key, variable in value.items():
         if not isinstance(key, str) or not SECRET_FILE_RE.fullmatch(key):
-            e.error(f"secrets file name {show(key)} must match {SECRET_FILE_RE.pattern} (a plain file name)")
+            for_variable = f" (for {variable})" if isinstance(variable, str) and VARIABLE_RE.fullmatch(variable) else ""
+            e.error(
+                f"secrets file name {show(key)}{for_variable} must match {SECRET_FILE_RE.pattern} (a plain file name)"
+            )
         elif not isinstance(variable, str) or not VARIABLE_RE.fullmatch(variable):
             e.error(
                 f"secrets {key}: {show(variable)} must be the name of a variable holding the value (from a vault), "
