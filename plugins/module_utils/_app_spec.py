@@ -788,11 +788,15 @@ def _parse_secrets(e: _Entry, value: object) -> None:
     secrets: dict[str, str] = {}
     for key, variable in value.items():
         if not isinstance(key, str) or not SECRET_FILE_RE.fullmatch(key):
-            e.error(f"secrets file name {show(key)} must match {SECRET_FILE_RE.pattern} (a plain file name)")
-        elif not isinstance(variable, str) or not VARIABLE_RE.fullmatch(variable):
+            for_variable = f" (for {variable})" if isinstance(variable, str) and VARIABLE_RE.fullmatch(variable) else ""
             e.error(
-                f"secrets {key}: {show(variable)} must be the name of a variable holding the value (from a vault), "
-                "never the value itself"
+                f"secrets file name {show(key)}{for_variable} must match {SECRET_FILE_RE.pattern} (a plain file name)"
+            )
+        elif not isinstance(variable, str) or not VARIABLE_RE.fullmatch(variable):
+            # Not shown: what stands here instead of a variable name is often the secret itself.
+            e.error(
+                f"secrets {key}: the value (not shown, {_kind(variable)}) must be the name of a variable holding "
+                "the secret (from a vault), never the secret itself"
             )
         elif e.defined is not None and variable not in e.defined:
             e.error(f"secrets {key}: variable {variable!r} is not defined (put it in a vault)")
