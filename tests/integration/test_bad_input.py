@@ -155,9 +155,19 @@ def inventory(tmp_path: Path) -> Path:
             ["apps[0]", "vault_missing_token", "not defined"],
         ),
         (
-            '{"apps_deployer_collections": ["community.docker", "../evil"]}',
+            '{"apps_deployer_dir": "/opt/../etc"}',
             "Fail on host deployer settings out of range",
-            ["apps_deployer_collections", "../evil"],
+            ["apps_deployer_dir", "/opt/../etc"],
+        ),
+        (
+            '{"apps_deployer_dir": "/opt/deployer\\n"}',
+            "Fail on host deployer settings out of range",
+            ["apps_deployer_dir"],
+        ),
+        (
+            '{"apps_gate_timeout": 1}',
+            "Fail on deployer settings out of range",
+            ["apps_gate_timeout >= 10", "(1)"],
         ),
         (
             '{"apps_deployer_timeout": 5}',

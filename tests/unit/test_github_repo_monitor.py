@@ -89,7 +89,7 @@ DEMO = [{"name": "demo", "repo": "acme/demo", "branch": "main"}]
 
 
 # -- configuration -------------------------------------------------------------------------------------------
-APP_NAME_RULE = "name must match ^[a-z][a-z0-9-]{0,40}$"
+APP_NAME_RULE = 'name must be lower-case letters, digits and "-", starting with a letter, not ending with "-", at most 41 characters'
 REPO_RULE = "must be owner/name or https://HOST/owner/name"
 
 

@@ -41,12 +41,14 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 try:
-    from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _audit_log, github_client
-except ImportError:  # installed on a host: github_client.py and _audit_log.py sit beside this file
+    from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _app_spec, _audit_log, github_client
+except ImportError:  # installed on a host: the libraries sit beside this file
+    import _app_spec  # type: ignore[no-redef]
     import _audit_log  # type: ignore[no-redef]
     import github_client  # type: ignore[no-redef]
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+# The app rules live in one place (the app model); the monitor's config is written from it.
+NAME_RE = _app_spec.NAME_RE
 SHA_RE = github_client.SHA_RE
 UNAUTHENTICATED_BUDGET = 60  # requests per hour (GitHub's primary limit without a token)
 BUDGET_SHARE = 0.9  # leave room for the operator's own requests
@@ -135,8 +137,8 @@ def load_config(path: Path) -> dict[str, Any]:
         label = f"apps[{index}] (name {app.get('name')!r})"
         errors.extend(f"{label}: unknown key {key!r}" for key in sorted(set(app) - APP_KEYS))
         name = app.get("name")
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            errors.append(f"{label}: name must match {NAME_RE.pattern}")
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            errors.append(f"{label}: name must be {_app_spec.NAME_RULE}")
         elif name in seen:
             errors.append(f"{label}: duplicate app name")
         else:
@@ -144,8 +146,9 @@ def load_config(path: Path) -> dict[str, Any]:
         if not isinstance(app.get("repo"), str):
             errors.append(f"{label}: repo must be a string owner/name or https://HOST/owner/name")
             continue
-        if not isinstance(app.get("branch", "main"), str):
-            errors.append(f"{label}: branch must be a string")
+        branch_problem = _app_spec.branch_problem(app.get("branch", "main"))
+        if branch_problem:
+            errors.append(f"{label}: branch {_app_spec.show(app.get('branch', 'main'))} {branch_problem}")
             continue
         try:
             ref = github_client.RepoRef.parse(app["repo"], app.get("branch", "main"))
