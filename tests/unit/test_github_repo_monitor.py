@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import NAME_RULE
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils.github_client import GitHubClient
 from tests.fake_github import FakeGitHub
 from tests.helpers import REPO
@@ -89,7 +90,7 @@ DEMO = [{"name": "demo", "repo": "acme/demo", "branch": "main"}]
 
 
 # -- configuration -------------------------------------------------------------------------------------------
-APP_NAME_RULE = 'name must be lower-case letters, digits and "-", starting with a letter, not ending with "-", at most 41 characters'
+APP_NAME_RULE = f"name must be {NAME_RULE}"
 REPO_RULE = "must be owner/name or https://HOST/owner/name"
 
 
