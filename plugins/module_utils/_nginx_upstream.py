@@ -21,7 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-APP_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,40}")
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import NAME_RE
+
 # host:port, where host is an IPv4 address or a DNS name (no nginx metacharacters can pass).
 SERVER_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}):[0-9]{1,5}")
 HEADER = "# Managed by secure_streamlit.hosting (the deploy engine switches it: candidate check, nginx -t, reload).\n"
@@ -43,7 +44,7 @@ def upstream_name(app: str) -> str:
 
 def render(app: str, server: str) -> str:
     """The include's text for `app` served at `server` (host:port); refuses anything else."""
-    if not APP_NAME_RE.fullmatch(app):
+    if not NAME_RE.fullmatch(app):
         raise ValueError(f"not an app name: {app[:60]!r}")
     if not SERVER_RE.fullmatch(server) or not 1 <= int(server.rsplit(":", 1)[1]) <= 65535:
         raise ValueError(f"not host:port: {server[:60]!r}")
