@@ -647,6 +647,12 @@ class Engine:
         for ca in self.extra_cas():
             shutil.copyfile(ca, build / "extra-ca" / ca.name)
         (build / "Dockerfile").write_text(dockerfile_text)
+        # File modes are part of the engine's layer cache key (COPY): the same for every caller, whatever its
+        # umask (the deployer's is 0027, site.yml's module's 0022), or a deploy after the other caller's
+        # misses the cache from the first COPY on and rebuilds every layer (apt, pip, Streamlit).
+        for path in build.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                path.chmod(0o644)
         return build
 
     def _git_ok(self, argv: Sequence[str], cwd: Path | None, step: str, what: str) -> str:

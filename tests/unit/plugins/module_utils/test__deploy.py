@@ -382,3 +382,21 @@ def test_a_restore_that_fails_does_not_mark_the_serving_commit_failed(world):
     assert world.engine.load_state("hello")["serving"]["sha"] == world.shas[0]
     assert not container.removed
     assert json.loads((world.tmp / "results/hello.json").read_text())["status"] == "deployed"  # the last answer
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077], ids=["0022", "0027", "0077"])
+def test_the_build_context_is_the_same_whatever_the_callers_umask(world, umask):
+    """File modes are part of the engine's layer cache key: the deployer (UMask=0027) and site.yml's
+    module (0022) must hand the engine the same context, or each switch of caller rebuilds every layer."""
+    cas = world.tmp / "cas"
+    cas.mkdir()
+    (cas / "lab-ca.crt").write_text("a CA\n")
+    world.engine.settings = dataclasses.replace(world.engine.settings, extra_ca_dir=str(cas))
+    previous = os.umask(umask)
+    try:
+        build = world.engine.fetch(world.app, world.shas[1], "FROM scratch\n")
+    finally:
+        os.umask(previous)
+    modes = {str(p.relative_to(build)): p.stat().st_mode & 0o777 for p in build.rglob("*") if p.is_file()}
+    assert set(modes) >= {"Dockerfile", "app.tar", "requirements.txt", "extra-ca/lab-ca.crt", "streamlit_gate.py"}
+    assert set(modes.values()) == {0o644}, modes
