@@ -14,8 +14,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import threading
 import time
+
+
+def run_once(script: str, timeout: float, verdict: dict[str, object]) -> None:
+    """AppTest runs the script in a thread of its own; its timeout applies only where the script yields."""
+    try:
+        from streamlit.testing.v1 import AppTest
+
+        app = AppTest.from_file(script, default_timeout=timeout)
+        app.run()
+        exceptions = [
+            {"type": element.proto.type or "Exception", "message": str(element.message)[:500]}
+            for element in app.exception
+        ]
+        verdict.update(ok=not exceptions, exceptions=exceptions[:5], done=True)
+    except RuntimeError as exc:  # AppTest's own timeout
+        timed_out = "timed out" in str(exc) or "timeout" in str(exc).lower()
+        verdict["error"] = (
+            f"the script did not finish within {timeout:g} s"
+            if timed_out
+            else f"{type(exc).__name__}: {str(exc)[:300]}"
+        )
+    except Exception as exc:  # anything the gate itself hits is a failed gate
+        verdict["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,30 +50,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     verdict: dict[str, object] = {"gate": 1, "ok": False, "exceptions": []}
-    code = 2
-    try:
-        from streamlit.testing.v1 import AppTest
-
-        app = AppTest.from_file(args.script, default_timeout=args.timeout)
-        app.run()
-        exceptions = [
-            {"type": element.proto.type or "Exception", "message": str(element.message)[:500]}
-            for element in app.exception
-        ]
-        verdict.update(ok=not exceptions, exceptions=exceptions[:5])
-        code = 0 if not exceptions else 1
-    except RuntimeError as exc:  # AppTest's timeout
-        verdict["error"] = (
-            f"the script did not finish within {args.timeout:g} s"
-            if "timed out" in str(exc)
-            else (f"{type(exc).__name__}: {str(exc)[:300]}")
-        )
-    except Exception as exc:
-        verdict["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    worker = threading.Thread(target=run_once, args=(args.script, args.timeout, verdict), daemon=True)
+    worker.start()
+    # A hard deadline: a script blocked in a call that never yields (a sleep, a socket) does not hold the gate.
+    worker.join(args.timeout + 2)
+    if worker.is_alive():
+        verdict["error"] = f"the script did not finish within {args.timeout:g} s"
+    done = verdict.pop("done", False)
     verdict["seconds"] = round(time.monotonic() - started, 2)
     print(json.dumps(verdict, sort_keys=True), flush=True)
-    return code
+    if done and verdict["ok"]:
+        return 0
+    return 1 if verdict["exceptions"] else 2
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Out at once: a script that did not finish still runs in AppTest's thread, which would hold the exit.
+    sys.stderr.flush()
+    os._exit(main())
