@@ -62,6 +62,17 @@ else
 fi
 info "wheel: $(ls "$CACHE_DIR"/dist/streamlit_secure_context-*.whl)"
 
+# The edge tests grade its headers with the MDN HTTP Observatory's own scanner (npm). Its install
+# scripts download lists from outside hosts; scan.mjs needs neither, so they are skipped.
+step "HTTP Observatory grader (scripts/observatory)"
+observatory_hash=$(cat scripts/observatory/package.json scripts/observatory/package-lock.json | sha256sum | cut -c1-16)
+if [ "$(cat scripts/observatory/node_modules/.secure-streamlit 2>/dev/null)" = "$observatory_hash" ]; then
+  info "up to date"
+else
+  (cd scripts/observatory && npm install --no-audit --no-fund --loglevel=error --ignore-scripts)
+  echo "$observatory_hash" >scripts/observatory/node_modules/.secure-streamlit
+fi
+
 step "Ansible collections (galaxy.yml dependencies)"
 "$VENV/bin/python" scripts/install_collections.py
 
