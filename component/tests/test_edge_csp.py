@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 EDGE = "edge.local.test"
 SANDBOX_PORT = 9443
 APP = "demo"
+ICONS = "icons"
 FRONTEND = Path(streamlit_secure_context.__file__).parent / "frontend"
 
 
@@ -71,7 +72,7 @@ def _certificates(pki: Path) -> None:
          "-out", str(tls / "server.crt"))  # fmt: skip
 
 
-def _render(edge_dir: Path, upstream: str) -> None:
+def _render(edge_dir: Path, apps: list[dict[str, str]]) -> None:
     extra = {
         "edge_dir": str(edge_dir),
         "inventory_hostname": EDGE,
@@ -82,7 +83,7 @@ def _render(edge_dir: Path, upstream: str) -> None:
         "tls_sandbox_root": str(FRONTEND),
         "tls_sandbox_source_dir": str(FRONTEND),
         "_tls_landing_root": str(edge_dir / "landing"),
-        "apps": [{"name": APP, "upstream": upstream}],
+        "apps": apps,
     }
     _run(
         str(REPO / ".venv/bin/ansible-playbook"),
@@ -113,51 +114,62 @@ http {{
     )
 
 
-@pytest.fixture(scope="module")
-def edge(tmp_path_factory) -> Iterator[str]:
-    edge_dir = tmp_path_factory.mktemp("edge")
-    edge_dir.chmod(0o755)
-    port = free_port()
-    streamlit = subprocess.Popen(
+def _streamlit(script: str, cwd: Path, path: str, port: int) -> subprocess.Popen:
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "streamlit",
             "run",
-            "app.py",
+            script,
             "--server.port",
             str(port),
             "--server.address",
             "127.0.0.1",
             "--server.baseUrlPath",
-            APP,
+            path,
         ],
-        cwd=EXAMPLES,
+        cwd=cwd,
         env={**os.environ, "SECURE_CONTEXT_SANDBOX_ORIGIN": f"https://{EDGE}:{SANDBOX_PORT}"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory) -> Iterator[str]:
+    """The edge's origin; /demo/ is the component's example app, /icons/ a page with a Material favicon."""
+    edge_dir = tmp_path_factory.mktemp("edge")
+    edge_dir.chmod(0o755)
+    ports = {APP: free_port(), ICONS: free_port()}
+    apps = [
+        _streamlit("app.py", EXAMPLES, APP, ports[APP]),
+        # Streamlit's own config of the example app (no usage statistics sent out, headless).
+        _streamlit(str(Path(__file__).parent / "edge/icons_app.py"), EXAMPLES, ICONS, ports[ICONS]),
+    ]
     nginx = None
     try:
         _certificates(edge_dir / "pki")
-        _render(edge_dir, f"127.0.0.1:{port}")
+        _render(edge_dir, [{"name": name, "upstream": f"127.0.0.1:{port}"} for name, port in ports.items()])
         conf = str(edge_dir / "nginx.conf")
         _run("nginx", "-t", "-q", "-p", str(edge_dir), "-c", conf)
         nginx = subprocess.Popen(["nginx", "-p", str(edge_dir), "-c", conf, "-g", "daemon off;"])
-        for _ in range(300):
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/{APP}/_stcore/health", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
-        yield f"https://{EDGE}/{APP}/"
+        for name, port in ports.items():
+            for _ in range(300):
+                try:
+                    if requests.get(f"http://127.0.0.1:{port}/{name}/_stcore/health", timeout=1).ok:
+                        break
+                except requests.ConnectionError:
+                    pass
+                time.sleep(0.2)
+        yield f"https://{EDGE}"
     finally:
         if nginx is not None:
             nginx.terminate()
             nginx.wait(timeout=10)
-        streamlit.terminate()
-        streamlit.wait(timeout=10)
+        for app in apps:
+            app.terminate()
+            app.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +189,7 @@ def test_the_app_and_the_component_work_under_the_edge_csp_and_no_request_leaves
         console: list[str] = []
         page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
         page.on("pageerror", lambda e: console.append(f"page error: {e}"))
-        response = page.goto(edge)
+        response = page.goto(f"{edge}/{APP}/")
         assert response.status == 200
         assert "frame-src 'self' https://edge.local.test:9443;" in response.headers["content-security-policy"]
         page.get_by_text("Risk score, computed in your browser").wait_for(timeout=90_000)
@@ -215,6 +227,30 @@ def test_the_landing_page_renders_under_the_same_policy(edge, edge_browser):
         assert page.goto(f"https://{EDGE}/").status == 200
         assert page.locator("h1").inner_text() == EDGE
         assert APP not in page.content()
+        assert ICONS not in page.content()
         assert console == []
+    finally:
+        context.close()
+
+
+def test_streamlits_material_favicon_fetch_from_google_is_refused_and_the_page_still_renders(edge, edge_browser):
+    context = edge_browser.new_context(ignore_https_errors=True)
+    requested: list[str] = []
+    context.on("request", lambda r: requested.append(r.url))
+    try:
+        page = context.new_page()
+        console: list[str] = []
+        page.on("console", lambda m: console.append(m.text))
+        assert page.goto(f"{edge}/{ICONS}/").status == 200
+        page.get_by_text("Material icons at the edge").wait_for(timeout=90_000)
+        # Streamlit asked for the icon at Google's CDN; the policy kept the browser from fetching it.
+        page.wait_for_function("document.querySelector('link[rel~=icon]')?.href.includes('fonts.gstatic.com')")
+        page.wait_for_timeout(2000)
+        assert [u for u in requested if "gstatic" in u or "googleapis" in u] == []
+        left = [u for u in requested if urlsplit(u).scheme not in ("data", "blob") and urlsplit(u).hostname != EDGE]
+        assert left == [], left
+        # Any violation reported is that refusal, nothing else.
+        violations = [m for m in console if "Content Security Policy" in m or "Refused to" in m]
+        assert all("fonts.gstatic.com" in m for m in violations), violations
     finally:
         context.close()
