@@ -36,6 +36,8 @@ fi
 step "Secure component (frontend build, wheel, test venv $COMPONENT_VENV)"
 command -v npm >/dev/null || { info "installing nodejs and npm"; apt_install nodejs npm; }
 command -v chromium >/dev/null || { info "installing chromium (browser tests)"; apt_install chromium; }
+# The edge's headers are tested in front of a real Streamlit app (component/tests/test_edge_csp.py).
+command -v nginx >/dev/null || { info "installing nginx (browser test of the edge's headers)"; apt_install nginx; }
 component_hash=$(cat frontend/package-lock.json frontend/package.json frontend/*.ts frontend/index.html \
   frontend/scripts/* frontend/src/* component/pyproject.toml component/requirements-test.txt \
   component/streamlit_secure_context/*.py component/examples/make_models.py | sha256sum | cut -c1-16)
@@ -61,6 +63,17 @@ else
   echo "$component_hash" >"$COMPONENT_VENV/.component"
 fi
 info "wheel: $(ls "$CACHE_DIR"/dist/streamlit_secure_context-*.whl)"
+
+# The edge tests grade its headers with the MDN HTTP Observatory's own scanner (npm). Its install
+# scripts download lists from outside hosts; scan.mjs needs neither, so they are skipped.
+step "HTTP Observatory grader (scripts/observatory)"
+observatory_hash=$(cat scripts/observatory/package.json scripts/observatory/package-lock.json | sha256sum | cut -c1-16)
+if [ "$(cat scripts/observatory/node_modules/.secure-streamlit 2>/dev/null)" = "$observatory_hash" ]; then
+  info "up to date"
+else
+  (cd scripts/observatory && npm install --no-audit --no-fund --loglevel=error --ignore-scripts)
+  echo "$observatory_hash" >scripts/observatory/node_modules/.secure-streamlit
+fi
 
 step "Ansible collections (galaxy.yml dependencies)"
 "$VENV/bin/python" scripts/install_collections.py

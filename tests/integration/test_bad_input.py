@@ -108,6 +108,27 @@ def inventory(tmp_path: Path) -> Path:
         ('{"tls_profile": "old"}', "Validating arguments against arg spec", ["tls_profile", "intermediate"]),
         ('{"tls_leaf_days": 365}', "Fail on certificate lifetimes", ["tls_leaf_days", "1..90"]),
         (
+            '{"tls_app_content_security_policy": {"script-src": "\'self\'; report-uri https://x"}}',
+            "Fail on a policy directive nginx or the browser would misread",
+            ['tls_app_content_security_policy["script-src"]', "report-uri"],
+        ),
+        (
+            '{"tls_app_content_security_policy": {"frame-src": "*"}}',
+            "Fail on a policy directive nginx or the browser would misread",
+            ['tls_app_content_security_policy["frame-src"]', "tls_sandbox_port"],
+        ),
+        (
+            '{"tls_app_script_hashes": ["\'sha256-THxz9J9+wf7rhwR2YkXJoSZ13UCmYyC+3lNDv2+8ugA=\'"]}',
+            "Fail on an inline script hash that is not a CSP hash source",
+            ["tls_app_script_hashes", "no quotes"],
+        ),
+        (
+            '{"tls_client_header_timeout": "10 s"}',
+            "Fail on a timeout nginx does not read as a time",
+            ["tls_client_header_timeout", "10 s"],
+        ),
+        ('{"tls_public_https_port": 70000}', "Fail on a public port", ["tls_public_https_port", "70000"]),
+        (
             '{"apps": [{"name": "a", "repo": "acme/a", "access": {"htpasswd_users": [{"name": "bob"}]}}]}',
             APP_RULE,
             ["apps[0]", "bob", "non-empty password"],

@@ -67,9 +67,9 @@ def test_lab_host_runs_the_hardened_engine(first_run):
 def test_lab_edge_serves_https_with_the_lab_ca_and_redirects_http(first_run, tmp_path):
     ca = tmp_path / "lab-ca.crt"
     ca.write_text(docker("exec", LAB, "cat", "/etc/streamlit-edge/ca.crt") + "\n")
-    # No app yet: the edge itself answers 404, with its headers, over a certificate for localhost.
+    # No app yet: the edge's landing page, with its headers, over a certificate for localhost.
     response = requests.get("https://localhost:18443/", verify=str(ca), timeout=10)
-    assert response.status_code == 404
+    assert response.status_code == 200
     assert response.headers["Strict-Transport-Security"] == "max-age=63072000"
     # The sandbox origin serves the component's isolated page and the self-hosted runtime.
     sandbox = requests.get("https://localhost:19443/sandbox.html", verify=str(ca), timeout=10)
@@ -80,7 +80,8 @@ def test_lab_edge_serves_https_with_the_lab_ca_and_redirects_http(first_run, tmp
     assert wasm.headers["Content-Type"] == "application/wasm"
     redirect = requests.get("http://localhost:18080/x", allow_redirects=False, timeout=10)
     assert redirect.status_code == 301
-    assert redirect.headers["Location"] == "https://localhost/x"
+    # To the port the lab publishes 443 on (SSH_LAB_HTTPS_PORT), whatever Host the client sent.
+    assert redirect.headers["Location"] == "https://localhost:18443/x"
 
 
 def test_second_lab_run_changes_nothing(first_run):
