@@ -105,7 +105,11 @@ def inventory(tmp_path: Path) -> Path:
             ["apps[0] (name 'a')", "bad_host.example.org", "not a valid host name"],
         ),
         ('{"tls_server_name": "-edge"}', "Fail on an edge or sandbox host name", ["tls_server_name", "-edge"]),
-        ('{"tls_server_name": "edge.lab.test\\n"}', "Fail on an edge or sandbox host name", ["tls_server_name", "edge.lab.test"]),
+        (
+            '{"tls_server_name": "edge.lab.test\\n"}',
+            "Fail on an edge or sandbox host name",
+            ["tls_server_name", "edge.lab.test"],
+        ),
         ('{"tls_profile": "old"}', "Validating arguments against arg spec", ["tls_profile", "intermediate"]),
         ('{"tls_leaf_days": 365}', "Fail on certificate lifetimes", ["tls_leaf_days", "1..90"]),
         (
