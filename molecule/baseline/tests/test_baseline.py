@@ -385,6 +385,54 @@ def test_logrotate_accepts_the_whole_configuration_without_duplicates(host):
     assert "duplicate log entry" not in out.stderr
 
 
+# --- Re-runs ---------------------------------------------------------------------------------------------
+
+
+def test_a_rerun_more_than_an_hour_after_the_last_changes_nothing(host):
+    # As after a first converge that took over an hour (seen under load): the package lists are older than
+    # cache_valid_time, so every role refreshes them again. That changes no package: changed=0.
+    host.check_output(
+        "touch -d '2 hours ago' /var/lib/apt/lists;"
+        " if [ -e /var/lib/apt/periodic/update-success-stamp ]; then"
+        " touch -d '2 hours ago' /var/lib/apt/periodic/update-success-stamp; fi"
+    )
+    env = dict(
+        os.environ,
+        ANSIBLE_COLLECTIONS_PATH=str(PROJECT_DIR / "collections"),
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+    )
+    result = subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            os.environ["MOLECULE_INVENTORY_FILE"],
+            str(SCENARIO_DIR / "converge.yml"),
+            "--tags",
+            "hardening_ssh,audit_install,docker_install",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, result.stdout[-3000:]
+    refreshes = [
+        task["hosts"]["instance-baseline"]
+        for task in report["plays"][0]["tasks"]
+        if task["task"]["name"].endswith("Refresh the package lists when they are older than an hour")
+    ]
+    assert len(refreshes) == 3
+    assert not any(r.get("skipped") for r in refreshes)
+    changed = [
+        task["task"]["name"]
+        for task in report["plays"][0]["tasks"]
+        if task["hosts"]["instance-baseline"].get("changed")
+    ]
+    assert changed == []
+    assert report["stats"]["instance-baseline"]["changed"] == 0
+
+
 # --- Refusals (negative.yml against this instance) -----------------------------------------------------
 
 
