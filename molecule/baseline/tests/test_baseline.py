@@ -256,8 +256,53 @@ def test_audit_rules_compile_and_are_current(host):
         "-w /srv/streamlit -p wa -k phi-data",
         "-w /etc/github-repo-monitor -p wa -k monitor-config",
         "-F path=/usr/bin/passwd -F perm=x -F auid>=1000 -F auid!=unset -k privileged",
+        "-w /etc/streamlit-edge -p wa -k edge-tls",
+        "-w /etc/nginx -p wa -k nginx",
+        "-w /etc/streamlit-apps -p wa -k app-secrets",
+        "-w /opt/secure-streamlit-deployer -p wa -k deployer",
+        "-w /var/lib/streamlit-apps -p wa -k deployer",
+        "-w /etc/systemd/system -p wa -k systemd",
+        "-w /usr/lib/systemd/system -p wa -k systemd",
+        "-w /etc/crontab -p wa -k cron",
+        "-w /etc/cron.d -p wa -k cron",
+        "-w /var/spool/cron -p wa -k cron",
     ]:
         assert expected in rules, expected
+
+
+def test_people_are_recorded_failing_deleting_and_running_commands_as_root(host):
+    rules = host.file("/etc/audit/audit.rules").content_string.splitlines()
+    people = "-F auid>=1000 -F auid!=unset"
+    for arch in ["b64", "b32"]:
+        for errno in ["EACCES", "EPERM"]:
+            assert any(
+                line.startswith(f"-a always,exit -F arch={arch} -S ")
+                and "openat" in line
+                and line.endswith(f"-F exit=-{errno} {people} -k access")
+                for line in rules
+            ), (arch, errno)
+        assert any(
+            line.startswith(f"-a always,exit -F arch={arch} -S ")
+            and "unlinkat" in line
+            and "renameat" in line
+            and line.endswith(f"{people} -k delete")
+            for line in rules
+        ), arch
+        assert f"-a always,exit -F arch={arch} -S execve,execveat -F euid=0 {people} -k root-cmd" in rules
+    # The kernel keys a record with the first rule that matches: the watches and the setuid rules come first.
+    first_broad = min(i for i, line in enumerate(rules) if line.endswith(("-k access", "-k delete", "-k root-cmd")))
+    last_specific = max(i for i, line in enumerate(rules) if line.startswith("-w ") or "-k privileged" in line)
+    assert last_specific < first_broad
+
+
+def test_phi_data_watch_follows_the_hardening_roles_app_data_dir(host):
+    rules = host.file("/etc/audit/audit.rules").content_string
+    findings = json.loads(host.file("/var/log/secure-streamlit/findings.json").content_string)
+    # One setting: the directory the disk check requires to be encrypted is the one audited as PHI.
+    assert "/srv/streamlit" in findings["checked_paths"]
+    assert [line for line in rules.splitlines() if line.endswith("-k phi-data")] == [
+        "-w /srv/streamlit -p wa -k phi-data"
+    ]
 
 
 def test_every_setuid_program_has_a_rule(host):
@@ -292,7 +337,33 @@ def test_journal_is_persistent(host):
     assert host.run("ls /var/log/journal/*/system.journal").rc == 0
 
 
-@pytest.mark.parametrize("name", ["streamlit-apps", "nginx"])
+def test_journal_retention_is_set_not_left_to_journalds_size_cap(host):
+    # What journald runs with (merged drop-ins), not only what the file says.
+    conf = host.check_output("systemd-analyze cat-config systemd/journald.conf")
+    settings = dict(line.split("=", 1) for line in conf.splitlines() if "=" in line and not line.startswith(("#", ";")))
+    assert settings["SystemMaxUse"] == "4G"
+    assert settings["MaxRetentionSec"] == "1year"
+    assert settings["MaxFileSec"] == "1month"
+    assert settings["ForwardToSyslog"] == "yes"
+
+
+def test_ssh_logins_and_lockouts_land_in_auth_log(host):
+    # A refused SSH login (sshd, facility auth) and a faillock message (pam_faillock logs as authpriv).
+    assert host.service("rsyslog").is_running
+    marker = f"probe-{os.getpid()}"
+    host.run(f"ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o ConnectTimeout=10 {marker}@127.0.0.1 true")
+    host.check_output(f"logger -p authpriv.notice -t pam_faillock 'Consecutive login failures for user {marker}'")
+    # rsyslog writes asynchronously: wait for it, bounded.
+    found = host.run(
+        f"for i in $(seq 60); do grep -q 'Invalid user {marker}' /var/log/auth.log"
+        f" && grep -q 'pam_faillock.*{marker}' /var/log/auth.log && exit 0; sleep 1; done; exit 1"
+    )
+    assert found.rc == 0, host.run("tail -n 20 /var/log/auth.log").stdout
+    log = host.file("/var/log/auth.log")
+    assert (log.user, log.group, log.mode) == ("root", "adm", 0o640)
+
+
+@pytest.mark.parametrize("name", ["streamlit-apps", "nginx", "rsyslog"])
 def test_logs_are_archived_six_years(host, name):
     conf = host.file(f"/etc/logrotate.d/{name}").content_string
     assert "rotate 2192" in conf
@@ -301,10 +372,68 @@ def test_logs_are_archived_six_years(host, name):
     assert "maxage" not in conf
 
 
+def test_auth_log_is_rotated_by_the_six_year_set_only(host):
+    conf = host.file("/etc/logrotate.d/rsyslog").content_string
+    assert "/var/log/auth.log" in conf
+    assert "rotate 2192" in conf
+    assert "rotate 4\n" not in conf
+
+
 def test_logrotate_accepts_the_whole_configuration_without_duplicates(host):
     out = host.run("logrotate --debug /etc/logrotate.conf")
     assert out.rc == 0, out.stderr
     assert "duplicate log entry" not in out.stderr
+
+
+# --- Re-runs ---------------------------------------------------------------------------------------------
+
+
+def test_a_rerun_more_than_an_hour_after_the_last_changes_nothing(host):
+    # As after a first converge that took over an hour (seen under load): the package lists are older than
+    # cache_valid_time, so every role refreshes them again, and the mirror has published new ones meanwhile
+    # (the removed InRelease files are fetched again). That changes no package: changed=0.
+    host.check_output(
+        "rm -f /var/lib/apt/lists/*_InRelease; touch -d '2 hours ago' /var/lib/apt/lists;"
+        " if [ -e /var/lib/apt/periodic/update-success-stamp ]; then"
+        " touch -d '2 hours ago' /var/lib/apt/periodic/update-success-stamp; fi"
+    )
+    env = dict(
+        os.environ,
+        ANSIBLE_COLLECTIONS_PATH=str(PROJECT_DIR / "collections"),
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+    )
+    result = subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            os.environ["MOLECULE_INVENTORY_FILE"],
+            str(SCENARIO_DIR / "converge.yml"),
+            "--tags",
+            "hardening_ssh,audit_install,docker_install",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, result.stdout[-3000:]
+    refreshes = [
+        task["hosts"]["instance-baseline"]
+        for task in report["plays"][0]["tasks"]
+        if task["task"]["name"].endswith("Refresh the package lists when they are older than an hour")
+    ]
+    assert len(refreshes) == 3
+    assert not any(r.get("skipped") for r in refreshes)
+    # The first one really fetched new lists (the old code reported exactly this as a change).
+    assert refreshes[0].get("cache_updated") is True
+    changed = [
+        task["task"]["name"]
+        for task in report["plays"][0]["tasks"]
+        if task["hosts"]["instance-baseline"].get("changed")
+    ]
+    assert changed == []
+    assert report["stats"]["instance-baseline"]["changed"] == 0
 
 
 # --- Refusals (negative.yml against this instance) -----------------------------------------------------
