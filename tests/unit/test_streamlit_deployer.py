@@ -240,3 +240,11 @@ def test_a_newer_request_renamed_into_place_while_one_is_taken_is_not_lost(spool
     second, _ = taker.take_requests()
     assert [r.sha for r in first + second] == ["b" * 40, "c" * 40]
     assert os.listdir(spool["requests"]) == []
+
+
+def test_restore_brings_back_every_app_at_what_served(spool):
+    FakeEngine.mode = "deploy"
+    config = deployer.load_config(spool["dir"] / "deployer.json")
+    code = deployer.Deployer(config, lambda s: FakeEngine(s, spool["dir"] / "calls.jsonl")).restore()
+    assert code == 0
+    assert sorted(calls(spool)) == [["extra", None, "restore"], ["hello", None, "restore"]]

@@ -21,6 +21,7 @@ releases) and the request answered as failed.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import errno
 import json
@@ -55,6 +56,9 @@ MAX_REQUEST_BYTES = 4096
 TEMP_FILE_GRACE_SECONDS = 30
 CONFIG_KEYS = {"apps": list, "settings": dict, "spool_dir": str, "deploy_timeout_seconds": int}
 OPTIONAL_KEYS = {"monitor_audit_log": str}
+# Apps restored at once after a reboot: their waits overlap, their builds (rare: only a lost image) share
+# the engine.
+RESTORE_WORKERS = 4
 
 
 class RequestRejected(ValueError):
@@ -249,14 +253,16 @@ class Deployer:
                 time.sleep(1)
 
     def restore(self) -> int:
-        """Every app at the commit that served before (after a reboot or an engine restart)."""
+        """Every app at the commit that served before (after a reboot or an engine restart), side by side:
+        each waits mostly on its own container's start, and one slow app must not hold the others back."""
         engine = self.engine_factory(self.settings)
-        failed = 0
-        for spec in self.specs.values():
-            outcome = engine.deploy(spec, None, requested_by="restore")
-            log(f"{spec.name}: {outcome.status} {outcome.sha} {outcome.reason}".rstrip())
-            failed += outcome.status == "failed"
-        return 1 if failed else 0
+        with concurrent.futures.ThreadPoolExecutor(max_workers=RESTORE_WORKERS) as pool:
+            outcomes = list(
+                pool.map(lambda spec: engine.deploy(spec, None, requested_by="restore"), self.specs.values())
+            )
+        for outcome in outcomes:
+            log(f"{outcome.app}: {outcome.status} {outcome.sha} {outcome.reason}".rstrip())
+        return 1 if any(outcome.status == "failed" for outcome in outcomes) else 0
 
 
 def default_engine(settings: Settings) -> Engine:
