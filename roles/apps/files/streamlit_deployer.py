@@ -255,11 +255,13 @@ class Deployer:
     def restore(self) -> int:
         """Every app at the commit that served before (after a reboot or an engine restart), side by side:
         each waits mostly on its own container's start, and one slow app must not hold the others back."""
-        engine = self.engine_factory(self.settings)
+
+        def restore_one(spec: AppSpec) -> Outcome:
+            # An engine (a Docker client, an audit writer) per thread: nothing shared but the files' locks.
+            return self.engine_factory(self.settings).deploy(spec, None, requested_by="restore")
+
         with concurrent.futures.ThreadPoolExecutor(max_workers=RESTORE_WORKERS) as pool:
-            outcomes = list(
-                pool.map(lambda spec: engine.deploy(spec, None, requested_by="restore"), self.specs.values())
-            )
+            outcomes = list(pool.map(restore_one, self.specs.values()))
         for outcome in outcomes:
             log(f"{outcome.app}: {outcome.status} {outcome.sha} {outcome.reason}".rstrip())
         return 1 if any(outcome.status == "failed" for outcome in outcomes) else 0
