@@ -186,9 +186,10 @@ def inventory(tmp_path: Path) -> Path:
             ["apps_deployer_dir", "/opt/../etc"],
         ),
         (
+            # The audit role, which watches the deployer's directory, checks it first.
             '{"apps_deployer_dir": "/opt/deployer\\n"}',
-            "Fail on host deployer settings out of range",
-            ["apps_deployer_dir"],
+            "Fail on a watched path that is not absolute",
+            ["/opt/deployer", "must be an absolute path without spaces"],
         ),
         (
             '{"apps_gate_timeout": 1}',
