@@ -97,13 +97,7 @@ class Edge:
             with contextlib.suppress(OSError):
                 candidate.unlink()
             raise
-        try:
-            self._must([self.nginx, "-t", "-q"], "the live configuration fails nginx -t")
-            if reload:
-                self.reload()
-        except UpstreamError:
-            self._restore(target, previous)
-            raise
+        self._apply(target, previous, "the live configuration fails nginx -t", reload=reload)
         return True
 
     def remove(self, app: str, *, reload: bool = True) -> bool:
@@ -114,14 +108,18 @@ class Edge:
         except FileNotFoundError:
             return False
         target.unlink()
+        self._apply(target, previous, "the configuration without the include fails nginx -t", reload=reload)
+        return True
+
+    def _apply(self, target: Path, previous: str | None, what: str, *, reload: bool) -> None:
+        """Check the whole live configuration and reload; on failure put `target` back as it was."""
         try:
-            self._must([self.nginx, "-t", "-q"], "the configuration without the include fails nginx -t")
+            self._must([self.nginx, "-t", "-q"], what)
             if reload:
                 self.reload()
         except UpstreamError:
             self._restore(target, previous)
             raise
-        return True
 
     def reload(self) -> None:
         if Path("/run/systemd/system").is_dir():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import json
-from pathlib import Path
 
 import pytest
 
@@ -24,17 +23,6 @@ READ_ONLY_TASKS = {
     "Check every role's settings before any role changes the host",
     "Read how many user namespaces the kernel allows",
 }
-
-
-@pytest.fixture
-def inventory(tmp_path: Path) -> Path:
-    path = tmp_path / "hosts.yml"
-    path.write_text(
-        "all:\n  children:\n    streamlit_hosts:\n      hosts:\n"
-        "        validation-probe:\n          ansible_connection: local\n"
-        "          ansible_python_interpreter: '{{ ansible_playbook_python }}'\n"
-    )
-    return path
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,6 @@ default `fail` mode.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.helpers import run_playbook_json
@@ -24,17 +22,6 @@ READ_ONLY_TASKS = {
     "Collect the directories that are not encrypted at rest",
     "Collect the file systems with too little free space",
 }
-
-
-@pytest.fixture
-def inventory(tmp_path: Path) -> Path:
-    path = tmp_path / "hosts.yml"
-    path.write_text(
-        "all:\n  children:\n    streamlit_hosts:\n      hosts:\n"
-        "        validation-probe:\n          ansible_connection: local\n"
-        "          ansible_python_interpreter: '{{ ansible_playbook_python }}'\n"
-    )
-    return path
 
 
 def assert_stopped_before_any_change(report: dict, failed_task: str, message_parts: list[str]) -> None:

@@ -28,17 +28,6 @@ READ_ONLY_TASKS = {
 }
 
 
-@pytest.fixture
-def inventory(tmp_path: Path) -> Path:
-    path = tmp_path / "hosts.yml"
-    path.write_text(
-        "all:\n  children:\n    streamlit_hosts:\n      hosts:\n"
-        "        validation-probe:\n          ansible_connection: local\n"
-        "          ansible_python_interpreter: '{{ ansible_playbook_python }}'\n"
-    )
-    return path
-
-
 def run_site(inventory: Path, tmp_path: Path, extra_vars: dict) -> tuple[int, dict]:
     # A file, not the command line: certificates and keys stay out of the process list.
     vars_file = tmp_path / "vars.json"
