@@ -58,6 +58,34 @@ HTPASSWD_USER_RE = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 # Client certificate common names end up in a regular expression in nginx's configuration.
 CLIENT_CN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}")
 
+# An app's persistent data directory inside its container: absolute, plain segments, and not over what the
+# image or the platform needs (the app's code, the venv, /tmp, the secrets mount, the system).
+DATA_MOUNT_RE = re.compile(r"(?:/[a-z0-9][a-z0-9._-]{0,63}){1,8}")
+DATA_MOUNT_DEFAULT = "/data"
+DATA_MOUNT_RESERVED_TOP: frozenset[str] = frozenset(
+    {
+        "app",
+        "bin",
+        "boot",
+        "dev",
+        "etc",
+        "lib",
+        "lib32",
+        "lib64",
+        "libx32",
+        "nonexistent",
+        "opt",
+        "proc",
+        "root",
+        "run",
+        "sbin",
+        "sys",
+        "tmp",
+        "usr",
+        "var",
+    }
+)
+DATA_KEYS = ("mount",)
 MIN_MEMORY_BYTES = 64 * 1024**2
 MIN_PIDS = 16
 MAX_PIDS = 4_194_304  # the kernel's own pid_max ceiling
@@ -441,6 +469,7 @@ class AppSpec:
     route_path: str  # "/triage/"
     upload_max_mb: int
     upstream: str | None  # pinned upstream host:port (served elsewhere; not managed)
+    data_mount: str  # where the app's persistent data directory is mounted ("" = none)
     # The edge's access rules: {"htpasswd_users": [{"name", "password"}], "client_cert_cns": [...]}.
     # Passwords are kept as given (the tls role hashes them); never in repr, to_dict or messages.
     access: dict[str, Any] = field(repr=False)
@@ -588,6 +617,7 @@ _FIELD_CHECKS: dict[str, Callable[[object], str | None]] = {
     "route_path": _check_str(ROUTE_PATH_RE),
     "upload_max_mb": _check_int(*UPLOAD_MAX_MB_RANGE),
     "upstream": lambda v: None if v is None else upstream_problem(v),
+    "data_mount": lambda v: None if v == "" else data_mount_problem(v),
     "access": _check_access,
 }
 
@@ -856,6 +886,44 @@ def _parse_upload_max_mb(e: _Entry, value: object) -> None:
         e.values["upload_max_mb"] = int(mb)
 
 
+def data_mount_problem(mount: object) -> str | None:
+    """Why `mount` cannot be an app's data directory in its container, or None."""
+    if not isinstance(mount, str):
+        return f"must be an absolute path such as {DATA_MOUNT_DEFAULT}, not {_kind(mount)}"
+    if not DATA_MOUNT_RE.fullmatch(mount) or any(part in (".", "..") for part in mount.split("/")):
+        return (
+            f"must be an absolute path such as {DATA_MOUNT_DEFAULT}: lower-case letters, digits, '.', '_' and '-' "
+            "between single slashes, no trailing slash, no '..'"
+        )
+    top = mount.split("/")[1]
+    if top in DATA_MOUNT_RESERVED_TOP:
+        return (
+            f"would cover /{top}, which the image or the platform needs (reserved: "
+            f"{', '.join('/' + t for t in sorted(DATA_MOUNT_RESERVED_TOP))}); use e.g. {DATA_MOUNT_DEFAULT}"
+        )
+    return None
+
+
+def _parse_data(e: _Entry, value: object) -> None:
+    """`data: true` or `data: {mount: /data}`: a directory that outlives deploys, mounted read-write."""
+    e.values["data_mount"] = ""
+    if value is None or value is False:
+        return
+    if value is True:
+        e.values["data_mount"] = DATA_MOUNT_DEFAULT
+        return
+    if not isinstance(value, Mapping):
+        e.error(f"data must be true or a mapping {{mount}}, not {_kind(value)}")
+        return
+    e.unknown_keys("data: ", value, DATA_KEYS)
+    mount = value.get("mount", DATA_MOUNT_DEFAULT)
+    problem = data_mount_problem(mount)
+    if problem:
+        e.error(f"data.mount {show(mount)} {problem}")
+    else:
+        e.values["data_mount"] = mount
+
+
 ACCESS_KEYS = ("htpasswd_users", "client_cert_cns")
 HTPASSWD_USER_KEYS = ("name", "password")
 
@@ -941,6 +1009,7 @@ APP_KEYS: dict[str, KeyRule] = {
     "access": KeyRule(_parse_access, False, "{htpasswd_users, client_cert_cns}"),
     "upload_max_mb": KeyRule(_parse_upload_max_mb, False, "the upload limit in MB"),
     "upstream": KeyRule(_parse_upstream, False, "host:port of an app served elsewhere"),
+    "data": KeyRule(_parse_data, True, "true or {mount: /data}: a directory kept across deploys"),
 }
 
 
@@ -984,6 +1053,7 @@ def _parse_entry(
             pids=defaults.pids,
             env={},
             secrets={},
+            data_mount="",
         )
     return AppSpec(index=index, **values), []
 
@@ -1075,3 +1145,21 @@ def parse_apps(
     if errors:
         raise AppSpecError(errors)
     return specs
+
+
+def purge_errors(purge: object, names: Collection[str], label: str = "apps_purge_data") -> list[str]:
+    """Why the list of apps whose kept data to delete is wrong, or []: each item a valid app name that is no
+    longer among the apps (data of an app still deployed is never deleted this way)."""
+    if purge is None:
+        return []
+    if not _is_list(purge):
+        return [f"{label} must be a list of app names, not {_kind(purge)}"]
+    errors: list[str] = []
+    for index, name in enumerate(purge):  # type: ignore[arg-type]
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            errors.append(f"{label}[{index}] {show(name)} is not an app name ({NAME_RULE})")
+        elif name in names:
+            errors.append(
+                f"{label}[{index}] {name!r} is still an app: its data is deleted only after its entry has left apps"
+            )
+    return errors

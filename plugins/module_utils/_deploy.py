@@ -33,7 +33,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,6 +83,7 @@ class Settings:
     sandbox_origin: str = ""
     state_dir: str = "/var/lib/streamlit-apps"
     secrets_dir: str = "/etc/streamlit-apps/secrets"
+    data_dir: str = "/srv/streamlit/apps"  # the apps' persistent data, one directory each
     audit_log: str = "/var/log/streamlit/deploys.log"
     lock_dir: str = "/run/lock/streamlit-apps"
     results_dir: str = ""  # the monitor's spool results/ ("" = nobody to answer)
@@ -197,6 +198,39 @@ def write_file_at(directory: Path, name: str, data: bytes, mode: int, *, group: 
         os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def ensure_data_dir(root: Path, name: str, uid: int) -> Path:
+    """`root/name`, created if missing, owned by `uid` with mode 0700 and never reached through a link.
+
+    `root` is root's own (made 0711 if missing, refused if another user may write into it): the app's uid
+    owns what is inside its directory and could otherwise swap the directory for a link to a file root
+    then chowns.
+    """
+    if "/" in name or name in ("", ".", ".."):
+        raise ValueError(f"not a directory name: {name!r}")
+    root.mkdir(mode=0o711, parents=True, exist_ok=True)
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        info = os.fstat(root_fd)
+        if os.geteuid() == 0 and info.st_uid != 0:
+            raise PermissionError(f"{root} is not owned by root: refusing to create app data in it")
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise PermissionError(f"{root} is writable by others than its owner: refusing to create app data in it")
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, 0o700, dir_fd=root_fd)
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root_fd)
+        try:
+            mine = os.fstat(fd)
+            if os.geteuid() == 0 and (mine.st_uid, mine.st_gid) != (uid, uid):
+                os.fchown(fd, uid, uid)
+            if stat.S_IMODE(mine.st_mode) != 0o700:
+                os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(root_fd)
+    return root / name
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -465,6 +499,7 @@ class Engine:
             ],
             "logs": [self.settings.log_max_size, self.settings.log_max_file],
             "tmp": self.settings.tmp_size,
+            "data": [app.data_mount, self.settings.data_dir] if app.data_mount else [],
         }
         run_fp = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
         return text, build_fp, run_fp
@@ -562,6 +597,9 @@ class Engine:
         new: Any | None = None
         fresh = True
         try:
+            if app.data_mount:
+                step = "data"
+                ensure_data_dir(Path(self.settings.data_dir), app.name, self.settings.uid)
             if existing is not None and existing.name == self.recorded_container(app.name):
                 # The container that served before (a reboot or an engine restart stopped it): start it again.
                 step, fresh = "restart", False
@@ -704,6 +742,16 @@ class Engine:
         from docker.types import LogConfig, Mount
 
         settings = self.settings
+        mounts = [
+            Mount(target="/run/secrets", source=str(Path(settings.secrets_dir) / app.name), type="bind", read_only=True)
+        ]
+        if app.data_mount:
+            # Read-write, the one place an app keeps anything across deploys and rollbacks.
+            mounts.append(
+                Mount(
+                    target=app.data_mount, source=str(Path(settings.data_dir) / app.name), type="bind", read_only=False
+                )
+            )
         return self.docker.containers.run(
             image,
             name=name,
@@ -720,14 +768,7 @@ class Engine:
             memswap_limit=app.memory,
             pids_limit=app.pids,
             environment={key: str(value) for key, value in app.env.items()},
-            mounts=[
-                Mount(
-                    target="/run/secrets",
-                    source=str(Path(settings.secrets_dir) / app.name),
-                    type="bind",
-                    read_only=True,
-                )
-            ],
+            mounts=mounts,
             network=settings.network,
             healthcheck={
                 "test": healthcheck_command(app),
@@ -916,6 +957,23 @@ class Engine:
                 if entry.stem not in keep:
                     entry.unlink(missing_ok=True)
         return sorted(removed - {""})
+
+    def purge_data(self, purge: Collection[str], keep: Collection[str], *, check_mode: bool = False) -> list[str]:
+        """Delete the data directories of the apps in `purge` that are not in `keep`; return their names.
+
+        Data is never deleted with the app: an app that leaves the inventory keeps its directory until the
+        operator names it here.
+        """
+        root = Path(self.settings.data_dir)
+        purged: list[str] = []
+        for name in sorted(set(purge) - set(keep)):
+            path = root / name
+            if "/" in name or name in ("", ".", "..") or not path.is_dir() or path.is_symlink():
+                continue
+            purged.append(name)
+            if not check_mode:
+                shutil.rmtree(path)  # fd-based on Linux: links inside are removed, never followed
+        return purged
 
 
 def describe(exc: BaseException) -> str:

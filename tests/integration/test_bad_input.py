@@ -270,6 +270,21 @@ READ_ONLY_TASKS = {
             APP_RULE,
             ["tls_apps[0] (name 'a')", "upstream '127.0.0.1:99999'", "1..65535"],
         ),
+        (
+            '{"apps": [{"name": "a", "repo": "acme/a", "data": {"mount": "/app/state"}}]}',
+            APP_RULE,
+            ["apps[0] (name 'a')", "data.mount '/app/state'", "would cover /app"],
+        ),
+        (
+            '{"apps": [{"name": "a", "repo": "acme/a"}], "apps_purge_data": ["gone", "a"]}',
+            "Fail on a data purge that names a deployed app",
+            ["apps_purge_data[1] 'a' is still an app"],
+        ),
+        (
+            '{"apps_data_dir": "/srv/../etc"}',
+            "Fail on an app data directory that is not an absolute path",
+            ["apps_data_dir must be an absolute path", "/srv/../etc"],
+        ),
         pytest.param(
             '{"vault_a_token": ["TopS3cretValue"],'
             ' "apps": [{"name": "a", "repo": "acme/a", "secrets": {"api-token": "vault_a_token"}}]}',

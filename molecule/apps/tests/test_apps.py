@@ -28,6 +28,7 @@ SECRET = "molecule-S3cret-NeverLogged"
 TOKEN = "ghp_molecule0nlyF4keT0kenNeverLogged00"
 REPOSITORY = "/srv/git/acme/hello.git"
 FAKE_STATE = "/var/lib/fake-github/state.json"
+DATA = "/srv/streamlit/apps/hello"
 MONITOR_STATE = "/var/lib/github-repo-monitor/state.json"
 
 
@@ -141,12 +142,27 @@ def test_container_is_hardened(host):
     assert "_stcore/health" in " ".join(config["Healthcheck"]["Test"])
     assert container["State"]["Health"]["Status"] == "healthy"
     mounts = {m["Destination"]: m for m in container["Mounts"]}
-    assert set(mounts) == {"/run/secrets"}
+    assert set(mounts) == {"/run/secrets", "/data"}
     assert mounts["/run/secrets"]["RW"] is False
+    assert mounts["/data"]["RW"] is True
+    assert mounts["/data"]["Source"] == DATA
     assert not any("docker.sock" in m["Source"] for m in container["Mounts"])
     assert "GREETING=molecule" in config["Env"]
     assert not any(SECRET in e for e in config["Env"])
     assert config["Labels"]["secure_streamlit.sha"] == sha(host, "v1")
+
+
+def test_the_apps_data_directory_is_its_own_and_writable_by_the_app_only(host):
+    directory = host.file(DATA)
+    assert directory.is_directory
+    assert (directory.uid, directory.gid, directory.mode) == (10001, 10001, 0o700)
+    parent = host.file(os.path.dirname(DATA))
+    assert (parent.uid, parent.mode) == (0, 0o711)
+    container = serving(host, "hello")["Id"]
+    # The app (uid 10001, read-only root file system) writes there; the file stays on the host.
+    host.check_output(f"docker exec {container} sh -c 'echo written-by-v1 >/data/marker'")
+    assert host.file(f"{DATA}/marker").uid == 10001
+    assert host.run(f"docker exec {container} sh -c 'echo x >/app/marker'").rc != 0
 
 
 def test_internal_network_has_no_way_out(host):
@@ -224,6 +240,12 @@ def test_a_push_goes_live_through_the_monitor_without_failed_requests(host):
     assert f"hello: deploying {sha(host, 'v2')}" in journal
     assert SECRET not in journal
     assert TOKEN not in journal
+
+
+def test_the_apps_data_outlives_the_deploy(host):
+    container = serving(host, "hello")
+    assert container["Config"]["Labels"]["secure_streamlit.sha"] == sha(host, "v2")
+    assert host.check_output(f"docker exec {container['Id']} cat /data/marker") == "written-by-v1"
 
 
 def test_a_broken_push_is_recorded_as_failed_not_retried_and_the_old_version_keeps_serving(host):
@@ -352,6 +374,13 @@ def test_removing_the_last_app_leaves_nothing_of_it_on_the_host(host, tmp_path):
         assert not host.file(f"/etc/systemd/system/{unit}").exists
     assert host.file("/var/lib/streamlit-apps").listdir() == ["platform"]
     assert host.file("/etc/streamlit-apps/secrets").listdir() == []
+    # Its data is kept until the operator names it in apps_purge_data.
+    assert host.file(f"{DATA}/marker").content_string == "written-by-v1\n"
+    inventory["all"]["vars"]["apps_purge_data"] = ["hello"]
+    edited.write_text(yaml.safe_dump(inventory))
+    result = run_playbook(CONVERGE, inventory=edited)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert not host.file(DATA).exists
 
 
 def _inventory_settings() -> dict:

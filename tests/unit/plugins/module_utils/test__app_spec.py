@@ -25,6 +25,7 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec
     app_errors,
     branch_problem,
     parse_apps,
+    purge_errors,
     show,
 )
 
@@ -76,6 +77,7 @@ def test_a_minimal_entry_takes_every_default():
         route_path="/triage/",
         upload_max_mb=200,
         upstream=None,
+        data_mount="",
         access={"htpasswd_users": [], "client_cert_cns": []},
     )
     assert spec.managed
@@ -368,6 +370,26 @@ HOSTILE: list[tuple[str, dict[str, Any], list[str]]] = [
     ("upstream newline", app(repo=DROP, upstream="h:80\n"), ["upstream 'h:80\\n'"]),
     ("upstream url", app(repo=DROP, upstream="http://h:80"), ["host:port"]),
     ("upstream number", app(repo=DROP, upstream=8501), ["upstream 8501 must be text"]),
+    # data
+    ("data text", app(data="/data"), ["data must be true or a mapping", "not text"]),
+    ("data number", app(data=1), ["data must be true or a mapping"]),
+    ("data unknown key", app(data={"mount": "/data", "szie": "1g"}), ["data: unknown key 'szie'"]),
+    ("data over app", app(data={"mount": "/app"}), ["data.mount '/app'", "would cover /app"]),
+    ("data under app", app(data={"mount": "/app/state"}), ["would cover /app"]),
+    ("data over tmp", app(data={"mount": "/tmp"}), ["would cover /tmp"]),
+    ("data over secrets", app(data={"mount": "/run/secrets"}), ["would cover /run"]),
+    ("data over venv", app(data={"mount": "/opt/venv"}), ["would cover /opt"]),
+    ("data root", app(data={"mount": "/"}), ["must be an absolute path"]),
+    ("data relative", app(data={"mount": "data"}), ["must be an absolute path"]),
+    ("data dotdot", app(data={"mount": "/data/../app"}), ["no '..'"]),
+    ("data trailing slash", app(data={"mount": "/data/"}), ["no trailing slash"]),
+    ("data newline", app(data={"mount": "/data\n"}), ["data.mount '/data\\n'"]),
+    ("data not text", app(data={"mount": ["/data"]}), ["not a list"]),
+    (
+        "data and upstream",
+        app(repo=DROP, upstream="127.0.0.1:8501", data=True),
+        ["data does not apply to an app with a pinned upstream"],
+    ),
 ]
 
 
@@ -394,6 +416,36 @@ def test_there_are_many_hostile_cases():
 def test_every_known_key_has_a_hostile_case():
     covered = {key for _, entry, _ in HOSTILE if isinstance(entry, dict) for key in entry}
     assert set(APP_KEYS) <= covered
+
+
+def test_data_takes_a_default_mount_or_the_one_written():
+    plain, default, written = parse_apps(
+        [app(name="a"), app(name="b", data=True), app(name="c", data={"mount": "/srv/notes"})], DEFAULTS
+    )
+    assert (plain.data_mount, default.data_mount, written.data_mount) == ("", "/data", "/srv/notes")
+    assert parse_apps([app(data=False)], DEFAULTS)[0].data_mount == ""
+    assert AppSpec.from_dict(written.to_dict()).data_mount == "/srv/notes"
+
+
+@pytest.mark.parametrize(
+    ("purge", "part"),
+    [
+        ("old", "must be a list of app names, not text"),
+        (["Old"], "apps_purge_data[0] 'Old' is not an app name"),
+        (["old\n"], "is not an app name"),
+        (["a"], "apps_purge_data[0] 'a' is still an app"),
+        ([5], "apps_purge_data[0] 5 is not an app name"),
+    ],
+)
+def test_a_data_purge_names_removed_apps_only(purge, part):
+    errors = purge_errors(purge, ["a", "b"])
+    assert errors
+    assert part in "\n".join(errors)
+
+
+def test_a_valid_data_purge_has_no_errors():
+    assert purge_errors(["old", "gone"], ["a"]) == []
+    assert purge_errors(None, ["a"]) == []
 
 
 # -- what several entries do together ----------------------------------------------------------------------

@@ -24,6 +24,7 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy i
     LABEL_SHA,
     Engine,
     Settings,
+    ensure_data_dir,
     write_file_at,
 )
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._nginx_upstream import Edge
@@ -78,8 +79,9 @@ class FakeDocker:
             c for c in self.containers_by_name.values() if key in c.labels and (not value or c.labels[key] == value)
         ]
 
-    def _run(self, image, *, name, labels, **_kwargs):
+    def _run(self, image, *, name, labels, **kwargs):
         container = FakeContainer(self, name, image, labels, self.gate)
+        container.mounts = kwargs.get("mounts", [])
         self.containers_by_name[name] = container
         self.created.append(name)
         return container
@@ -144,6 +146,7 @@ def world(tmp_path: Path):
         results_dir=str(tmp_path / "results"),
         extra_ca_dir=str(tmp_path / "no-cas"),
         upstream_dir=str(tmp_path / "upstreams"),
+        data_dir=str(tmp_path / "data"),
         drain_seconds=0,
         health_timeout=5,
     )
@@ -288,6 +291,63 @@ def test_removing_an_app_leaves_nothing_of_it(world):
     assert world.docker.images_by_tag == {}
     assert not (world.tmp / "state/hello").exists()
     assert not (world.tmp / "locks/hello.lock").exists()
+
+
+def data_app(world):
+    return dataclasses.replace(world.app, data_mount="/data")
+
+
+def test_an_app_with_data_gets_its_own_directory_mounted_read_write(world):
+    app = data_app(world)
+    outcome = world.engine.deploy(app)
+    assert outcome.status == "deployed", outcome.reason
+    directory = world.tmp / "data/hello"
+    info = directory.stat()
+    assert oct(info.st_mode & 0o777) == "0o700"
+    if os.geteuid() == 0:
+        assert (info.st_uid, info.st_gid) == (world.engine.settings.uid, world.engine.settings.uid)
+    (container,) = [c for c in world.docker.containers_by_name.values() if not c.removed]
+    data_mounts = [m for m in container.mounts if m["Target"] == "/data"]
+    assert data_mounts == [{"Target": "/data", "Source": str(directory), "Type": "bind", "ReadOnly": False}]
+
+
+def test_data_outlives_deploys_rollbacks_and_the_apps_removal_until_purged(world):
+    app = data_app(world)
+    world.engine.deploy(app, world.shas[1])
+    (world.tmp / "data/hello/notes.db").write_text("rows\n")
+    world.engine.deploy(app, world.shas[0])  # a rollback
+    assert (world.tmp / "data/hello/notes.db").read_text() == "rows\n"
+    assert world.engine.remove_absent(set()) == ["hello"]
+    assert (world.tmp / "data/hello/notes.db").read_text() == "rows\n"
+    assert world.engine.purge_data(["hello"], keep=["other"], check_mode=True) == ["hello"]
+    assert (world.tmp / "data/hello").is_dir()
+    assert world.engine.purge_data(["hello"], keep=["hello"]) == []  # a deployed app's data is never purged
+    assert world.engine.purge_data(["hello", "never-was"], keep=[]) == ["hello"]
+    assert not (world.tmp / "data/hello").exists()
+
+
+def test_changing_the_data_mount_redeploys(world):
+    first = world.engine.deploy(data_app(world))
+    moved = world.engine.deploy(dataclasses.replace(world.app, data_mount="/srv/notes"))
+    assert moved.status == "deployed"
+    assert moved.container != first.container
+
+
+def test_a_data_directory_swapped_for_a_link_is_refused(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir(mode=0o711)
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o755)
+    (root / "hello").symlink_to(victim)
+    with pytest.raises(NotADirectoryError):  # O_NOFOLLOW | O_DIRECTORY on a link
+        ensure_data_dir(root, "hello", 10001)
+    assert oct(victim.stat().st_mode & 0o777) == "0o755"
+    assert victim.stat().st_uid == os.geteuid()
+    root.chmod(0o777)
+    with pytest.raises(PermissionError, match="writable by others"):
+        ensure_data_dir(root, "other", 10001)
+    with pytest.raises(ValueError, match="not a directory name"):
+        ensure_data_dir(root, "..", 10001)
 
 
 # -- root's writes -------------------------------------------------------------------------------------------
