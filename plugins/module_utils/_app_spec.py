@@ -86,6 +86,10 @@ DATA_MOUNT_RESERVED_TOP: frozenset[str] = frozenset(
     }
 )
 DATA_KEYS = ("mount",)
+DATABASE_KINDS = ("postgresql",)
+# What the platform gives an app with a database: files in /run/secrets and libpq's settings in env.
+DATABASE_SECRET_FILES = ("pgpass", "database-url")
+DATABASE_ENV = ("PGHOST", "PGDATABASE", "PGUSER", "PGPASSFILE", "DATABASE_URL_FILE")
 MIN_MEMORY_BYTES = 64 * 1024**2
 MIN_PIDS = 16
 MAX_PIDS = 4_194_304  # the kernel's own pid_max ceiling
@@ -470,6 +474,7 @@ class AppSpec:
     upload_max_mb: int
     upstream: str | None  # pinned upstream host:port (served elsewhere; not managed)
     data_mount: str  # where the app's persistent data directory is mounted ("" = none)
+    database: str  # "" or "postgresql": a database and role of its own on the host's server
     # The edge's access rules: {"htpasswd_users": [{"name", "password"}], "client_cert_cns": [...]}.
     # Passwords are kept as given (the tls role hashes them); never in repr, to_dict or messages.
     access: dict[str, Any] = field(repr=False)
@@ -493,6 +498,11 @@ class AppSpec:
     def label(self) -> str:
         return f"apps[{self.index}] (name {self.name!r})"
 
+    @property
+    def database_name(self) -> str:
+        """The app's database and role on the host's server ("" without one): app_ and the name, "-" as "_"."""
+        return database_name(self.name) if self.database else ""
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, without access passwords (access reduced to user names and CNs)."""
         out: dict[str, Any] = {}
@@ -503,7 +513,12 @@ class AppSpec:
             "htpasswd_users": [user["name"] for user in self.access.get("htpasswd_users", [])],
             "client_cert_cns": list(self.access.get("client_cert_cns", [])),
         }
-        out.update(managed=self.managed, base_url_path=self.base_url_path, route_key=self.route_key)
+        out.update(
+            managed=self.managed,
+            base_url_path=self.base_url_path,
+            route_key=self.route_key,
+            database_name=self.database_name,
+        )
         return out
 
     @classmethod
@@ -542,7 +557,7 @@ class AppSpec:
         return spec
 
 
-_DERIVED = ("managed", "base_url_path", "route_key")
+_DERIVED = ("managed", "base_url_path", "route_key", "database_name")
 
 
 def _check_str(pattern: re.Pattern[str] | None = None, *, optional: bool = False) -> Callable[[object], str | None]:
@@ -618,6 +633,7 @@ _FIELD_CHECKS: dict[str, Callable[[object], str | None]] = {
     "upload_max_mb": _check_int(*UPLOAD_MAX_MB_RANGE),
     "upstream": lambda v: None if v is None else upstream_problem(v),
     "data_mount": lambda v: None if v == "" else data_mount_problem(v),
+    "database": lambda v: None if v == "" or v in DATABASE_KINDS else f"must be {' or '.join(DATABASE_KINDS)} or empty",
     "access": _check_access,
 }
 
@@ -924,6 +940,28 @@ def _parse_data(e: _Entry, value: object) -> None:
         e.values["data_mount"] = mount
 
 
+def database_name(app: str) -> str:
+    """The database and role of an app: a PostgreSQL identifier that needs no quoting."""
+    return "app_" + app.replace("-", "_")
+
+
+def _parse_database(e: _Entry, value: object) -> None:
+    """`database: postgresql`: a database and role of the app's own, reached over the server's socket."""
+    e.values["database"] = ""
+    if value is None or value is False:
+        return
+    if not isinstance(value, str) or value not in DATABASE_KINDS:
+        e.error(f"database {show(value)} must be {' or '.join(DATABASE_KINDS)} (or left out)")
+        return
+    e.values["database"] = value
+    taken = sorted(set(e.values.get("secrets", {})) & set(DATABASE_SECRET_FILES))
+    if taken:
+        e.error(f"secrets {', '.join(taken)}: the platform writes these files for an app with a database")
+    set_env = sorted(set(e.values.get("env", {})) & set(DATABASE_ENV))
+    if set_env:
+        e.error(f"env {', '.join(set_env)}: the platform sets these for an app with a database")
+
+
 ACCESS_KEYS = ("htpasswd_users", "client_cert_cns")
 HTPASSWD_USER_KEYS = ("name", "password")
 
@@ -1010,6 +1048,7 @@ APP_KEYS: dict[str, KeyRule] = {
     "upload_max_mb": KeyRule(_parse_upload_max_mb, False, "the upload limit in MB"),
     "upstream": KeyRule(_parse_upstream, False, "host:port of an app served elsewhere"),
     "data": KeyRule(_parse_data, True, "true or {mount: /data}: a directory kept across deploys"),
+    "database": KeyRule(_parse_database, True, "postgresql: a database and role of the app's own"),
 }
 
 
@@ -1054,6 +1093,7 @@ def _parse_entry(
             env={},
             secrets={},
             data_mount="",
+            database="",
         )
     return AppSpec(index=index, **values), []
 
@@ -1163,3 +1203,17 @@ def purge_errors(purge: object, names: Collection[str], label: str = "apps_purge
                 f"{label}[{index}] {name!r} is still an app: its data is deleted only after its entry has left apps"
             )
     return errors
+
+
+def database_secret_files(database: str, password: str, socket_dir: str) -> dict[str, str]:
+    """The files an app with a database finds in /run/secrets: libpq's password file and a URL."""
+    if not re.fullmatch(r"app_[a-z0-9_]{1,59}", database):
+        raise ValueError(f"not an app database name: {show(database)}")
+    if not re.fullmatch(r"[A-Za-z0-9]{16,128}", password):
+        raise ValueError("a database password must be 16 to 128 letters and digits")  # never shown
+    if not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", socket_dir):
+        raise ValueError(f"not a socket directory: {show(socket_dir)}")
+    return {
+        "pgpass": f"*:*:{database}:{database}:{password}\n",
+        "database-url": f"postgresql://{database}:{password}@/{database}?host={socket_dir}\n",
+    }

@@ -53,6 +53,7 @@ FAILED_KEPT = 20
 OUTPUT_TAIL_LINES = 15
 # Directories under state_dir that are the platform's, never an app's.
 PLATFORM_DIRS = frozenset({"component", "platform"})
+DATABASE_SOCKET = "/run/postgresql"  # where an app finds its database server's socket
 
 
 class DeployFailed(Exception):
@@ -84,6 +85,7 @@ class Settings:
     state_dir: str = "/var/lib/streamlit-apps"
     secrets_dir: str = "/etc/streamlit-apps/secrets"
     data_dir: str = "/srv/streamlit/apps"  # the apps' persistent data, one directory each
+    database_socket_dir: str = "/run/postgresql"  # the host's PostgreSQL listens here, on no TCP port
     audit_log: str = "/var/log/streamlit/deploys.log"
     lock_dir: str = "/run/lock/streamlit-apps"
     results_dir: str = ""  # the monitor's spool results/ ("" = nobody to answer)
@@ -500,6 +502,7 @@ class Engine:
             "logs": [self.settings.log_max_size, self.settings.log_max_file],
             "tmp": self.settings.tmp_size,
             "data": [app.data_mount, self.settings.data_dir] if app.data_mount else [],
+            "database": [app.database_name, self.settings.database_socket_dir] if app.database else [],
         }
         run_fp = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
         return text, build_fp, run_fp
@@ -752,6 +755,20 @@ class Engine:
                     target=app.data_mount, source=str(Path(settings.data_dir) / app.name), type="bind", read_only=False
                 )
             )
+        environment = {key: str(value) for key, value in app.env.items()}
+        if app.database:
+            # The server's socket directory, read-only: the only way to the database (no TCP listener), and
+            # the password in a file libpq reads itself, never in the environment.
+            mounts.append(
+                Mount(target=DATABASE_SOCKET, source=settings.database_socket_dir, type="bind", read_only=True)
+            )
+            environment.update(
+                PGHOST=DATABASE_SOCKET,
+                PGDATABASE=app.database_name,
+                PGUSER=app.database_name,
+                PGPASSFILE="/run/secrets/pgpass",
+                DATABASE_URL_FILE="/run/secrets/database-url",
+            )
         return self.docker.containers.run(
             image,
             name=name,
@@ -767,7 +784,7 @@ class Engine:
             mem_limit=app.memory,
             memswap_limit=app.memory,
             pids_limit=app.pids,
-            environment={key: str(value) for key, value in app.env.items()},
+            environment=environment,
             mounts=mounts,
             network=settings.network,
             healthcheck={

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -165,6 +166,54 @@ def test_the_apps_data_directory_is_its_own_and_writable_by_the_app_only(host):
     assert host.run(f"docker exec {container} sh -c 'echo x >/app/marker'").rc != 0
 
 
+def sql(host, container: str, statement: str) -> str:
+    """Run SQL as the app does: psycopg with libpq's settings from the platform (PGHOST, PGPASSFILE...)."""
+    code = (
+        "import psycopg, sys\n"
+        "with psycopg.connect() as c:\n"
+        "    rows = c.execute(sys.argv[1]).fetchall() if sys.argv[1].startswith('select') else c.execute(sys.argv[1])\n"
+        "    print(rows[0][0] if isinstance(rows, list) else 'ok')\n"
+    )
+    return host.check_output(
+        f"docker exec {container} /opt/venv/bin/python -c {shlex.quote(code)} {shlex.quote(statement)}"
+    )
+
+
+def test_the_app_keeps_rows_in_its_own_database(host):
+    container = serving(host, "hello")
+    assert "/run/postgresql" in {m["Destination"] for m in container["Mounts"]}
+    env = container["Config"]["Env"]
+    assert "PGDATABASE=app_hello" in env
+    assert not any("PASSWORD" in e.upper() or e.startswith("DATABASE_URL=") for e in env)
+    sql(host, container["Id"], "create table notes (id serial primary key, body text)")
+    sql(host, container["Id"], "insert into notes (body) values ('kept across deploys')")
+    assert sql(host, container["Id"], "select count(*) from notes") == "1"
+    # Only its own database: the server's and another's refuse it.
+    connect = "/opt/venv/bin/python -c 'import psycopg; psycopg.connect()'"
+    other = host.run(f"docker exec -e PGDATABASE=postgres {container['Id']} {connect}")
+    assert other.rc != 0
+    assert "no pg_hba.conf entry" in other.stderr or "rejects connection" in other.stderr, other.stderr
+    # No TCP listener at all; the password is root's on the host and the app's in /run/secrets only.
+    assert not host.socket("tcp://0.0.0.0:5432").is_listening
+    assert host.file("/etc/streamlit-apps/db/app_hello.password").mode == 0o600
+    secrets = host.file("/etc/streamlit-apps/secrets/hello").listdir()
+    assert {"pgpass", "database-url", "api-token"} == set(secrets)
+    # The connection as the app makes it, timed inside the container (a figure for the notes).
+    timing = host.check_output(
+        f"docker exec {container['Id']} /opt/venv/bin/python -c "
+        + shlex.quote(
+            "import psycopg, statistics, time\n"
+            "t = []\n"
+            "for _ in range(20):\n"
+            "    s = time.perf_counter(); psycopg.connect().close(); t.append(time.perf_counter() - s)\n"
+            "print(round(statistics.median(t) * 1000, 1))"
+        )
+    )
+    print(f"PostgreSQL connection from the app: median {timing} ms of 20")
+    log = host.check_output("journalctl -u postgresql@15-main --no-pager; cat /var/log/postgresql/*.log")
+    assert "connection authorized: user=app_hello database=app_hello" in log
+
+
 def test_internal_network_has_no_way_out(host):
     network = json.loads(host.check_output("docker network inspect streamlit-apps"))[0]
     assert network["Internal"] is True
@@ -246,6 +295,7 @@ def test_the_apps_data_outlives_the_deploy(host):
     container = serving(host, "hello")
     assert container["Config"]["Labels"]["secure_streamlit.sha"] == sha(host, "v2")
     assert host.check_output(f"docker exec {container['Id']} cat /data/marker") == "written-by-v1"
+    assert sql(host, container["Id"], "select body from notes") == "kept across deploys"
 
 
 def test_a_broken_push_is_recorded_as_failed_not_retried_and_the_old_version_keeps_serving(host):
@@ -374,13 +424,17 @@ def test_removing_the_last_app_leaves_nothing_of_it_on_the_host(host, tmp_path):
         assert not host.file(f"/etc/systemd/system/{unit}").exists
     assert host.file("/var/lib/streamlit-apps").listdir() == ["platform"]
     assert host.file("/etc/streamlit-apps/secrets").listdir() == []
-    # Its data is kept until the operator names it in apps_purge_data.
+    # Its data and database are kept until the operator names it in apps_purge_data.
     assert host.file(f"{DATA}/marker").content_string == "written-by-v1\n"
+    databases = "runuser -u postgres -- psql -Atc 'select datname from pg_database'"
+    assert "app_hello" in host.check_output(databases).split()
     inventory["all"]["vars"]["apps_purge_data"] = ["hello"]
     edited.write_text(yaml.safe_dump(inventory))
     result = run_playbook(CONVERGE, inventory=edited)
     assert result.returncode == 0, result.stdout[-3000:]
     assert not host.file(DATA).exists
+    assert "app_hello" not in host.check_output(databases).split()
+    assert not host.file("/etc/streamlit-apps/db/app_hello.password").exists
 
 
 def _inventory_settings() -> dict:

@@ -24,6 +24,7 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec
     Defaults,
     app_errors,
     branch_problem,
+    database_secret_files,
     parse_apps,
     purge_errors,
     show,
@@ -78,6 +79,7 @@ def test_a_minimal_entry_takes_every_default():
         upload_max_mb=200,
         upstream=None,
         data_mount="",
+        database="",
         access={"htpasswd_users": [], "client_cert_cns": []},
     )
     assert spec.managed
@@ -370,6 +372,25 @@ HOSTILE: list[tuple[str, dict[str, Any], list[str]]] = [
     ("upstream newline", app(repo=DROP, upstream="h:80\n"), ["upstream 'h:80\\n'"]),
     ("upstream url", app(repo=DROP, upstream="http://h:80"), ["host:port"]),
     ("upstream number", app(repo=DROP, upstream=8501), ["upstream 8501 must be text"]),
+    # database
+    ("database unknown kind", app(database="mysql"), ["database 'mysql' must be postgresql"]),
+    ("database true", app(database=True), ["database True must be postgresql"]),
+    ("database newline", app(database="postgresql\n"), ["database 'postgresql\\n'"]),
+    (
+        "database secret file taken",
+        app(database="postgresql", secrets={"pgpass": "vault_ok"}),
+        ["secrets pgpass: the platform writes these files"],
+    ),
+    (
+        "database env taken",
+        app(database="postgresql", env={"PGHOST": "db.example.org"}),
+        ["env PGHOST: the platform sets these"],
+    ),
+    (
+        "database and upstream",
+        app(repo=DROP, upstream="127.0.0.1:8501", database="postgresql"),
+        ["database does not apply to an app with a pinned upstream"],
+    ),
     # data
     ("data text", app(data="/data"), ["data must be true or a mapping", "not text"]),
     ("data number", app(data=1), ["data must be true or a mapping"]),
@@ -416,6 +437,28 @@ def test_there_are_many_hostile_cases():
 def test_every_known_key_has_a_hostile_case():
     covered = {key for _, entry, _ in HOSTILE if isinstance(entry, dict) for key in entry}
     assert set(APP_KEYS) <= covered
+
+
+def test_a_database_is_named_after_the_app():
+    (spec,) = parse_apps([app(name="risk-notes", database="postgresql")], DEFAULTS)
+    assert (spec.database, spec.database_name) == ("postgresql", "app_risk_notes")
+    assert spec.to_dict()["database_name"] == "app_risk_notes"
+    assert AppSpec.from_dict(spec.to_dict()) == spec
+    (plain,) = parse_apps([app()], DEFAULTS)
+    assert plain.database_name == ""
+
+
+def test_a_databases_secret_files_hold_the_password_in_libpqs_formats():
+    files = database_secret_files("app_risk_notes", "a" * 40, "/run/postgresql")
+    assert files == {
+        "pgpass": f"*:*:app_risk_notes:app_risk_notes:{'a' * 40}\n",
+        "database-url": f"postgresql://app_risk_notes:{'a' * 40}@/app_risk_notes?host=/run/postgresql\n",
+    }
+    with pytest.raises(ValueError, match="letters and digits") as caught:
+        database_secret_files("app_x", "short:pw", "/run/postgresql")
+    assert "short" not in str(caught.value)
+    with pytest.raises(ValueError, match="not an app database name"):
+        database_secret_files("postgres", "a" * 40, "/run/postgresql")
 
 
 def test_data_takes_a_default_mount_or_the_one_written():

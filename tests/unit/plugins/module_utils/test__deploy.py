@@ -82,6 +82,7 @@ class FakeDocker:
     def _run(self, image, *, name, labels, **kwargs):
         container = FakeContainer(self, name, image, labels, self.gate)
         container.mounts = kwargs.get("mounts", [])
+        container.environment = kwargs.get("environment", {})
         self.containers_by_name[name] = container
         self.created.append(name)
         return container
@@ -331,6 +332,21 @@ def test_changing_the_data_mount_redeploys(world):
     moved = world.engine.deploy(dataclasses.replace(world.app, data_mount="/srv/notes"))
     assert moved.status == "deployed"
     assert moved.container != first.container
+
+
+def test_an_app_with_a_database_reaches_the_servers_socket_read_only_with_no_password_in_env(world):
+    app = dataclasses.replace(world.app, database="postgresql")
+    assert world.engine.deploy(app).status == "deployed"
+    (container,) = [c for c in world.docker.containers_by_name.values() if not c.removed]
+    (socket,) = [m for m in container.mounts if m["Target"] == "/run/postgresql"]
+    assert socket == {"Target": "/run/postgresql", "Source": "/run/postgresql", "Type": "bind", "ReadOnly": True}
+    assert container.environment == {
+        "PGHOST": "/run/postgresql",
+        "PGDATABASE": "app_hello",
+        "PGUSER": "app_hello",
+        "PGPASSFILE": "/run/secrets/pgpass",
+        "DATABASE_URL_FILE": "/run/secrets/database-url",
+    }
 
 
 def test_a_data_directory_swapped_for_a_link_is_refused(tmp_path):
