@@ -210,6 +210,8 @@ def test_the_app_keeps_rows_in_its_own_database(host):
         )
     )
     print(f"PostgreSQL connection from the app: median {timing} ms of 20")
+    first = {r["app"]: r["seconds"] for r in reversed(audit_records(host)) if r.get("requested_by") == "site.yml"}
+    print(f"first deploy by site.yml: hello (data, database) {first.get('hello')} s, extra {first.get('extra')} s")
     log = host.check_output("journalctl -u postgresql@15-main --no-pager; cat /var/log/postgresql/*.log")
     assert "connection authorized: user=app_hello database=app_hello" in log
 
