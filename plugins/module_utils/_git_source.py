@@ -13,7 +13,7 @@ only the monitor's own user can read), read the operator's or the system's git c
 HTTP redirect to another place, speak a transport other than the URL's own, wait longer than `timeout`, keep
 more than `max_output` bytes of what the server sends, or take anything but a ref listing for an answer.
 
-Standard library only: the daemon imports it as a plain `_git_source` beside `github_client`.
+Standard library and the app model only: the daemon imports both as plain modules from its directory.
 """
 
 from __future__ import annotations
@@ -30,21 +30,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+try:
+    from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _app_spec
+except ImportError:  # installed on a host: the libraries sit side by side
+    import _app_spec  # type: ignore[no-redef]
+
 SHA_RE = re.compile(r"[0-9a-f]{40}")
 # One line of `git ls-remote` output for a branch: 40 hex, a tab, the full ref name.
 LISTING_LINE_RE = re.compile(r"(?P<sha>[0-9a-f]{40})\t(?P<ref>refs/heads/[\x21-\x7e]{1,255})")
-HOST_RE = re.compile(
-    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
-)
-# A path segment: what repository paths on GitLab, Gitea and plain servers use; never "." or "..".
-SEGMENT_RE = re.compile(r"[A-Za-z0-9_~+][A-Za-z0-9._~+-]{0,254}")
-SSH_USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
-# scp-like SSH: user@host:path (a path not starting with "/" or "-").
-SCP_RE = re.compile(r"(?P<user>[^@/:]{1,64})@(?P<host>[^@/:]{1,253}):(?P<path>[^:].{0,1023})")
+SCP_RE = _app_spec.GIT_SCP_RE
 # Paths handed to ssh through GIT_SSH_COMMAND (a shell line): plain characters only.
 SSH_FILE_RE = re.compile(r"/[A-Za-z0-9._/-]{1,1023}")
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-SCHEMES = ("https", "http", "ssh", "file")
 MAX_OUTPUT = 1 << 20
 DEFAULT_TIMEOUT = 20.0
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -81,53 +77,8 @@ class MalformedAnswerError(GitSourceError):
 
 
 def url_problem(url: object, *, allow_file: bool = False) -> str | None:
-    """Why `url` is not a git URL this source reads, or None. Never quotes the URL (it may hold a credential).
-
-    Accepted: https://HOST[:port]/path, http:// to this host's loopback only (tests, a local mirror),
-    ssh://[user@]HOST[:port]/path, user@HOST:path, and file:///path when `allow_file`."""
-    if not isinstance(url, str):
-        return "must be text"
-    if not url.isascii() or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url) or len(url) > 2048:
-        return "must be printable ASCII without spaces, at most 2048 characters"
-    scp = SCP_RE.fullmatch(url) if "://" not in url else None
-    if scp:
-        if not SSH_USER_RE.fullmatch(scp["user"]) or not HOST_RE.fullmatch(scp["host"]):
-            return "user@HOST:path needs a plain user name and host name"
-        return _path_problem(scp["path"].removeprefix("/"))
-    parts = urlsplit(url)
-    if parts.scheme not in SCHEMES or not url.startswith(f"{parts.scheme}://"):
-        return "must be https://, ssh://, user@host:path or file:// (when allowed)"
-    if parts.password is not None or (parts.username is not None and parts.scheme != "ssh"):
-        return "must not carry a credential (give it separately)"
-    if parts.query or parts.fragment or "?" in url or "#" in url:
-        return "must have no query or fragment"
-    if parts.scheme == "file":
-        if not allow_file:
-            return "file:// is refused here (the lab and tests enable it)"
-        if parts.netloc:
-            return "file:// must be file:///absolute/path"
-        return _path_problem(parts.path.removeprefix("/"))
-    try:
-        port = parts.port
-    except ValueError:
-        return "has a bad port"
-    if port == 0:
-        return "has a bad port"
-    host = parts.hostname or ""
-    if not (HOST_RE.fullmatch(host) or host in LOOPBACK_HOSTS):
-        return "needs a plain host name"
-    if parts.scheme == "http" and host not in LOOPBACK_HOSTS:
-        return "http:// is for this host's loopback only; use https://"
-    if parts.username is not None and not SSH_USER_RE.fullmatch(parts.username):
-        return "has a bad ssh user name"
-    return _path_problem(parts.path.removeprefix("/"))
-
-
-def _path_problem(path: str) -> str | None:
-    segments = path.removesuffix("/").split("/")
-    if not path or not all(SEGMENT_RE.fullmatch(s) for s in segments):
-        return "needs a repository path of plain segments (letters, digits, . _ ~ + -; no '..')"
-    return None
+    """Why `url` is not a git URL this source reads (the app model's rule, in one place), or None."""
+    return _app_spec.git_url_problem(url, allow_file=allow_file)
 
 
 @dataclass(frozen=True)
@@ -157,8 +108,9 @@ class GitRemote:
         problem = url_problem(self.url, allow_file=self.allow_file)
         if problem:
             raise ValueError(f"the git URL {problem}")
-        if not branch_ok(self.branch):
-            raise ValueError(f"branch {self.branch[:80]!r} is not a valid branch name")
+        problem = _app_spec.branch_problem(self.branch)
+        if problem:
+            raise ValueError(f"branch {_app_spec.show(self.branch)} is not a valid branch name: it {problem}")
         if self.auth is not None and not self.url.startswith(("https://", "http://")):
             raise ValueError("HTTP credentials go with an https:// URL only")
 
@@ -169,19 +121,6 @@ class GitRemote:
     @property
     def scheme(self) -> str:
         return "ssh" if "://" not in self.url else self.url.split("://", 1)[0]
-
-
-def branch_ok(branch: object) -> bool:
-    """git check-ref-format's rules that matter, and characters safe in argv and file names."""
-    return (
-        isinstance(branch, str)
-        and re.fullmatch(r"[A-Za-z0-9._/-]{1,255}", branch) is not None
-        and not branch.startswith(("-", "/", "."))
-        and not branch.endswith(("/", ".", ".lock"))
-        and ".." not in branch
-        and "//" not in branch
-        and "/." not in branch
-    )
 
 
 @dataclass

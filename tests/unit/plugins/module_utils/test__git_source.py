@@ -68,8 +68,8 @@ def test_git_urls_that_are_read(url):
         ("git@host:-upload-pack=x", "plain segments"),
         ("file:///srv/git/acme/demo.git", "file:// is refused here"),
         ("https://git.example.org/acme/demo.git\n", "printable ASCII"),
-        ("https://git.example.org:0/acme/demo.git", "bad port"),
-        ("https://git.example.org:99999/acme/demo.git", "bad port"),
+        ("https://git.example.org:0/acme/demo.git", "bad host or port"),
+        ("https://git.example.org:99999/acme/demo.git", "bad host or port"),
         (None, "must be text"),
     ],
 )
