@@ -72,6 +72,7 @@ class GitServer:
         self.tls = tls
         self.mode = "git"  # "git", "html" (a web page, 200), "garbage" (a pkt-line stream that lies)
         self.log: list[Logged] = []
+        self.sent = 0  # bytes of answer bodies sent (the cost figures of docs/monitor.md)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -241,6 +242,8 @@ def _handler_for(server: GitServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
+            with server._lock:
+                server.sent += len(payload)
 
         do_GET = _serve
         do_POST = _serve

@@ -263,6 +263,8 @@ def _telling_line(stderr: str) -> str:
     chosen = next((x for x in lines if x.startswith("ssh:")), None) or next(
         (x for x in lines if x.startswith("fatal:")), lines[0] if lines else ""
     )
+    # curl's "after 3 ms" would make every repeat of one fault a new reason (logged and audited again).
+    chosen = re.sub(r" after [0-9]+ ms", "", chosen)
     return "".join(c if c.isprintable() else "?" for c in chosen)[:200]
 
 
