@@ -12,6 +12,7 @@ command of each POST) so a test can prove what a client asked for.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import os
 import re
@@ -269,3 +270,26 @@ def make_tls(directory: Path) -> tuple[Path, Path, Path]:
             "-out", str(leaf), "-days", "2", "-extfile", str(ext))  # fmt: skip
     os.chmod(key, 0o600)
     return ca, leaf, key
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve `--root` on 127.0.0.1:`--port` until killed; `--create NAME` makes a repository with one commit
+    first (the molecule scenario's git server, a test-only systemd unit)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--create", action="append", default=[])
+    args = parser.parse_args(argv)
+    server = GitServer(args.root)
+    server.port = args.port
+    for name in args.create:
+        if not (server.root / f"{name}.git").exists():
+            server.create(name)
+            server.commit(name)
+    server.start()
+    print(f"serving {server.root} at http://127.0.0.1:{server.port}/", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
