@@ -729,7 +729,7 @@ def _parse_provider(e: _Entry, value: object) -> None:
         e.values["provider"] = value
 
 
-def _shown_repo(value: str) -> str:
+def shown_repo(value: str) -> str:
     """The repo for a message: not shown when it could carry a credential (user:password@)."""
     scp = GIT_SCP_RE.fullmatch(value) if "://" not in value else None
     if "@" in value and not (scp and GIT_SSH_USER_RE.fullmatch(scp["user"])):
@@ -756,11 +756,11 @@ def _parse_repo(e: _Entry, value: object) -> None:
         _parse_github_repo(e, value, match, explicit or "github")
         return
     if explicit == "github":
-        e.error(f"repo {_shown_repo(value)}: provider github needs owner/name or https://HOST/owner/name")
+        e.error(f"repo {shown_repo(value)}: provider github needs owner/name or https://HOST/owner/name")
         return
     problem = git_url_problem(value, allow_file=e.defaults.git_allow_file_urls)
     if problem:
-        e.error(f"repo {_shown_repo(value)}: a git URL {problem} ({GIT_URL_RULE})")
+        e.error(f"repo {shown_repo(value)}: a git URL {problem} ({GIT_URL_RULE})")
         return
     e.values.update(repo=value, url=value, provider="git")
 

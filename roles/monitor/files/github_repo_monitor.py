@@ -177,7 +177,7 @@ def load_config(path: Path) -> dict[str, Any]:
         if provider == "git":
             problem = _app_spec.git_url_problem(app["repo"], allow_file=config["allow_file_urls"])
             if problem:
-                shown = _app_spec._shown_repo(app["repo"])
+                shown = _app_spec.shown_repo(app["repo"])
                 errors.append(f"{label}: repo {shown}: a git URL {problem} ({_app_spec.GIT_URL_RULE})")
                 continue
             remote = _git_source.GitRemote(app["repo"], app.get("branch", "main"), allow_file=config["allow_file_urls"])
