@@ -103,6 +103,7 @@ class GitRemote:
     branch: str = "main"
     allow_file: bool = False
     auth: HttpAuth | None = field(default=None, repr=False, compare=False)
+    ssh_key_file: str | None = None  # a per-app deploy key (else the source's)
 
     def __post_init__(self) -> None:
         problem = url_problem(self.url, allow_file=self.allow_file)
@@ -113,6 +114,8 @@ class GitRemote:
             raise ValueError(f"branch {_app_spec.show(self.branch)} is not a valid branch name: it {problem}")
         if self.auth is not None and not self.url.startswith(("https://", "http://")):
             raise ValueError("HTTP credentials go with an https:// URL only")
+        if self.ssh_key_file is not None and not SSH_FILE_RE.fullmatch(self.ssh_key_file):
+            raise ValueError("ssh_key_file must be an absolute path of plain characters")
 
     @property
     def key(self) -> str:
@@ -390,8 +393,9 @@ class GitSource:
                 "-o GlobalKnownHostsFile=/dev/null",
                 "-F /dev/null",
             ]
-            if self.ssh_key_file:
-                ssh += [f"-i {self.ssh_key_file}", "-o IdentitiesOnly=yes"]
+            key = remote.ssh_key_file or self.ssh_key_file
+            if key:
+                ssh += [f"-i {key}", "-o IdentitiesOnly=yes"]
             env["GIT_SSH_COMMAND"] = " ".join(ssh)
             env["GIT_SSH_VARIANT"] = "ssh"
         return env

@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
 import socket
+import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -207,6 +211,11 @@ def test_ssh_is_strict_about_host_keys_and_never_prompts():
         assert option in env["GIT_SSH_COMMAND"]
     with pytest.raises(ValueError, match="plain characters"):
         GitSource(ssh_known_hosts="/tmp/x; touch /tmp/pwned")
+    # a per-app deploy key wins over the source's
+    source.head(GitRemote("git@git.example.org:a/c.git", ssh_key_file="/etc/monitor/keys/c"))
+    assert "-i /etc/monitor/keys/c -o IdentitiesOnly=yes" in runner.calls[1][1]["GIT_SSH_COMMAND"]
+    with pytest.raises(ValueError, match="plain characters"):
+        GitRemote("git@git.example.org:a/c.git", ssh_key_file="/k $(id)")
 
 
 @pytest.mark.parametrize(
@@ -381,3 +390,74 @@ def test_the_runner_leaves_no_process_behind(server):
     children = [p for p in set(os.listdir("/proc")) - before if p.isdigit() and Path(f"/proc/{p}/stat").exists()]
     mine = [p for p in children if Path(f"/proc/{p}/stat").read_text().split()[3] == str(os.getpid())]
     assert mine == []
+
+
+# -- over SSH, against a real sshd (Debian's openssh-server) --------------------------------------------------
+SSHD = Path("/usr/sbin/sshd")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    """sshd on a loopback port, one authorized key, for the user running the tests (git-upload-pack runs
+    as that user). Yields (port, client key, known_hosts, a key it does not know)."""
+    if not SSHD.exists():
+        pytest.skip("openssh-server is not installed (apt-get install openssh-server)")
+    keys = tmp_path / "ssh"
+    keys.mkdir(mode=0o700)
+    for name in ("host", "client", "stranger"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)], check=True, timeout=60)
+    (keys / "authorized_keys").write_text((keys / "client.pub").read_text())
+    port = free_port()
+    host_pub = (keys / "host.pub").read_text().split()
+    (keys / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    options = {
+        "ListenAddress": f"127.0.0.1:{port}",
+        "HostKey": str(keys / "host"),
+        "AuthorizedKeysFile": str(keys / "authorized_keys"),
+        "StrictModes": "no",
+        "PasswordAuthentication": "no",
+        "KbdInteractiveAuthentication": "no",
+        "PermitRootLogin": "prohibit-password",
+        "UsePAM": "no",
+        "PidFile": str(keys / "sshd.pid"),
+    }
+    argv = [str(SSHD), "-D", "-e", "-f", "/dev/null"]
+    for key, value in options.items():
+        argv += ["-o", f"{key}={value}"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            break
+        time.sleep(0.1)
+    try:
+        yield port, str(keys / "client"), str(keys / "known_hosts"), str(keys / "stranger")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_ssh_reads_the_head_with_the_deploy_key_and_a_known_host_only(tmp_path, sshd):
+    port, key, known_hosts, stranger = sshd
+    server = GitServer(tmp_path / "git")  # its bare repositories; sshd serves them
+    server.create("acme/demo")
+    sha = server.commit("acme/demo")
+    user = pwd.getpwuid(os.getuid()).pw_name
+    url = f"ssh://{user}@127.0.0.1:{port}{server.root}/acme/demo.git"
+    remote = GitRemote(url, ssh_key_file=key)
+    assert GitSource(timeout=30, ssh_known_hosts=known_hosts).head(remote).sha == sha
+    # a key the server does not know, no known host, no key at all: refused, never a prompt
+    for source, remote in (
+        (GitSource(timeout=30, ssh_known_hosts=known_hosts), GitRemote(url, ssh_key_file=stranger)),
+        (GitSource(timeout=30), GitRemote(url, ssh_key_file=key)),
+        (GitSource(timeout=30, ssh_known_hosts=known_hosts), GitRemote(url)),
+    ):
+        with pytest.raises(AuthRefusedError):
+            source.head(remote)
