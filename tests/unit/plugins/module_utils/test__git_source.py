@@ -408,6 +408,8 @@ def sshd(tmp_path):
     as that user). Yields (port, client key, known_hosts, a key it does not know)."""
     if not SSHD.exists():
         pytest.skip("openssh-server is not installed (apt-get install openssh-server)")
+    if os.geteuid() != 0:
+        pytest.skip("sshd needs root to serve a login")
     keys = tmp_path / "ssh"
     keys.mkdir(mode=0o700)
     for name in ("host", "client", "stranger"):
