@@ -58,6 +58,22 @@ READ_ONLY_TASKS = {
             APP_RULE,
             ["apps[0]", "a;rm -rf /", "name must be"],
         ),
+        pytest.param(
+            '{"apps": [{"name": "plain", "repo": "https://oauth2:TopS3cretValue@git.example.org/a/b.git"}]}',
+            APP_RULE,
+            ["apps[0] (name 'plain')", "value not shown", "must not carry a credential"],
+            id="git-url-with-a-credential",
+        ),
+        (
+            '{"apps": [{"name": "plain", "repo": "file:///srv/git/acme/plain.git"}]}',
+            APP_RULE,
+            ["apps[0] (name 'plain')", "file:// is refused here", "apps_git_allow_file_urls"],
+        ),
+        (
+            '{"apps": [{"name": "plain", "repo": "acme/plain", "provider": "gitlab"}]}',
+            APP_RULE,
+            ["apps[0] (name 'plain')", "provider 'gitlab' must be github or git"],
+        ),
         (
             '{"apps": [{"name": "x", "repo": "../../etc"}]}',
             APP_RULE,
@@ -329,7 +345,9 @@ def test_bad_setting_stops_before_any_change(inventory, extra_vars, failed_task,
 def test_good_settings_pass_every_check(inventory):
     apps = (
         '{"apps": [{"name": "triage", "repo": "acme/triage-app"},'
-        ' {"name": "dash-2", "repo": "https://github.com/acme/dash.git", "branch": "release/1.2"}]}'
+        ' {"name": "dash-2", "repo": "https://github.com/acme/dash.git", "branch": "release/1.2"},'
+        ' {"name": "plain", "repo": "git@gitea.clinic.example:team/plain.git"},'
+        ' {"name": "lab", "repo": "acme/lab", "provider": "git"}]}'
     )
     # Only the up-front checks run (tagged always): they must all pass on a valid inventory.
     rc, report = run_playbook_json("site.yml", "-i", str(inventory), "--check", "--tags", "always", "-e", apps)

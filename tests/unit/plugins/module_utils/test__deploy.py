@@ -28,6 +28,7 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy i
     write_file_at,
 )
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._nginx_upstream import Edge
+from tests.git_server import GitServer
 
 
 class FakeContainer:
@@ -160,8 +161,8 @@ def world(tmp_path: Path):
     docker = FakeDocker()
     edge = Edge(upstream_dir=tmp_path / "upstreams", check_candidate=None, run=nginx)
     engine = Engine(settings, docker, edge=edge, sleep=lambda _s: None, probe=lambda _url, _t: 200)
-    (app,) = parse_apps([{"name": "hello", "repo": "https://lab.test/acme/hello"}], Defaults())
-    app = dataclasses.replace(app, url=f"file://{bare}")  # a local remote (the model accepts https only)
+    # A local remote, as the lab's and the tests' git URLs are allowed to be.
+    (app,) = parse_apps([{"name": "hello", "repo": f"file://{bare}"}], Defaults(git_allow_file_urls=True))
     return SimpleNamespace(tmp=tmp_path, engine=engine, docker=docker, app=app, shas=shas, edge=edge, nginx=nginx_calls)
 
 
@@ -476,3 +477,15 @@ def test_the_build_context_is_the_same_whatever_the_callers_umask(world, umask):
     modes = {str(p.relative_to(build)): p.stat().st_mode & 0o777 for p in build.rglob("*") if p.is_file()}
     assert set(modes) >= {"Dockerfile", "app.tar", "requirements.txt", "extra-ca/lab-ca.crt", "streamlit_gate.py"}
     assert set(modes.values()) == {0o644}, modes
+
+
+def test_an_app_on_a_plain_git_server_deploys_from_its_url(world):
+    """provider git: the engine fetches exactly the head from the app's URL (real git over smart HTTP)."""
+    with GitServer(world.tmp / "server") as server:
+        server.create("acme/hello")
+        git("push", "-q", str(server.root / "acme/hello.git"), "HEAD:refs/heads/main", cwd=world.tmp / "work")
+        (app,) = parse_apps([{"name": "hello", "repo": server.url("acme/hello")}], Defaults())
+        assert (app.provider, app.url) == ("git", server.url("acme/hello"))
+        outcome = world.engine.deploy(app, requested_by="github-repo-monitor")
+    assert outcome.status == "deployed", outcome
+    assert outcome.sha == world.shas[1]
