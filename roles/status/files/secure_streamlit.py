@@ -3,6 +3,7 @@
 
     secure-streamlit status [APP] [--json] [--live | --snapshot FILE]
     secure-streamlit export                 # root: the timer's run; writes the snapshot, alerts
+    secure-streamlit check-config           # the role's check of a new configuration
 
 `status` shows, per app, the commit that serves and since when, its container's health, a pending request,
 the commits marked failed and why, the last deploys; the monitor's last poll, API budget and interval; the
@@ -204,12 +205,16 @@ def main(
     source.add_argument("--live", action="store_true", help="collect now (root)")
     source.add_argument("--snapshot", type=Path, help="read this snapshot instead of the configured one")
     commands.add_parser("export", help="collect, write the snapshot, alert on new problems (root's timer)")
+    commands.add_parser("check-config", help="check the configuration file")
     args = parser.parse_args(argv)
     try:
         if args.command == "status" and args.snapshot is not None:
             report = read_snapshot(args.snapshot, 0, clock)
         else:
             config = load_config(args.config)
+            if args.command == "check-config":
+                print(f"config OK: {len(config['status_settings'].apps)} apps")
+                return 0
             if args.command == "export":
                 return export(config, probe_factory, clock)
             live = args.live or os.geteuid() == 0
