@@ -312,10 +312,12 @@ class Collector:
         self.probe = probe
         self.hostname = hostname
         self.statvfs = statvfs
+        self._engine_error: str | None = None
 
     def collect(self) -> dict[str, Any]:
         now = self.clock()
         settings = self.settings
+        self._engine_error = None
         monitor_config = _mapping(read_json_file(Path(settings.monitor_config)))
         monitor_state = _mapping(read_json_file(Path(settings.monitor_state)))
         history = deploy_history(Path(settings.audit_log), settings.apps, settings.deploys_shown)
@@ -324,7 +326,8 @@ class Collector:
         certificates = self.certificates(now)
         disk = self.disk(now)
         audit = self.audit(monitor_state)
-        attention: list[str] = []
+        engine = {"asked": self.probe is not None, "error": self._engine_error}
+        attention = engine_attention(engine)
         for app in apps:
             attention += [f"app {app['name']}: {problem}" for problem in app["attention"]]
         attention += [f"monitor: {problem}" for problem in monitor.get("attention", [])]
@@ -343,6 +346,7 @@ class Collector:
             "host": self.hostname(),
             "verdict": "attention" if attention else "ok",
             "attention": attention,
+            "engine": engine,
             "apps": apps,
             "monitor": monitor,
             "certificates": certificates,
@@ -407,11 +411,13 @@ class Collector:
     def health(self, name: str, serving: Mapping[str, Any] | None) -> dict[str, Any]:
         if self.probe is None:
             return {"state": "not asked", "containers": [], "problem": ""}
+        if self._engine_error is not None:  # said once for the host, not once per app
+            return {"state": "unknown", "containers": [], "problem": ""}
         try:
             containers = self.probe.containers(name)
         except Exception as exc:  # the engine down, the socket refused: say so, never crash the report
-            text = " ".join(str(exc).split())[:200]
-            return {"state": "unknown", "containers": [], "problem": f"the container engine did not answer ({text})"}
+            self._engine_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            return {"state": "unknown", "containers": [], "problem": ""}
         wanted = serving.get("container") if serving else None
         chosen = next((c for c in containers if c["name"] == wanted), None)
         if chosen is None:
@@ -550,6 +556,12 @@ class Collector:
         return chains
 
 
+def engine_attention(engine: Mapping[str, Any]) -> list[str]:
+    """The container engine's problem (every app's health is unknown then), once for the host."""
+    error = engine.get("error") if isinstance(engine, Mapping) else None
+    return [f"engine: the container engine did not answer ({error}): the apps' health is unknown"] if error else []
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -570,7 +582,10 @@ def for_app(report: Mapping[str, Any], app: str) -> dict[str, Any]:
         raise KeyError(app)
     narrowed = dict(report)
     narrowed["apps"] = entries
-    narrowed["attention"] = [f"app {app}: {problem}" for problem in entries[0]["attention"]]
+    narrowed["attention"] = [
+        *engine_attention(report.get("engine") or {}),
+        *[f"app {app}: {problem}" for problem in entries[0]["attention"]],
+    ]
     narrowed["verdict"] = "attention" if narrowed["attention"] else "ok"
     return narrowed
 

@@ -221,3 +221,36 @@ def test_the_alert_hook_runs_once_per_new_problem(installed, host, root_dir):
     host.certificates(edge_days=3)
     export(host)
     assert calls.read_text().splitlines()[2].startswith("certificate edge edge.lab.test: expires")
+
+
+def test_an_engine_that_cannot_be_reached_still_gives_a_report(installed, host):
+    def no_engine():
+        raise ConnectionError("Error while fetching server API version")
+
+    command.main(["--config", str(host.config_path), "export"], probe_factory=no_engine, clock=host.clock)
+    result = status(installed, host)
+    assert result.returncode == 1
+    assert "  ! engine: the container engine did not answer (ConnectionError: Error while fetching" in result.stdout
+    assert "health unknown" in result.stdout
+
+
+def test_check_config_accepts_the_role_s_file_and_names_a_bad_app(installed, host):
+    run = [sys.executable, "-I", str(installed), "--config", str(host.config_path), "check-config"]
+    result = subprocess.run(run, capture_output=True, text=True, check=False)
+    assert (result.returncode, result.stdout) == (0, "config OK: 2 apps\n")
+    config = host.status_config()
+    config["settings"]["apps"] = ["hello", "Hello World"]
+    host.config_path.write_text(json.dumps(config))
+    result = subprocess.run(run, capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert "settings: apps[1] ('Hello World') is not an app name" in result.stderr
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not os.access(HOST_PYTHON, os.X_OK), reason="switching users needs root and python3"
+)
+def test_live_is_refused_without_root(installed, host):
+    export(host)
+    result = status(installed, host, "--live", as_admin=True)
+    assert result.returncode == 2
+    assert "--live needs root" in result.stderr

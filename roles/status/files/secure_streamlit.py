@@ -85,13 +85,13 @@ def default_probe() -> _status.ContainerProbe:
 
 
 class Unreachable:
-    """The engine as a probe that could not be made: every app's health says why."""
+    """The engine as a probe that could not be made: the report says why, once."""
 
-    def __init__(self, why: str) -> None:
-        self.why = why
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
     def containers(self, _app: str) -> list[dict[str, Any]]:
-        raise RuntimeError(self.why)
+        raise self.error
 
 
 def collect(
@@ -100,7 +100,7 @@ def collect(
     try:
         probe: _status.ContainerProbe | None = probe_factory()
     except Exception as exc:  # no SDK, no socket: the report says the engine did not answer
-        probe = Unreachable(f"{type(exc).__name__}: {exc}")
+        probe = Unreachable(exc)
     return _status.Collector(config["status_settings"], clock=clock, probe=probe).collect()
 
 
@@ -217,6 +217,8 @@ def main(
                 return 0
             if args.command == "export":
                 return export(config, probe_factory, clock)
+            if args.live and os.geteuid() != 0:
+                raise UsageError("--live needs root (the sources are root's); without it the snapshot is read")
             live = args.live or os.geteuid() == 0
             if live:
                 report = collect(config, probe_factory, clock)

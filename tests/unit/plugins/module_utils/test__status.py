@@ -108,11 +108,17 @@ def test_a_stopped_or_missing_container_needs_attention(host):
     assert attention[1] == f"app extra: its container extra-{sha(4)[:12]}-abcdef is missing"
 
 
-def test_an_engine_that_does_not_answer_is_reported_not_fatal(host):
+def test_an_engine_that_does_not_answer_is_reported_once_not_fatal(host):
     host.probe.error = ConnectionError("Error while fetching server API version")
     report = report_of(host)
-    assert report["apps"][0]["health"]["state"] == "unknown"
-    assert "the container engine did not answer (Error while fetching server API version)" in report["attention"][0]
+    assert [app["health"]["state"] for app in report["apps"]] == ["unknown", "unknown"]
+    assert report["engine"] == {"asked": True, "error": "ConnectionError: Error while fetching server API version"}
+    assert report["attention"] == [
+        "engine: the container engine did not answer (ConnectionError: Error while fetching server API version): "
+        "the apps' health is unknown"
+    ]
+    assert host.probe.calls == 1  # not asked again for every app
+    assert _status.for_app(report, "extra")["verdict"] == "attention"  # one app's view says it too
 
 
 def test_a_failed_last_deploy_needs_attention_and_the_failed_sha_says_why(host):
