@@ -102,7 +102,7 @@ def make_cert(
         .issuer_name(issuer_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(datetime.datetime.fromtimestamp(NOW - 30 * DAY, datetime.UTC))
+        .not_valid_before(datetime.datetime.fromtimestamp(min(NOW, not_after) - 30 * DAY, datetime.UTC))
         .not_valid_after(datetime.datetime.fromtimestamp(not_after, datetime.UTC))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )

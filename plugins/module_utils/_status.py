@@ -272,7 +272,7 @@ def certificate_entry(kind: str, path: Path, now: float, renew_before_days: int)
         common = value.get_attributes_for_oid(NameOID.COMMON_NAME)
         return str(common[0].value) if common else value.rfc4514_string()
 
-    not_after = cert.not_valid_after_utc.timestamp()
+    not_after = _utc(cert, "not_valid_after")
     days_left = (not_after - now) / 86400
     if days_left <= 0:
         status = "expired"
@@ -286,11 +286,19 @@ def certificate_entry(kind: str, path: Path, now: float, renew_before_days: int)
         "subject": name(cert.subject),
         "issuer": name(cert.issuer),
         "serial": format(cert.serial_number, "x"),
-        "not_before": _iso(cert.not_valid_before_utc.timestamp()),
+        "not_before": _iso(_utc(cert, "not_valid_before")),
         "not_after": _iso(not_after),
         "days_left": round(days_left, 1),
         "status": status,
     }
+
+
+def _utc(cert: Any, name: str) -> float:
+    """A validity bound as a timestamp: `*_utc` since cryptography 42, naive UTC before (Debian 12 has 38)."""
+    aware = getattr(cert, f"{name}_utc", None)
+    if aware is not None:
+        return float(aware.timestamp())
+    return float(getattr(cert, name).replace(tzinfo=UTC).timestamp())
 
 
 # -- the report --------------------------------------------------------------------------------------------
@@ -509,8 +517,10 @@ class Collector:
     # -- disk
     def disk(self, now: float) -> dict[str, Any]:
         document = _mapping(read_json_file(Path(self.settings.findings_file))) if self.settings.findings_file else {}
-        recorded = [f for f in (document.get("findings") or []) if isinstance(f, dict)]
-        paths = [p for p in (document.get("checked_paths") or []) if isinstance(p, str) and p.startswith("/")]
+        findings = document.get("findings")
+        checked = document.get("checked_paths")
+        recorded = [f for f in findings if isinstance(f, dict)] if isinstance(findings, list) else []
+        paths = [p for p in checked if isinstance(p, str) and p.startswith("/")] if isinstance(checked, list) else []
         free: list[dict[str, Any]] = []
         attention: list[str] = []
         for path in paths:

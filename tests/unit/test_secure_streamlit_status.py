@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.helpers import REPO
-from tests.status_host import NOW, Host, sha, tamper
+from tests.status_host import DAY, NOW, Host, sha, tamper
 
 PROGRAM = REPO / "roles/status/files/secure_streamlit.py"
 _spec = importlib.util.spec_from_file_location("secure_streamlit", PROGRAM)
@@ -254,3 +254,24 @@ def test_live_is_refused_without_root(installed, host):
     result = status(installed, host, "--live", as_admin=True)
     assert result.returncode == 2
     assert "--live needs root" in result.stderr
+
+
+@pytest.mark.skipif(not os.access(HOST_PYTHON, os.X_OK), reason="needs the host's python3")
+def test_the_timer_s_run_with_the_host_s_python_reads_the_certificates(installed, host):
+    """`export` as the unit runs it: Debian's python3 and its cryptography (38 on bookworm, before the
+    *_utc properties), the real clock, and whatever Docker SDK the interpreter has (none here: the
+    report then says the engine did not answer)."""
+    host.certificates(edge_days=(time.time() + 10 * DAY - NOW) / DAY)
+    result = subprocess.run(
+        [HOST_PYTHON, "-I", str(installed), "--config", str(host.config_path), "export"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((host.root / "status/status.json").read_text())
+    edge = next(c for c in report["certificates"] if c["kind"] == "edge")
+    assert edge["status"] == "expiring"
+    assert 9.9 <= edge["days_left"] <= 10.0
+    assert next(c for c in report["certificates"] if c["kind"] == "internal_ca")["status"] == "ok"
