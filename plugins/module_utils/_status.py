@@ -29,7 +29,6 @@ import json
 import os
 import socket
 import stat
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -47,6 +46,7 @@ WINDOW = 3600.0
 # The monitor's budgets (github_repo_monitor.py): 90 % of GitHub's hourly limit, with and without a token.
 MONITOR_BUDGET = {"token": 4500, "anonymous": 54}
 DEPLOY_EVENTS = ("deploy_deployed", "deploy_failed")
+TAIL_BLOCK = 65536
 
 
 # -- settings ----------------------------------------------------------------------------------------------
@@ -190,25 +190,46 @@ def _parse_time(text: Any) -> float | None:
 def deploy_history(path: Path, apps: Iterable[str], keep: int) -> dict[str, list[dict[str, Any]]]:
     """The last `keep` deploy records per app from the current deploy log, newest first.
 
-    Reads the file forward once (the chain check reads it anyway); the rotated files are not needed
-    for the last few deploys of an app that deployed this month."""
-    wanted = set(apps)
-    recent: dict[str, deque[dict[str, Any]]] = {app: deque(maxlen=max(keep, 1)) for app in wanted}
+    Read backwards from the end until every app has its `keep` records (an app that has fewer reads the
+    whole file); the rotated files are not needed for the last few deploys of an app that deployed this
+    month."""
+    found: dict[str, list[dict[str, Any]]] = {app: [] for app in apps}
+    short = set(found) if keep > 0 else set()
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
-        return {app: [] for app in wanted}
-    with os.fdopen(fd, "rb") as handle:
-        for line in handle:
-            if b'"deploy_' not in line:
-                continue
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if isinstance(record, dict) and record.get("event") in DEPLOY_EVENTS and record.get("app") in wanted:
-                    recent[record["app"]].append(record)
-    return {
-        app: [_deploy_entry(r) for r in reversed(records)][: keep if keep > 0 else 0] for app, records in recent.items()
-    }
+        return found
+    try:
+        position = os.fstat(fd).st_size
+        partial = b""  # the start of a line whose beginning is in the next block back
+        while position > 0 and short:
+            step = min(TAIL_BLOCK, position)
+            position -= step
+            lines = (os.pread(fd, step, position) + partial).split(b"\n")
+            partial = lines.pop(0) if position > 0 else b""
+            for line in reversed(lines):
+                _take(line, found, short, keep)
+                if not short:
+                    break
+    finally:
+        os.close(fd)
+    return found
+
+
+def _take(line: bytes, found: dict[str, list[dict[str, Any]]], short: set[str], keep: int) -> None:
+    """One line read backwards: kept when it is a deploy of an app that still has fewer than `keep`."""
+    if b'"deploy_' not in line:
+        return
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return
+    if not isinstance(record, dict) or record.get("event") not in DEPLOY_EVENTS or record.get("app") not in short:
+        return
+    entries = found[record["app"]]
+    entries.append(_deploy_entry(record))
+    if len(entries) >= keep:
+        short.discard(record["app"])
 
 
 def _deploy_entry(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -270,6 +270,21 @@ def test_only_the_last_deploys_are_kept_and_other_events_are_skipped(host):
     assert [d["sha"] for d in deploys] == [sha(119 - n) for n in range(5)]
 
 
+@pytest.mark.parametrize("block", [64, 333, 65536])
+def test_the_last_deploys_read_backwards_across_blocks_match_a_forward_read(host, monkeypatch, block):
+    for n in range(30):
+        host.deploy("hello" if n % 3 else "extra", sha(200 + n), seconds=n)
+    path = host.root / "log/deploys.log"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    expected = {
+        app: [_status._deploy_entry(r) for r in reversed(records) if r.get("app") == app][:4]
+        for app in ("hello", "extra")
+    }
+    monkeypatch.setattr(_status, "TAIL_BLOCK", block)
+    assert _status.deploy_history(path, ["hello", "extra"], 4) == expected
+    assert _status.deploy_history(path, ["hello", "never"], 2)["never"] == []  # read to the start: none
+
+
 def test_settings_refuse_unknown_keys_and_bad_values():
     assert StatusSettings.from_mapping({"apps": ["hello"], "renew_before_days": 14}).renew_before_days == 14
     with pytest.raises(ValueError, match="unknown status settings: renew_days"):
