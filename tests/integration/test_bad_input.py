@@ -96,6 +96,17 @@ READ_ONLY_TASKS = {
         ),
         ('{"monitor_interval": 0}', "Fail on a polling interval or jitter out of range", ["monitor_interval"]),
         ('{"monitor_interval": "soon"}', "Validating arguments against arg spec", ["monitor_interval", "int"]),
+        ('{"status_interval": 5}', "Fail on settings out of range", ["status_interval", "at least 10 s (is 5)"]),
+        (
+            '{"status_alert_command": ["curl", "https://hooks.example/x"]}',
+            "Fail on an alert command that is not a program path and its arguments",
+            ["status_alert_command", "absolute program path"],
+        ),
+        (
+            '{"status_admin_users": "alice"}',
+            "Fail on an admin user list that is not a list of account names",
+            ["status_admin_users", "list of existing account names"],
+        ),
         ('{"apps": "demo"}', "Validating arguments against arg spec", ["_apps", "str"]),
         (
             '{"apps": [{"name": "a", "repo": "acme/a", "route": {"path": "/x/"}},'

@@ -411,6 +411,24 @@ def test_the_deploy_audit_trail_is_one_intact_hash_chain(host):
     assert "deploys.log: audit log OK" in result.stdout
 
 
+def test_the_status_command_shows_an_admin_the_deployed_apps_without_root(host):
+    """`secure-streamlit status` as a member of the admin group (roles/status): the apps that serve, at the
+    commits that serve, read from the snapshot root's timer writes; a non-member gets nothing."""
+    host.check_output("id status-admin || useradd --no-create-home --groups streamlit-admin status-admin")
+    host.check_output("systemctl start secure-streamlit-status.service")  # a fresh snapshot, as the timer writes
+    result = host.run("runuser -u status-admin -- secure-streamlit status --json")
+    assert result.rc in (0, 1), result.stdout + result.stderr  # 1: an earlier test left a failed last deploy
+    report = json.loads(result.stdout)
+    now = {app: serving(host, app)["Config"]["Labels"]["secure_streamlit.sha"] for app in ("hello", "third")}
+    assert {app["name"]: (app["serving"] or {}).get("sha") for app in report["apps"]} == now
+    # The engine answered for each app and found the serving container (its health check's verdict is
+    # the engine's, and may lag on a loaded host).
+    assert report["engine"]["error"] is None
+    assert all(app["health"]["container"]["name"] == app["serving"]["container"] for app in report["apps"])
+    assert report["audit"]["deploys"]["ok"], report["audit"]
+    assert host.run("runuser -u nobody -- secure-streamlit status").rc == 2
+
+
 def test_removing_the_last_app_leaves_nothing_of_it_on_the_host(host, tmp_path):
     """Runs last: the inventory's apps list becomes empty."""
     inventory = yaml.safe_load(Path(os.environ["MOLECULE_INVENTORY_FILE"]).read_text())
