@@ -17,6 +17,8 @@ lint() {
   step "Lint: ruff"
   ruff check .
   ruff format --check .
+  step "Lint: changelog fragments (antsibull-changelog)"
+  antsibull-changelog lint
   step "Lint: ansible-lint (production profile)"
   ansible-lint --profile production
 }
