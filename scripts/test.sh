@@ -21,6 +21,8 @@ lint() {
   antsibull-changelog lint
   step "Lint: ansible-lint (production profile)"
   ansible-lint --profile production
+  step "Lint: ansible-test sanity (the collection as it ships)"
+  bash scripts/sanity.sh
 }
 
 unit() {

@@ -321,7 +321,7 @@ def duration_ns(text: str) -> int:
 
 
 # -- git ---------------------------------------------------------------------------------------------------
-GitRunner = Callable[[Sequence[str], Path | None], "subprocess.CompletedProcess[str]"]
+GitRunner = Callable[[Sequence[str], "Path | None"], "subprocess.CompletedProcess[str]"]
 
 
 def run_git(argv: Sequence[str], cwd: Path | None) -> subprocess.CompletedProcess[str]:
