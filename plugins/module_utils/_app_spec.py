@@ -706,7 +706,7 @@ _FIELD_CHECKS: dict[str, Callable[[object], str | None]] = {
     "repo": _check_str(optional=True),
     "url": _check_str(optional=True),
     "provider": lambda v: None if v is None or v in PROVIDERS else "must be github, git or null",
-    "branch": lambda v: branch_problem(v),
+    "branch": branch_problem,
     "entrypoint": lambda v: repo_file_problem(v, python=True),
     "requirements": lambda v: repo_file_problem(v, python=False),
     "python": lambda v: None if v == "" or (isinstance(v, str) and PYTHON_RE.fullmatch(v)) else 'must be "" or 3.x',
@@ -825,7 +825,7 @@ def _parse_github_repo(e: _Entry, value: str, match: re.Match[str] | None, provi
             return
         url = value
     else:
-        owner, _, name = value.partition("/")
+        owner, _slash, name = value.partition("/")
         if name.endswith(".git"):
             e.error(f"repo {show(value)}: write owner/name without .git (the clone URL adds it)")
             return

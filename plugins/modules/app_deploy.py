@@ -18,7 +18,8 @@ description:
     nothing. After a reboot or an engine restart it brings back exactly the commit that served before.
   - Every outcome is appended to the hash-chained deploy audit log and answered to the monitor.
 version_added: "1.1.0"
-author: secure_streamlit.hosting
+author:
+  - secure_streamlit maintainers (@secure-streamlit)
 options:
   apps:
     description:
@@ -93,8 +94,10 @@ deploys:
     sha: {description: The commit., type: str}
     status: {description: "deployed, unchanged, failed, or in check mode would_deploy.", type: str}
     reason: {description: Why it failed (the step and the message) or why nothing was done., type: str}
-    step: {description: The step that failed (fetch, build, start, health, gate, switch...)., type: str}
-    output_tail: {description: The last lines of the failing command's output (pip's error, the traceback)., type: list}
+    step: {description: "The step that failed (fetch, build, start, health, gate, switch...).", type: str}
+    output_tail:
+      description: "The last lines of the failing command's output (pip's error, the traceback)."
+      type: list
     previous: {description: The commits that served before., type: list}
     container: {description: The container that serves now., type: str}
     seconds: {description: How long the deploy took., type: float}

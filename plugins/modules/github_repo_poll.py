@@ -21,7 +21,7 @@ description:
   - Polling changes nothing on the host, so the module always reports C(changed=false) and runs normally
     in check mode.
 author:
-  - secure_streamlit maintainers
+  - secure_streamlit maintainers (@secure-streamlit)
 requirements:
   - python >= 3.9
   - requests
@@ -77,8 +77,10 @@ options:
 attributes:
   check_mode:
     support: full
+    description: The module only reads from GitHub; it runs the same in check mode.
   diff_mode:
     support: none
+    description: It changes nothing, so there is nothing to show.
 """
 
 EXAMPLES = r"""
@@ -168,19 +170,15 @@ from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
-try:
-    from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _app_spec
-    from ansible_collections.secure_streamlit.hosting.plugins.module_utils._git_source import GitRemote, GitSource
-    from ansible_collections.secure_streamlit.hosting.plugins.module_utils.github_client import (
-        GitHubClient,
-        GitHubError,
-        RateLimitedError,
-        RepoRef,
-    )
-
-    IMPORT_ERROR = None
-except ImportError as exc:  # requests is missing on the target
-    IMPORT_ERROR = exc
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _app_spec
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._git_source import GitRemote, GitSource
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils.github_client import (
+    REQUESTS_IMPORT_ERROR,
+    GitHubClient,
+    GitHubError,
+    RateLimitedError,
+    RepoRef,
+)
 
 KNOWN_SHA_RE = re.compile(r"^[0-9a-fA-F]{40}$")
 
@@ -242,8 +240,8 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    if IMPORT_ERROR is not None:
-        module.fail_json(msg=missing_required_lib("requests"), exception=str(IMPORT_ERROR))
+    if REQUESTS_IMPORT_ERROR is not None:
+        module.fail_json(msg=missing_required_lib("requests"), exception=str(REQUESTS_IMPORT_ERROR))
 
     entries = parse_entries(module)
     client = GitHubClient(
