@@ -18,7 +18,7 @@ description:
     Takes the results of C(ansible.builtin.slurp) over the databases' password files, looped over the
     apps (each result's C(item) is the app as C(secure_streamlit.hosting.app_specs) returns it) and gives
     C([result, {name, content}]) for libpq's password file C(pgpass) and a C(database-url).
-  - The items hold the password: loop over them with C(no_log).
+  - The items hold the password; loop over them with C(no_log).
 positional: _input
 options:
   _input:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import math
 import os
 import re
 import selectors
@@ -179,7 +180,7 @@ def run_bounded(argv: Sequence[str], env: Mapping[str, str], timeout: float, max
             if left <= 0:
                 timed_out = True
                 break
-            for key, _ in selector.select(min(left, 1.0)):
+            for key, _events in selector.select(min(left, 1.0)):
                 chunk = os.read(key.fd, 65536)
                 if not chunk:
                     selector.unregister(key.fd)
@@ -330,7 +331,7 @@ class GitSource:
     ) -> None:
         """`ssh_known_hosts` is the only place an SSH host key is checked against (strict checking always);
         `ca_file` adds a CA bundle for HTTPS (an on-premises server's internal CA)."""
-        if not timeout > 0:
+        if math.isnan(timeout) or timeout <= 0:
             raise ValueError("timeout must be > 0")
         for name, path in (("ssh_known_hosts", ssh_known_hosts), ("ssh_key_file", ssh_key_file), ("ca_file", ca_file)):
             if path is not None and not SSH_FILE_RE.fullmatch(path):

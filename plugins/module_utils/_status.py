@@ -112,7 +112,6 @@ class StatusSettings:
 class ContainerProbe(Protocol):
     def containers(self, app: str) -> list[dict[str, Any]]:
         """The app's containers: name, status, health, restarts, sha, started_at, cpus, memory_bytes."""
-        ...
 
 
 class DockerProbe:

@@ -254,8 +254,8 @@ def main() -> None:
     def rate_report() -> dict:
         return {**client.rate.as_dict(), "counted_requests": client.counted_requests}
 
-    github_refs = [ref for ref, _ in entries if isinstance(ref, RepoRef)]
-    git_refs = [ref for ref, _ in entries if isinstance(ref, GitRemote)]
+    github_refs = [ref for ref, _known in entries if isinstance(ref, RepoRef)]
+    git_refs = [ref for ref, _known in entries if isinstance(ref, GitRemote)]
     heads: dict = GitSource(timeout=module.params["timeout"]).heads(git_refs) if git_refs else {}
     try:
         heads.update(client.heads(github_refs) if github_refs else {})
