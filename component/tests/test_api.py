@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+
+import numpy as np
 import pytest
 import streamlit_secure_context as ssc
 
@@ -73,3 +76,93 @@ def test_the_sandbox_profile_names_runtime_threads_and_origin():
 def test_the_backend_is_wasm_or_webgpu():
     with pytest.raises(ValueError, match="backend"):
         ssc.streamlit_secure_context("app/static/mlp.onnx", inference_params={"backend": "gpu"})
+
+
+def test_nan_outside_a_tensor_is_refused_before_anything_is_sent():
+    # The browser parses the arguments with JSON.parse: a bare NaN would leave the component unrendered
+    # (no timer, no answer). Inside a tensor it travels as bytes.
+    with pytest.raises(ValueError, match="finite numbers only"):
+        ssc.streamlit_secure_context("app/static/mlp.onnx", inference_params={"shape": [1, float("nan")]})
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ([1, 2], "inputs must be a dict"),
+        ({"x": np.array(["a"])}, r"inputs\['x'\]: dtype str32 is not one of"),
+        ({"x": np.zeros(2, np.complex64)}, r"inputs\['x'\]: dtype complex64"),
+        ({"x": {"data": [1, 2, 3], "dims": [2, 2]}}, r"inputs\['x'\]: 3 values do not fit dims \[2, 2\]"),
+        ({"x": {"data": [1], "shape": [1]}}, r"inputs\['x'\]: expected keys data, dims \(optional\)"),
+        ({"x": {"data": ["Doe"]}}, r"inputs\['x'\]: the data is not an array of float32"),
+        ({"": [1.0]}, "non-empty string"),
+        ({"x": {"data": [1], "dims": [-1]}}, "dims must be a list of non-negative integers"),
+    ],
+)
+def test_bad_inputs_are_clear_errors_in_python(inputs, message):
+    with pytest.raises(ValueError, match=message):
+        ssc.encode_inputs(inputs)
+
+
+def test_inputs_travel_as_little_endian_bytes_with_dims_and_dtype():
+    encoded = ssc.encode_inputs(
+        {"x": np.array([[1.0, np.nan]], np.float32), "n": {"data": [2**62 + 1], "dtype": "int64"}, "b": [True]}
+    )
+    assert [(e["name"], e["dims"], e["dtype"]) for e in encoded] == [
+        ("x", [1, 2], "float32"),
+        ("n", [1], "int64"),
+        ("b", [1], "float32"),
+    ]
+    assert base64.b64decode(encoded[1]["b64"]) == (2**62 + 1).to_bytes(8, "little")
+    assert np.isnan(np.frombuffer(base64.b64decode(encoded[0]["b64"]), "<f4")[1])
+    # The unnamed form: the model's first input, float32.
+    (legacy,) = ssc.encode_inputs({"data": [0.5, 1.0], "dims": [1, 2]})
+    assert (legacy["name"], legacy["dims"], legacy["dtype"]) == (None, [1, 2], "float32")
+    # A big-endian array is sent little-endian.
+    (swapped,) = ssc.encode_inputs({"x": np.array([1], ">i4")})
+    assert base64.b64decode(swapped["b64"]) == b"\x01\x00\x00\x00"
+
+
+def test_outputs_come_back_as_python_numbers_and_numpy_arrays():
+    raw = np.array([[np.nan, -np.inf], [0.5, 2.0]], np.float32).tobytes()
+    value = {
+        "status": "ok",
+        "outputs": {
+            "y": {"dims": [2, 2], "dtype": "float32", "b64": base64.b64encode(raw).decode()},
+            "label": {
+                "dims": [1],
+                "dtype": "int64",
+                "b64": base64.b64encode((2**60 + 3).to_bytes(8, "little")).decode(),
+            },
+            "mask": {"dims": [2], "dtype": "bool", "b64": base64.b64encode(b"\x01\x00").decode()},
+        },
+        "inferenceMs": 1.5,
+    }
+    result = ssc.decode_result(value)
+    y = result["outputs"]["y"]
+    assert y["array"].shape == (2, 2)
+    assert y["array"].dtype == np.float32
+    assert np.isnan(y["data"][0])
+    assert y["data"][1:] == [float("-inf"), 0.5, 2.0]
+    assert result["outputs"]["label"]["data"] == [2**60 + 3]
+    assert type(result["outputs"]["label"]["data"][0]) is int
+    assert result["outputs"]["mask"]["data"] == [True, False]
+    assert result["inferenceMs"] == 1.5
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        {"dims": [2], "dtype": "float32", "b64": base64.b64encode(b"\x00" * 4).decode()},
+        {"dims": [1], "dtype": "complex64", "b64": ""},
+        {"dims": [1], "dtype": "float32", "b64": "not base64!"},
+        {"dims": [1], "dtype": "float32"},
+    ],
+)
+def test_an_output_that_does_not_decode_is_a_worker_error(output):
+    with pytest.raises(ssc.SecureContextWorkerError, match="could not be decoded"):
+        ssc.decode_result({"status": "ok", "outputs": {"y": output}})
+
+
+def test_the_picked_files_dtype_is_checked():
+    with pytest.raises(ValueError, match="dtype"):
+        ssc.streamlit_secure_context("app/static/mlp.onnx", inference_params={"dtype": "complex64"})

@@ -186,7 +186,7 @@ def test_a_bad_model_or_a_timeout_is_a_clear_python_error(page, app_url, query, 
     ("content", "expected"),
     [
         ("1,2,3,4,5", ["Inference failed (input)", "5 values do not fit shape [1, 4]"]),
-        ("1,2,x,4", ["Inference failed (input)", "value 3 (x) is not a number"]),
+        ("1,2,x,4", ["Inference failed (input)", "value 3 is not a number"]),
         ("1," * 600, ["Inference failed (file)", "the limit is 1000 bytes"]),
     ],
 )
