@@ -131,6 +131,26 @@ def test_a_corrupt_tflite_model_is_a_clear_python_error_and_the_app_keeps_runnin
     load_and_score(page, app_url, "?model=app/static/mlp.tflite", tmp_path)
 
 
+def test_a_file_picked_before_the_model_has_loaded_waits_for_it(page, app_url, tmp_path):
+    # The model's download is held: the picker is there, disabled, and says the model is loading.
+    held: list = []
+    page.route("**/app/static/mlp.onnx", lambda route: held.append(route))
+    _, sandbox = open_app(page, app_url)
+    picker = sandbox.locator("#secure-context-file")
+    picker.wait_for(state="attached", timeout=90_000)
+    assert held, "the model's request was not held: the test would prove nothing"
+    assert picker.is_disabled()
+    assert "Loading the model" in sandbox.locator("body").inner_text()
+    # A file that gets in anyway (a script, a browser that ignores disabled) waits for the model.
+    picker.evaluate("input => { input.disabled = false; }")
+    pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0\n")
+    page.wait_for_timeout(500)
+    assert page.locator("text=Inference failed").count() == 0
+    held[0].continue_()
+    assert page.locator("text=Scores:").inner_text(timeout=60_000) == scores_line()
+    assert not picker.is_disabled()
+
+
 def test_the_picked_file_never_reaches_the_server(page, app_url, tmp_path):
     sent: list[str] = []
     page.on("request", lambda request: sent.append(f"{request.url} {request.post_data or ''}"))
