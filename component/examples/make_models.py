@@ -8,9 +8,9 @@
 - ``mlp.tflite``, ``matmul-4mb.tflite``: the same two models as TFLite flatbuffers (FULLY_CONNECTED
   with a fused ReLU, FULLY_CONNECTED, SOFTMAX; one FULLY_CONNECTED), written with the ``tflite``
   package's generated schema builders, no TensorFlow: for LiteRT.js.
-- ``dtypes.onnx``, ``two-inputs.onnx``, ``classifier.onnx``, ``strings.onnx``: the tensor tests' models
+- ``dtypes.onnx``, ``two-inputs.onnx``, ``classifier.onnx``, ``strings.onnx``, ``conv.onnx``: the tensor tests' models
   (every element type through, two named inputs one of them int64, an int64 ArgMax output, a string
-  output the component does not return); see ``tensor_models``.
+  output the component does not return, a convolution for picked images); see ``tensor_models``.
 
 Usage: python make_models.py OUTPUT_DIR
 """
@@ -330,6 +330,7 @@ def tensor_models() -> dict[str, onnx.ModelProto]:
       Sqrt(x)`` (NaN for a negative x), ``shifted = n + 2**60 + 1`` (an int64 that no float holds).
     - ``classifier.onnx``: the MLP's logits and ``label = ArgMax`` (int64), as sklearn-onnx classifiers.
     - ``strings.onnx``: ``y = x`` and a constant string output the component does not return.
+    - ``conv.onnx``: a 3x3 convolution of a 1x3x16x16 image to 2 channels (picked images).
     """
     dtypes = _model(
         [helper.make_node("Identity", [f"x_{t}"], [f"y_{t}"]) for t in DTYPES],
@@ -388,7 +389,16 @@ def tensor_models() -> dict[str, onnx.ModelProto]:
             helper.make_tensor_value_info("names", TensorProto.STRING, [2]),
         ],
     )
+    rng = np.random.default_rng(5)
+    conv = _model(
+        [helper.make_node("Conv", ["image", "kernel"], ["features"], kernel_shape=[3, 3])],
+        "conv",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 2, 14, 14])],
+        [numpy_helper.from_array(rng.normal(size=(2, 3, 3, 3)).astype(np.float32), "kernel")],
+    )
     return {
+        "conv.onnx": conv,
         "dtypes.onnx": dtypes,
         "two-inputs.onnx": two_inputs,
         "classifier.onnx": classifier,

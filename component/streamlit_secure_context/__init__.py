@@ -23,7 +23,9 @@ import streamlit.components.v1 as components
 
 __all__ = [
     "FilePicker",
+    "ImagePreprocess",
     "SecureContextBuildMissingError",
+    "SecureContextConfigError",
     "SecureContextError",
     "SecureContextTimeoutError",
     "SecureContextWorkerError",
@@ -36,6 +38,8 @@ FRONTEND_DIR = Path(__file__).parent / "frontend"
 DEFAULT_TIMEOUT_S = 30.0
 # Set by the platform in app images: the edge's sandbox origin (isolated, multi-threaded mode).
 SANDBOX_ORIGIN_ENV = "SECURE_CONTEXT_SANDBOX_ORIGIN"
+# Streamlit answers 404 for a static file larger than this (MAX_APP_STATIC_FILE_SIZE).
+STATIC_LIMIT_BYTES = 200 * 1024 * 1024
 # Tensor element types that travel between Python and the browser, as raw little-endian bytes (base64):
 # int64 keeps every bit (no BigInt in JSON), NaN and Infinity survive (JSON has neither).
 DTYPES = (
@@ -66,12 +70,73 @@ class SecureContextBuildMissingError(SecureContextError):
     """The package has no built frontend (a source checkout without `npm run build`)."""
 
 
+class SecureContextConfigError(SecureContextError):
+    """The app's set-up cannot serve the model: static serving off, or a model over its size limit."""
+
+
 class SecureContextTimeoutError(SecureContextError):
     """The sandboxed worker did not answer within the timeout."""
 
 
 class SecureContextWorkerError(SecureContextError):
     """The worker failed: a model that does not load, an input of the wrong shape, a refused file."""
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """How a picked PNG, JPEG or WebP image becomes the model's input, inside the sandbox's worker
+    (the browser's own decoder: createImageBitmap, then an OffscreenCanvas).
+
+    size: (height, width) the image is resized to (the browser's high-quality scaling; an image
+        already of that size is taken pixel for pixel).
+    layout: "NCHW" ([1, C, H, W]) or "NHWC" ([1, H, W, C]).
+    channels: "RGB", "BGR" or "GRAY" (the mean of R, G and B, one channel).
+    scale, mean, std: each value becomes (pixel * scale - mean[c]) / std[c] (pixel 0-255).
+    dtype: "float32", "float16" or "uint8" (uint8 takes the pixels as they are: no scale/mean/std).
+    """
+
+    size: tuple[int, int]
+    layout: str = "NCHW"
+    channels: str = "RGB"
+    scale: float = 1 / 255
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    dtype: str = "float32"
+
+    def to_args(self) -> dict[str, Any]:
+        """The spec as the frontend receives it, checked."""
+        if len(self.size) != 2 or not all(isinstance(d, int) and 1 <= d <= 8192 for d in self.size):
+            raise ValueError(f"ImagePreprocess.size must be (height, width), 1 to 8192 each, got {self.size!r}")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise ValueError(f"ImagePreprocess.layout must be 'NCHW' or 'NHWC', got {self.layout!r}")
+        if self.channels not in ("RGB", "BGR", "GRAY"):
+            raise ValueError(f"ImagePreprocess.channels must be 'RGB', 'BGR' or 'GRAY', got {self.channels!r}")
+        count = 1 if self.channels == "GRAY" else 3
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if len(values) not in (1, count) or not all(math.isfinite(v) for v in values):
+                raise ValueError(f"ImagePreprocess.{name} must hold 1 or {count} finite numbers, got {values!r}")
+        if any(v == 0 for v in self.std) or not math.isfinite(self.scale):
+            raise ValueError("ImagePreprocess.std must not hold 0 and scale must be finite")
+        if self.dtype not in ("float32", "float16", "uint8"):
+            raise ValueError(f"ImagePreprocess.dtype must be 'float32', 'float16' or 'uint8', got {self.dtype!r}")
+
+        def per_channel(values: tuple[float, ...]) -> list[float]:
+            return [float(v) for v in values] * (count if len(values) == 1 else 1)
+
+        return {
+            "size": list(self.size),
+            "layout": self.layout,
+            "channels": self.channels,
+            "scale": float(self.scale),
+            "mean": per_channel(self.mean),
+            "std": per_channel(self.std),
+            "dtype": self.dtype,
+        }
+
+
+# The image types the browser decodes in the worker (by the picked file's name).
+IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 @dataclass(frozen=True)
@@ -86,6 +151,8 @@ class FilePicker:
     accept: tuple[str, ...] = (".csv", ".txt")
     max_bytes: int = 1_000_000
     label: str = "Choose a file (it stays in your browser)"
+    image: ImagePreprocess | None = None
+    """With it, a picked .png/.jpg/.jpeg/.webp file is decoded and preprocessed as an image."""
 
 
 _components: dict[str, Any] = {}
@@ -172,6 +239,8 @@ def streamlit_secure_context(
 
     Raises:
         SecureContextBuildMissingError: the package has no built frontend.
+        SecureContextConfigError: a model under ``app/static/`` with static serving off, or over
+            Streamlit's 200 MiB static limit.
         SecureContextTimeoutError: no answer within ``timeout``.
         SecureContextWorkerError: the worker's error (model, input, file, worker, runtime), with its message.
         ValueError: a timeout, sandbox origin, thread count, backend, dtype or input out of range, or
@@ -204,12 +273,52 @@ def streamlit_secure_context(
         "timeout_ms": int(timeout * 1000),
         "file_picker": None
         if file_picker is None
-        else {"accept": list(file_picker.accept), "max_bytes": file_picker.max_bytes, "label": file_picker.label},
+        else {
+            "accept": list(file_picker.accept),
+            "max_bytes": file_picker.max_bytes,
+            "label": file_picker.label,
+            "image": None if file_picker.image is None else file_picker.image.to_args(),
+        },
     }
     _check_json(args)
+    _check_static(model_path)
     kind = runtime_kind(model_path, backend, origin or "")
     value = _declare(sandbox_profile(kind, origin or "", threads))(**args, key=key, default=None)
     return decode_result(value)
+
+
+def check_static_model(model_path: str, static_dir: Path, static_serving: bool) -> None:
+    """Refuses a model under ``app/static/`` that Streamlit will not serve: with static serving off it
+    answers every such URL with its index page (the runtime then reports a parse error), and above
+    200 MiB with a bare 404. Other URLs (served by the edge, say) are not checked."""
+    path = re.split(r"[?#]", model_path, maxsplit=1)[0].lstrip("./")
+    if not path.startswith("app/static/"):
+        return
+    if not static_serving:
+        raise SecureContextConfigError(
+            "config",
+            f"the model {model_path} is under app/static/, but Streamlit's static serving is off: set "
+            "server.enableStaticServing = true in .streamlit/config.toml",
+        )
+    file = static_dir / path.removeprefix("app/static/")
+    if file.is_file() and file.stat().st_size > STATIC_LIMIT_BYTES:
+        raise SecureContextConfigError(
+            "config",
+            f"the model {model_path} is {file.stat().st_size} bytes; Streamlit serves static files up to "
+            f"{STATIC_LIMIT_BYTES} bytes (200 MiB) and answers 404 above: serve a larger model from the same "
+            "origin another way (e.g. a location of the edge's nginx in front of the app) and pass its URL",
+        )
+
+
+def _check_static(model_path: str) -> None:
+    from streamlit import config, file_util
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None:  # not in a running app (a bare import or a test): nothing to check against
+        return
+    static_dir = Path(file_util.get_app_static_dir(ctx.main_script_path))
+    check_static_model(model_path, static_dir, bool(config.get_option("server.enableStaticServing")))
 
 
 def _check_json(args: dict[str, Any]) -> None:

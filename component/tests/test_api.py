@@ -166,3 +166,53 @@ def test_an_output_that_does_not_decode_is_a_worker_error(output):
 def test_the_picked_files_dtype_is_checked():
     with pytest.raises(ValueError, match="dtype"):
         ssc.streamlit_secure_context("app/static/mlp.onnx", inference_params={"dtype": "complex64"})
+
+
+def test_a_static_model_with_static_serving_off_is_a_config_error(tmp_path):
+    with pytest.raises(ssc.SecureContextConfigError, match=r"static serving is off: set server\.enableStaticServing"):
+        ssc.check_static_model("app/static/mlp.onnx", tmp_path, static_serving=False)
+    # A model served elsewhere (the edge, say) is not Streamlit's concern.
+    ssc.check_static_model("models/mlp.onnx", tmp_path, static_serving=False)
+
+
+def test_a_model_over_streamlits_static_limit_is_a_config_error_that_says_what_to_do(tmp_path):
+    big = tmp_path / "big.onnx"
+    with big.open("wb") as f:  # sparse: no 200 MiB written
+        f.truncate(ssc.STATIC_LIMIT_BYTES + 1)
+    with pytest.raises(ssc.SecureContextConfigError, match=r"is 209715201 bytes; Streamlit serves static files up to"):
+        ssc.check_static_model("./app/static/big.onnx?v=1", tmp_path, static_serving=True)
+    with big.open("r+b") as f:
+        f.truncate(ssc.STATIC_LIMIT_BYTES)
+    ssc.check_static_model("app/static/big.onnx", tmp_path, static_serving=True)
+    # A missing file is the browser's 404 to report (it may be added after the app starts).
+    ssc.check_static_model("app/static/missing.onnx", tmp_path, static_serving=True)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (ssc.ImagePreprocess(size=(0, 16)), r"size must be \(height, width\)"),
+        (ssc.ImagePreprocess(size=(16, 16), layout="CHW"), "layout must be"),
+        (ssc.ImagePreprocess(size=(16, 16), channels="RGBA"), "channels must be"),
+        (ssc.ImagePreprocess(size=(16, 16), mean=(0.1, 0.2)), "mean must hold 1 or 3"),
+        (ssc.ImagePreprocess(size=(16, 16), std=(0.0,)), "std must not hold 0"),
+        (ssc.ImagePreprocess(size=(16, 16), mean=(float("nan"),)), "mean must hold"),
+        (ssc.ImagePreprocess(size=(16, 16), dtype="int64"), "dtype must be"),
+    ],
+)
+def test_a_bad_image_spec_is_a_clear_error(spec, message):
+    with pytest.raises(ValueError, match=message):
+        spec.to_args()
+
+
+def test_an_image_spec_goes_per_channel_to_the_browser():
+    spec = ssc.ImagePreprocess(size=(224, 224), channels="BGR", mean=(0.5,), std=(0.25,))
+    assert spec.to_args() == {
+        "size": [224, 224],
+        "layout": "NCHW",
+        "channels": "BGR",
+        "scale": 1 / 255,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+        "dtype": "float32",
+    }

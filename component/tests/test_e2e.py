@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from .conftest import EXAMPLES
+from .conftest import EXAMPLES, start_streamlit
 
 # Python names the component by its sandbox profile (sandbox_<runtime>_<threads>_<origin as hex>).
 COMPONENT_FRAME = "iframe[title^='streamlit_secure_context.sandbox_']"
@@ -187,10 +187,15 @@ def test_a_fetch_to_another_origin_from_the_worker_is_blocked_by_csp(page, probe
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
-        ("?model=app/static/missing.onnx", ["Inference failed (model)", "HTTP 404"]),
+        (
+            "?model=app/static/missing.onnx",
+            ["Inference failed (model)", "HTTP 404 (missing, or over Streamlit's 200 MiB"],
+        ),
         ("?model=app/static/corrupt.onnx", ["Inference failed (model)", "could not be loaded"]),
         ("?model=app/static/empty.onnx", ["Inference failed (model)", "empty.onnx is empty"]),
         ("?timeout=0.001", ["Inference failed (timeout)", "within 1 ms"]),
+        # Not a static URL: Streamlit answers with its index page, which is no model.
+        ("?model=app/models/mlp.onnx", ["Inference failed (model)", "answered with an HTML page, not a model"]),
     ],
 )
 def test_a_bad_model_or_a_timeout_is_a_clear_python_error(page, app_url, query, expected):
@@ -323,3 +328,12 @@ def test_isolated_sandbox_answers_only_the_declared_component_origin(page, app_u
     assert frame_sandbox_and_send_init(page, app_url, sandbox_origin, app_url) == ["ERROR"]
     # Another page gets nothing: its INIT is ignored and nothing is ever posted to "*".
     assert frame_sandbox_and_send_init(page, app_url, sandbox_origin, "http://127.0.0.2:1") == []
+
+
+def test_static_serving_off_is_a_clear_python_error(page):
+    # Streamlit would answer app/static/mlp.onnx with its index page: Python says why before rendering.
+    for url in start_streamlit("app.py", {"STREAMLIT_SERVER_ENABLE_STATIC_SERVING": "false"}):
+        page.goto(url)
+        shown = page.locator("text=Inference failed").inner_text(timeout=60_000)
+        assert shown.startswith("Inference failed (config): config: the model app/static/mlp.onnx is under app/static/")
+        assert "server.enableStaticServing = true" in shown

@@ -78,7 +78,16 @@ async function fetchOk(url: string, what: string, init?: RequestInit): Promise<R
   // 416 to a whole-file range (loadModel): there is no byte 0, the file is empty.
   if (response.status === 416) throw Object.assign(new Error(`the ${what} ${url} is empty`), { kind: "model" });
   if (!response.ok) {
-    throw Object.assign(new Error(`${what} ${url} answered HTTP ${response.status}`), { kind: what === "runtime" ? "runtime" : "model" });
+    // Streamlit answers 404 for a missing static file and for one over its 200 MiB limit alike.
+    const hint = response.status === 404 && what !== "runtime" ? " (missing, or over Streamlit's 200 MiB static file limit)" : "";
+    throw Object.assign(new Error(`${what} ${url} answered HTTP ${response.status}${hint}`), { kind: what === "runtime" ? "runtime" : "model" });
+  }
+  // With static serving off, Streamlit answers app/static/ URLs with its own index page.
+  if (what !== "runtime" && (response.headers.get("content-type") ?? "").startsWith("text/html")) {
+    throw Object.assign(
+      new Error(`${what} ${url} answered with an HTML page, not a model: is Streamlit's static serving on (server.enableStaticServing)?`),
+      { kind: "model" },
+    );
   }
   return response;
 }
@@ -312,7 +321,7 @@ function onSandboxMessage(event: MessageEvent): void {
 async function start(args: RenderArgs): Promise<void> {
   const security = (args.security_config ?? {}) as Record<string, unknown>;
   const params = (args.inference_params ?? {}) as Record<string, unknown>;
-  const picker = args.file_picker as { accept: string[]; max_bytes: number; label: string } | null;
+  const picker = args.file_picker as { accept: string[]; max_bytes: number; label: string; image?: unknown } | null;
   timeoutMs = Number(args.timeout_ms ?? 30_000);
   const key = JSON.stringify([args.model_url, security, picker, params.input_name, params.shape, params.dtype, params.backend]);
   const inputs = params.inputs ?? null;
@@ -336,7 +345,7 @@ async function start(args: RenderArgs): Promise<void> {
     status.textContent = "Loading the model in the sandbox...";
     armTimeout(timeoutMs);
     const settings = {
-      filePicker: picker ? { accept: picker.accept, maxBytes: picker.max_bytes, label: picker.label } : null,
+      filePicker: picker ? { accept: picker.accept, maxBytes: picker.max_bytes, label: picker.label, image: picker.image ?? null } : null,
       inputName: (params.input_name as string | undefined) ?? null,
       shape: (params.shape as number[] | undefined) ?? [1, -1],
       dtype: (params.dtype as string | undefined) ?? "float32",

@@ -62,6 +62,48 @@ export function workerMain(): void {
         });
       }
     });
+  /** A picked image as the model's input, by Python's ImagePreprocess: decoded by the browser
+   * (createImageBitmap: no colour management, alpha not premultiplied), drawn at the model's size on
+   * an OffscreenCanvas, then laid out and normalised. Errors are fixed text: the file stays here. */
+  const imageTensor = async (image: Blob, spec: Record<string, any>, name: string): Promise<Raw> => {
+    const [height, width] = spec.size as [number, number];
+    let pixels: Uint8ClampedArray;
+    try {
+      const bitmap = await createImageBitmap(image, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+      const canvas = new OffscreenCanvas(width, height);
+      const context = canvas.getContext("2d", { willReadFrequently: true })!;
+      context.imageSmoothingQuality = "high";
+      context.drawImage(bitmap, 0, 0, width, height);
+      bitmap.close();
+      pixels = context.getImageData(0, 0, width, height).data;
+    } catch {
+      throw Object.assign(new Error("the picked file could not be decoded as an image"), { kind: "file" });
+    }
+    const gray = spec.channels === "GRAY";
+    const channels = gray ? 1 : 3;
+    const order = spec.channels === "BGR" ? [2, 1, 0] : [0, 1, 2];
+    const count = width * height * channels;
+    const values = spec.dtype === "uint8" ? new Uint8Array(count) : new Float32Array(count);
+    const nchw = spec.layout === "NCHW";
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) {
+        const p = (y * width + x) * 4;
+        for (let c = 0; c < channels; c++) {
+          const pixel = gray ? (pixels[p] + pixels[p + 1] + pixels[p + 2]) / 3 : pixels[p + order[c]];
+          const at = nchw ? c * width * height + y * width + x : (y * width + x) * channels + c;
+          values[at] = spec.dtype === "uint8" ? pixel : (pixel * spec.scale - spec.mean[c]) / spec.std[c];
+        }
+      }
+    }
+    let data: ArrayBuffer = values.buffer as ArrayBuffer;
+    if (spec.dtype === "float16") {
+      const F16 = (self as any).Float16Array;
+      if (!F16) throw Object.assign(new Error("this browser has no float16 arrays: use float32"), { kind: "file" });
+      data = F16.from(values).buffer;
+    }
+    const dims = nchw ? [1, channels, height, width] : [1, height, width, channels];
+    return { name, dims, dtype: spec.dtype, data };
+  };
   const isolatedNow = () => (self as unknown as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
   /** An error the frame reports with its kind: "model" (loading) or "input" (inference). */
   const failure = (kind: "model" | "input", error: unknown): Error =>
@@ -146,6 +188,10 @@ export function workerMain(): void {
     }
     if (type === "INIT") performance.mark("secure-context:worker-init");
     try {
+      if (type === "INFER" && payload.image) {
+        if (!session && !graphModel && !tflite) throw Object.assign(new Error("the model is not loaded yet"), { kind: "input" });
+        payload.inputs = [await imageTensor(payload.image, payload.spec, payload.name)];
+      }
       if (type === "INIT") {
         try {
           await runtime;
@@ -350,10 +396,22 @@ interface Config {
   workerSource: string;
 }
 
+/** How a picked image becomes a tensor (Python's ImagePreprocess): resized to size (height, width),
+ * laid out NCHW or NHWC, channels RGB, BGR or GRAY, each value (pixel * scale - mean[c]) / std[c]. */
+interface ImageSpec {
+  size: [number, number];
+  layout: "NCHW" | "NHWC";
+  channels: "RGB" | "BGR" | "GRAY";
+  scale: number;
+  mean: number[];
+  std: number[];
+  dtype: "float32" | "float16" | "uint8";
+}
+
 /** What the component sends before the model: the file picker's rules, the input's name, shape and
  * element type. */
 interface Settings {
-  filePicker: { accept: string[]; maxBytes: number; label: string } | null;
+  filePicker: { accept: string[]; maxBytes: number; label: string; image: ImageSpec | null } | null;
   inputName: string | null;
   shape: number[];
   dtype: string;
@@ -376,6 +434,8 @@ export function bootstrap(config: Config): void {
   let pendingFile: File | null = null;
   /** Each picked file's tensor shape, by request id, for its error message. */
   const fileShapes = new Map<number, number[]>();
+  /** Each picked file's element type, by request id (an image's comes with its spec). */
+  const fileTypes = new Map<number, string>();
   const toParent = (type: Parameters<typeof message>[0], requestId: number, payload?: unknown) =>
     // Results go to the component's own origin only, never to "*".
     window.parent.postMessage(message(type, requestId, payload), config.parentOrigin);
@@ -383,11 +443,11 @@ export function bootstrap(config: Config): void {
    * message could quote anything it was given, so it stays here (on this frame's status line). */
   const fileError = (requestId: number, payload: { kind?: string; message?: string }) => {
     const dims = fileShapes.get(requestId);
-    const text =
-      payload.kind === "output"
-        ? String(payload.message)
-        : `the model refused the picked file's values as a ${settings.dtype} tensor of shape [${(dims ?? []).join(", ")}]`;
-    return { kind: payload.kind === "output" ? "output" : "input", message: text };
+    // "output" and "file" errors of the worker are its own fixed text (rawOutput, imageTensor).
+    if (payload.kind === "output" || payload.kind === "file") return { kind: payload.kind, message: String(payload.message) };
+    const dtype = fileTypes.get(requestId) ?? settings.dtype;
+    const text = `the model refused the picked file's values as a ${dtype} tensor of shape [${(dims ?? []).join(", ")}]`;
+    return { kind: "input", message: text };
   };
 
   const relay = (event: MessageEvent) => {
@@ -427,6 +487,20 @@ export function bootstrap(config: Config): void {
     const refused = refuseFile(file, rules);
     if (refused) {
       toParent("ERROR", requestId, { kind: "file", message: refused });
+      return;
+    }
+    const spec = rules.image;
+    if (spec && /\.(png|jpe?g|webp)$/i.test(file.name)) {
+      // Decoded and preprocessed in the worker; its errors are fixed text (fileError, imageTensor).
+      const channels = spec.channels === "GRAY" ? 1 : 3;
+      const [height, width] = spec.size;
+      fileShapes.set(requestId, spec.layout === "NCHW" ? [1, channels, height, width] : [1, height, width, channels]);
+      fileTypes.set(requestId, spec.dtype);
+      if (!worker) {
+        toParent("ERROR", requestId, { kind: "worker", message: "the inference worker is not running" });
+        return;
+      }
+      worker.postMessage({ type: "INFER", requestId, payload: { image: file, spec, name: settings.inputName } });
       return;
     }
     try {
