@@ -14,7 +14,7 @@ import pytest
 from .conftest import EXAMPLES, start_streamlit
 
 sys.path.insert(0, str(EXAMPLES))
-import tensors_app
+import tensor_cases
 
 COMPONENT_FRAME = "iframe[title^='streamlit_secure_context.sandbox_']"
 
@@ -32,7 +32,7 @@ def shown(page, url: str, case: str) -> str:
 
 def native(case: str) -> dict[str, np.ndarray]:
     """What onnxruntime in Python gives for the case's model and inputs."""
-    model, inputs = tensors_app.CASES[case]
+    model, inputs = tensor_cases.CASES[case]
     session = onnxruntime.InferenceSession(str(EXAMPLES / "static" / model.rsplit("/", 1)[1]))
     if set(inputs) == {"data", "dims"}:
         feeds = {session.get_inputs()[0].name: np.array(inputs["data"], dtype=np.float32).reshape(inputs["dims"])}
@@ -79,8 +79,8 @@ def test_every_element_type_comes_back_bit_for_bit(page, tensors_url):
     line = shown(page, tensors_url, "dtypes")
     got = check_outputs(line, native("dtypes"), exact=True)
     # The Identity model: what went in came out, NaN and Infinity included.
-    _, inputs = tensors_app.CASES["dtypes"]
-    assert got["y_int64"]["data"] == [*tensors_app.INT64_EXTREMES, 0, 5]
+    _, inputs = tensor_cases.CASES["dtypes"]
+    assert got["y_int64"]["data"] == [*tensor_cases.INT64_EXTREMES, 0, 5]
     assert got["y_bool"]["data"] == [True, False, True, True, False, False]
     floats = got["y_float32"]["data"]
     assert np.isnan(floats[0])
