@@ -331,6 +331,7 @@ def tensor_models() -> dict[str, onnx.ModelProto]:
     - ``classifier.onnx``: the MLP's logits and ``label = ArgMax`` (int64), as sklearn-onnx classifiers.
     - ``strings.onnx``: ``y = x`` and a constant string output the component does not return.
     - ``conv.onnx``: a 3x3 convolution of a 1x3x16x16 image to 2 channels (picked images).
+    - ``pad.onnx``: a 1x3x256x256 input padded to 1x3x297x297 (264,627 floats): the transport benchmark.
     """
     dtypes = _model(
         [helper.make_node("Identity", [f"x_{t}"], [f"y_{t}"]) for t in DTYPES],
@@ -397,7 +398,16 @@ def tensor_models() -> dict[str, onnx.ModelProto]:
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 2, 14, 14])],
         [numpy_helper.from_array(rng.normal(size=(2, 3, 3, 3)).astype(np.float32), "kernel")],
     )
+    # The transport benchmark's model: a 1x3x256x256 image in, 3x297x297 (264,627 floats) out.
+    pad = _model(
+        [helper.make_node("Pad", ["x", "pads"], ["y"])],
+        "pad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 256, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 297, 297])],
+        [numpy_helper.from_array(np.array([0, 0, 20, 21, 0, 0, 21, 20], dtype=np.int64), "pads")],
+    )
     return {
+        "pad.onnx": pad,
         "conv.onnx": conv,
         "dtypes.onnx": dtypes,
         "two-inputs.onnx": two_inputs,
