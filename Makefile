@@ -1,5 +1,5 @@
 # The README's commands. Each prints its progress; all are idempotent.
-.PHONY: setup lab lab-down test lint unit component molecule
+.PHONY: setup lab lab-down test lint unit component molecule docs
 
 setup:      ## venv, collections, Docker engine, base image
 	bash scripts/setup.sh
@@ -24,3 +24,6 @@ component:
 
 molecule:
 	bash scripts/test.sh molecule $(SCENARIO)
+
+docs:       ## regenerate each role's README from its argument specs
+	bash scripts/docs.sh

@@ -13,7 +13,7 @@ LAB_SANDBOX_PORT="${SSH_LAB_SANDBOX_PORT:-9443}"
 LAB_VOLUME="$LAB_CONTAINER-docker"
 
 # The settings measured to run systemd as PID 1 and a Docker engine inside a container here
-# (README, "The lab and the test bench"). .config/molecule/config.yml holds the same for the tests.
+# (docs/lab-and-tests.md, "The lab and the test bench"). .config/molecule/config.yml holds the same for the tests.
 lab_create() {
   docker run -d --name "$LAB_CONTAINER" --hostname "$LAB_CONTAINER" \
     --cap-add SYS_ADMIN --cap-add NET_ADMIN --cap-add DAC_READ_SEARCH --cap-add SYS_PTRACE \

@@ -38,6 +38,8 @@ command -v npm >/dev/null || { info "installing nodejs and npm"; apt_install nod
 command -v chromium >/dev/null || { info "installing chromium (browser tests)"; apt_install chromium; }
 # The edge's headers are tested in front of a real Streamlit app (component/tests/test_edge_csp.py).
 command -v nginx >/dev/null || { info "installing nginx (browser test of the edge's headers)"; apt_install nginx; }
+# The plain-git provider is tested over SSH against a real sshd (tests/unit/.../test__git_source.py).
+[ -x /usr/sbin/sshd ] || { info "installing openssh-server (the git provider's SSH test)"; apt_install openssh-server; }
 component_hash=$(cat frontend/package-lock.json frontend/package.json frontend/*.ts frontend/index.html \
   frontend/scripts/* frontend/src/* component/pyproject.toml component/requirements-test.txt \
   component/streamlit_secure_context/*.py component/examples/make_models.py | sha256sum | cut -c1-16)

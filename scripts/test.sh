@@ -17,8 +17,12 @@ lint() {
   step "Lint: ruff"
   ruff check .
   ruff format --check .
+  step "Lint: changelog fragments (antsibull-changelog)"
+  antsibull-changelog lint
   step "Lint: ansible-lint (production profile)"
   ansible-lint --profile production
+  step "Lint: ansible-test sanity (the collection as it ships)"
+  bash scripts/sanity.sh
 }
 
 unit() {

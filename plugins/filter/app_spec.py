@@ -16,6 +16,7 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec
     Defaults,
     app_errors,
     parse_apps,
+    purge_errors,
 )
 
 
@@ -56,6 +57,12 @@ def app_specs(
     return [spec.to_dict() for spec in specs]
 
 
+def app_purge_errors(purge: object, names: object, label: str = "apps_purge_data") -> list[str]:
+    """Why the list of removed apps whose data to delete is wrong; [] when all is well."""
+    known = [name for name in names if isinstance(name, str)] if isinstance(names, list | tuple) else []
+    return purge_errors(purge, known, label=label)
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"app_spec_errors": app_spec_errors, "app_specs": app_specs}
+        return {"app_spec_errors": app_spec_errors, "app_specs": app_specs, "app_purge_errors": app_purge_errors}

@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 # -- patterns (always used with fullmatch) ---------------------------------------------------------------
 # App names end up in directory names, nginx zone names ("-" becomes "_"), Docker image references
@@ -58,6 +59,38 @@ HTPASSWD_USER_RE = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 # Client certificate common names end up in a regular expression in nginx's configuration.
 CLIENT_CN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}")
 
+# An app's persistent data directory inside its container: absolute, plain segments, and not over what the
+# image or the platform needs (the app's code, the venv, /tmp, the secrets mount, the system).
+DATA_MOUNT_RE = re.compile(r"(?:/[a-z0-9][a-z0-9._-]{0,63}){1,8}")
+DATA_MOUNT_DEFAULT = "/data"
+DATA_MOUNT_RESERVED_TOP: frozenset[str] = frozenset(
+    {
+        "app",
+        "bin",
+        "boot",
+        "dev",
+        "etc",
+        "lib",
+        "lib32",
+        "lib64",
+        "libx32",
+        "nonexistent",
+        "opt",
+        "proc",
+        "root",
+        "run",
+        "sbin",
+        "sys",
+        "tmp",
+        "usr",
+        "var",
+    }
+)
+DATA_KEYS = ("mount",)
+DATABASE_KINDS = ("postgresql",)
+# What the platform gives an app with a database: files in /run/secrets and libpq's settings in env.
+DATABASE_SECRET_FILES = ("pgpass", "database-url")
+DATABASE_ENV = ("PGHOST", "PGDATABASE", "PGUSER", "PGPASSFILE", "DATABASE_URL_FILE")
 MIN_MEMORY_BYTES = 64 * 1024**2
 MIN_PIDS = 16
 MAX_PIDS = 4_194_304  # the kernel's own pid_max ceiling
@@ -298,6 +331,81 @@ def upstream_problem(value: object) -> str | None:
     return None
 
 
+# -- git URLs (the plain-git provider) -------------------------------------------------------------------
+PROVIDERS = ("github", "git")
+# A path segment: what repository paths on GitLab, Gitea and plain servers use; never "." or "..".
+GIT_SEGMENT_RE = re.compile(r"[A-Za-z0-9_~+][A-Za-z0-9._~+-]{0,254}")
+GIT_SSH_USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+# scp-like SSH: user@host:path.
+GIT_SCP_RE = re.compile(r"(?P<user>[^@/:]{1,64})@(?P<host>[^@/:]{1,253}):(?P<path>.{1,1024})")
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+GIT_URL_RULE = "https://HOST/path, ssh://[user@]HOST[:port]/path, user@HOST:path or (when enabled) file:///path"
+
+
+def git_url_problem(url: object, *, allow_file: bool = False) -> str | None:
+    """Why `url` is not a git URL the plain-git provider reads, or None. The answer never quotes the URL.
+
+    Accepted: https://HOST[:port]/path, http:// to this host's loopback only (tests, a local mirror),
+    ssh://[user@]HOST[:port]/path, user@HOST:path, and file:///path when `allow_file`. No credential, query
+    or fragment; plain path segments only (no "..", no leading "-": nothing git or ssh could read as an
+    option)."""
+    if not isinstance(url, str):
+        return "must be text"
+    if len(url) > 2048 or not re.fullmatch(r"[\x21-\x7e]+", url):
+        return "must be printable ASCII without spaces, at most 2048 characters"
+    scp = GIT_SCP_RE.fullmatch(url) if "://" not in url else None
+    if scp:
+        if not GIT_SSH_USER_RE.fullmatch(scp["user"]) or not ANY_CASE_HOST_RE.fullmatch(scp["host"]):
+            return "user@HOST:path needs a plain user name and host name"
+        return _git_path_problem(scp["path"].removeprefix("/"))
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme not in ("https", "http", "ssh", "file"):
+        return "must be " + GIT_URL_RULE
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "has a bad host or port"
+    if parts.password is not None or (parts.username is not None and scheme != "ssh"):
+        return "must not carry a credential (give it separately)"
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        return "must have no query or fragment"
+    if scheme == "file":
+        if not allow_file:
+            return "file:// is refused here (the lab and tests enable it: apps_git_allow_file_urls)"
+        if parts.netloc:
+            return "file:// must be file:///absolute/path"
+        return _git_path_problem(parts.path.removeprefix("/"))
+    if port == 0:
+        return "has a bad host or port"
+    host = parts.hostname or ""
+    if not (ANY_CASE_HOST_RE.fullmatch(host) or host in LOOPBACK_HOSTS):
+        return "needs a plain host name"
+    if scheme == "http" and host not in LOOPBACK_HOSTS:
+        return "http:// is for this host's loopback only; use https://"
+    if parts.username is not None and not GIT_SSH_USER_RE.fullmatch(parts.username):
+        return "has a bad ssh user name"
+    return _git_path_problem(parts.path.removeprefix("/"))
+
+
+def _git_path_problem(path: str) -> str | None:
+    segments = path.removesuffix("/").split("/")
+    if not path or not all(GIT_SEGMENT_RE.fullmatch(s) for s in segments):
+        return "needs a repository path of plain segments (letters, digits, . _ ~ + -; no '..')"
+    return None
+
+
+def url_host(url: str) -> str:
+    """The host of an https/ssh/file URL or of user@host:path, lower case ("" when there is none)."""
+    scp = GIT_SCP_RE.fullmatch(url) if "://" not in url else None
+    if scp:
+        return scp["host"].lower()
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
 # -- defaults --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Defaults:
@@ -312,6 +420,7 @@ class Defaults:
     pids: int = 256
     upload_max_mb: int = 200
     git_base_url: str = "https://github.com"
+    git_allow_file_urls: bool = False  # file:// repos (the lab, tests): a path on this host
     edge_host: str = "localhost"  # tls_server_name
     max_cpus: float | None = None  # the host's CPU count when known: cpus above it are refused
 
@@ -398,6 +507,14 @@ def _default_int(low: int, high: int, what: str) -> Callable[[object], tuple[str
     return check
 
 
+def _default_bool(value: object) -> tuple[str | None, Any]:
+    if isinstance(value, bool):
+        return None, value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return None, value.lower() == "true"
+    return "must be true or false", None
+
+
 def _default_text(value: object) -> tuple[str | None, Any]:
     if not isinstance(value, str) or not re.fullmatch(r"[^\s\x00-\x1f\x7f]{1,2048}", value):
         return "must be text without spaces or control characters", None
@@ -413,6 +530,7 @@ _DEFAULT_CHECKS: dict[str, Callable[[object], tuple[str | None, Any]]] = {
     "pids": _default_int(MIN_PIDS, MAX_PIDS, "a whole number of processes"),
     "upload_max_mb": _default_int(*UPLOAD_MAX_MB_RANGE, "a whole number of megabytes"),
     "git_base_url": _default_text,
+    "git_allow_file_urls": _default_bool,
     "edge_host": _default_text,
     "max_cpus": _default_max_cpus,
 }
@@ -427,6 +545,7 @@ class AppSpec:
     name: str
     repo: str | None  # as written (owner/name or https URL); None when `upstream` is pinned
     url: str | None  # the clone URL
+    provider: str | None  # "github" (the API) or "git" (git ls-remote of url); None when `upstream` is pinned
     branch: str
     entrypoint: str
     requirements: str
@@ -441,6 +560,8 @@ class AppSpec:
     route_path: str  # "/triage/"
     upload_max_mb: int
     upstream: str | None  # pinned upstream host:port (served elsewhere; not managed)
+    data_mount: str  # where the app's persistent data directory is mounted ("" = none)
+    database: str  # "" or "postgresql": a database and role of its own on the host's server
     # The edge's access rules: {"htpasswd_users": [{"name", "password"}], "client_cert_cns": [...]}.
     # Passwords are kept as given (the tls role hashes them); never in repr, to_dict or messages.
     access: dict[str, Any] = field(repr=False)
@@ -464,6 +585,11 @@ class AppSpec:
     def label(self) -> str:
         return f"apps[{self.index}] (name {self.name!r})"
 
+    @property
+    def database_name(self) -> str:
+        """The app's database and role on the host's server ("" without one): app_ and the name, "-" as "_"."""
+        return database_name(self.name) if self.database else ""
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, without access passwords (access reduced to user names and CNs)."""
         out: dict[str, Any] = {}
@@ -474,7 +600,12 @@ class AppSpec:
             "htpasswd_users": [user["name"] for user in self.access.get("htpasswd_users", [])],
             "client_cert_cns": list(self.access.get("client_cert_cns", [])),
         }
-        out.update(managed=self.managed, base_url_path=self.base_url_path, route_key=self.route_key)
+        out.update(
+            managed=self.managed,
+            base_url_path=self.base_url_path,
+            route_key=self.route_key,
+            database_name=self.database_name,
+        )
         return out
 
     @classmethod
@@ -513,7 +644,7 @@ class AppSpec:
         return spec
 
 
-_DERIVED = ("managed", "base_url_path", "route_key")
+_DERIVED = ("managed", "base_url_path", "route_key", "database_name")
 
 
 def _check_str(pattern: re.Pattern[str] | None = None, *, optional: bool = False) -> Callable[[object], str | None]:
@@ -574,7 +705,8 @@ _FIELD_CHECKS: dict[str, Callable[[object], str | None]] = {
     "name": _check_str(NAME_RE),
     "repo": _check_str(optional=True),
     "url": _check_str(optional=True),
-    "branch": lambda v: branch_problem(v),
+    "provider": lambda v: None if v is None or v in PROVIDERS else "must be github, git or null",
+    "branch": branch_problem,
     "entrypoint": lambda v: repo_file_problem(v, python=True),
     "requirements": lambda v: repo_file_problem(v, python=False),
     "python": lambda v: None if v == "" or (isinstance(v, str) and PYTHON_RE.fullmatch(v)) else 'must be "" or 3.x',
@@ -588,6 +720,8 @@ _FIELD_CHECKS: dict[str, Callable[[object], str | None]] = {
     "route_path": _check_str(ROUTE_PATH_RE),
     "upload_max_mb": _check_int(*UPLOAD_MAX_MB_RANGE),
     "upstream": lambda v: None if v is None else upstream_problem(v),
+    "data_mount": lambda v: None if v == "" else data_mount_problem(v),
+    "database": lambda v: None if v == "" or v in DATABASE_KINDS else f"must be {' or '.join(DATABASE_KINDS)} or empty",
     "access": _check_access,
 }
 
@@ -626,23 +760,63 @@ def _parse_name(e: _Entry, value: object) -> None:
         e.values["name"] = str(value)
 
 
+REPO_FORMS = "owner/name, https://HOST/owner/name or a git URL"
+
+
+def _parse_provider(e: _Entry, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or value not in PROVIDERS:
+        e.error(
+            f"provider {show(value)} must be github or git (or left out: owner/name and https URLs on GitHub or "
+            "on apps_git_base_url's host mean github, other git URLs git)"
+        )
+    else:
+        e.values["provider"] = value
+
+
+def shown_repo(value: str) -> str:
+    """The repo for a message: not shown when it could carry a credential (user:password@)."""
+    scp = GIT_SCP_RE.fullmatch(value) if "://" not in value else None
+    if "@" in value and not (scp and GIT_SSH_USER_RE.fullmatch(scp["user"])):
+        return "(value not shown: it may hold a credential)"
+    return show(value)
+
+
 def _parse_repo(e: _Entry, value: object) -> None:
+    explicit = e.raw.get("provider")
+    if explicit is not None and e.values.get("provider") is None:
+        return  # a bad provider is reported once, by its own rule
     if value is None:
         if not e.pinned:
-            e.error("repo is missing: every app needs a repo (owner/name or https://HOST/owner/name) or an upstream")
+            e.error(f"repo is missing: every app needs a repo ({REPO_FORMS}) or an upstream")
         return
     if not isinstance(value, str):
-        e.error(f"repo must be text (owner/name or https://HOST/owner/name), not {_kind(value)}")
+        e.error(f"repo must be text ({REPO_FORMS}), not {_kind(value)}")
         return
-    if "@" in value or ("://" in value and not value.startswith("https://")):
-        # A URL with user:token@ in it: say so without echoing it.
-        e.error(
-            "repo must be owner/name or https://HOST/owner/name: a URL with credentials or another scheme is "
-            "refused (value not shown); give credentials separately"
-        )
+    short = "://" not in value and "@" not in value and ":" not in value
+    github_hosts = {"github.com", url_host(e.defaults.git_base_url)}
+    match = REPO_URL_RE.fullmatch(value) if "@" not in value else None
+    on_github = value.startswith("https://") and "@" not in value and url_host(value) in github_hosts
+    if short or (explicit == "github" and match) or (explicit is None and on_github):
+        _parse_github_repo(e, value, match, explicit or "github")
         return
+    if explicit == "github":
+        e.error(f"repo {shown_repo(value)}: provider github needs owner/name or https://HOST/owner/name")
+        return
+    problem = git_url_problem(value, allow_file=e.defaults.git_allow_file_urls)
+    if problem:
+        e.error(f"repo {shown_repo(value)}: a git URL {problem} ({GIT_URL_RULE})")
+        return
+    e.values.update(repo=value, url=value, provider="git")
+
+
+def _parse_github_repo(e: _Entry, value: str, match: re.Match[str] | None, provider: str) -> None:
+    """owner/name (cloned from apps_git_base_url) or https://HOST/owner/name: GitHub's naming rules."""
     rule = f"repo {show(value)} must be owner/name or https://HOST[:port]/owner/name[.git] (no '..')"
-    match = REPO_URL_RE.fullmatch(value)
+    if "://" in value and not match:
+        e.error(f"{rule}; another git server's URL takes provider: git")
+        return
     if match:
         owner, name = match["owner"], match["name"].removesuffix(".git")
         port = match["port"]
@@ -651,7 +825,7 @@ def _parse_repo(e: _Entry, value: object) -> None:
             return
         url = value
     else:
-        owner, _, name = value.partition("/")
+        owner, _slash, name = value.partition("/")
         if name.endswith(".git"):
             e.error(f"repo {show(value)}: write owner/name without .git (the clone URL adds it)")
             return
@@ -659,8 +833,13 @@ def _parse_repo(e: _Entry, value: object) -> None:
     if not OWNER_RE.fullmatch(owner) or not REPO_NAME_RE.fullmatch(name) or name in (".", ".."):
         e.error(rule)
         return
-    e.values["repo"] = str(value)
-    e.values["url"] = url
+    if provider == "git":
+        # The base is the operator's own setting (file:// in the lab): file URLs come through here.
+        problem = git_url_problem(url, allow_file=True)
+        if problem:
+            e.error(f"repo {show(value)} with provider git: the clone URL from apps_git_base_url {problem}")
+            return
+    e.values.update(repo=str(value), url=url, provider=provider)
 
 
 def _parse_branch(e: _Entry, value: object) -> None:
@@ -856,6 +1035,66 @@ def _parse_upload_max_mb(e: _Entry, value: object) -> None:
         e.values["upload_max_mb"] = int(mb)
 
 
+def data_mount_problem(mount: object) -> str | None:
+    """Why `mount` cannot be an app's data directory in its container, or None."""
+    if not isinstance(mount, str):
+        return f"must be an absolute path such as {DATA_MOUNT_DEFAULT}, not {_kind(mount)}"
+    if not DATA_MOUNT_RE.fullmatch(mount) or any(part in (".", "..") for part in mount.split("/")):
+        return (
+            f"must be an absolute path such as {DATA_MOUNT_DEFAULT}: lower-case letters, digits, '.', '_' and '-' "
+            "between single slashes, no trailing slash, no '..'"
+        )
+    top = mount.split("/")[1]
+    if top in DATA_MOUNT_RESERVED_TOP:
+        return (
+            f"would cover /{top}, which the image or the platform needs (reserved: "
+            f"{', '.join('/' + t for t in sorted(DATA_MOUNT_RESERVED_TOP))}); use e.g. {DATA_MOUNT_DEFAULT}"
+        )
+    return None
+
+
+def _parse_data(e: _Entry, value: object) -> None:
+    """`data: true` or `data: {mount: /data}`: a directory that outlives deploys, mounted read-write."""
+    e.values["data_mount"] = ""
+    if value is None or value is False:
+        return
+    if value is True:
+        e.values["data_mount"] = DATA_MOUNT_DEFAULT
+        return
+    if not isinstance(value, Mapping):
+        e.error(f"data must be true or a mapping {{mount}}, not {_kind(value)}")
+        return
+    e.unknown_keys("data: ", value, DATA_KEYS)
+    mount = value.get("mount", DATA_MOUNT_DEFAULT)
+    problem = data_mount_problem(mount)
+    if problem:
+        e.error(f"data.mount {show(mount)} {problem}")
+    else:
+        e.values["data_mount"] = mount
+
+
+def database_name(app: str) -> str:
+    """The database and role of an app: a PostgreSQL identifier that needs no quoting."""
+    return "app_" + app.replace("-", "_")
+
+
+def _parse_database(e: _Entry, value: object) -> None:
+    """`database: postgresql`: a database and role of the app's own, reached over the server's socket."""
+    e.values["database"] = ""
+    if value is None or value is False:
+        return
+    if not isinstance(value, str) or value not in DATABASE_KINDS:
+        e.error(f"database {show(value)} must be {' or '.join(DATABASE_KINDS)} (or left out)")
+        return
+    e.values["database"] = value
+    taken = sorted(set(e.values.get("secrets", {})) & set(DATABASE_SECRET_FILES))
+    if taken:
+        e.error(f"secrets {', '.join(taken)}: the platform writes these files for an app with a database")
+    set_env = sorted(set(e.values.get("env", {})) & set(DATABASE_ENV))
+    if set_env:
+        e.error(f"env {', '.join(set_env)}: the platform sets these for an app with a database")
+
+
 ACCESS_KEYS = ("htpasswd_users", "client_cert_cns")
 HTPASSWD_USER_KEYS = ("name", "password")
 
@@ -929,7 +1168,8 @@ class KeyRule:
 # Adding a key: a row here, its parser above and, when it carries data, a field of AppSpec.
 APP_KEYS: dict[str, KeyRule] = {
     "name": KeyRule(_parse_name, False, "the app's name"),
-    "repo": KeyRule(_parse_repo, True, "owner/name or https://HOST/owner/name"),
+    "provider": KeyRule(_parse_provider, True, "github or git (inferred from repo when left out)"),
+    "repo": KeyRule(_parse_repo, True, REPO_FORMS),
     "branch": KeyRule(_parse_branch, True, "the branch deployed"),
     "entrypoint": KeyRule(_repo_file_parser("entrypoint", python=True), True, "the Streamlit script"),
     "requirements": KeyRule(_repo_file_parser("requirements", python=False), True, "the requirements file"),
@@ -941,6 +1181,8 @@ APP_KEYS: dict[str, KeyRule] = {
     "access": KeyRule(_parse_access, False, "{htpasswd_users, client_cert_cns}"),
     "upload_max_mb": KeyRule(_parse_upload_max_mb, False, "the upload limit in MB"),
     "upstream": KeyRule(_parse_upstream, False, "host:port of an app served elsewhere"),
+    "data": KeyRule(_parse_data, True, "true or {mount: /data}: a directory kept across deploys"),
+    "database": KeyRule(_parse_database, True, "postgresql: a database and role of the app's own"),
 }
 
 
@@ -974,6 +1216,7 @@ def _parse_entry(
         values.update(
             repo=None,
             url=None,
+            provider=None,
             branch=defaults.branch,
             entrypoint=defaults.entrypoint,
             requirements=defaults.requirements,
@@ -984,6 +1227,8 @@ def _parse_entry(
             pids=defaults.pids,
             env={},
             secrets={},
+            data_mount="",
+            database="",
         )
     return AppSpec(index=index, **values), []
 
@@ -1075,3 +1320,35 @@ def parse_apps(
     if errors:
         raise AppSpecError(errors)
     return specs
+
+
+def purge_errors(purge: object, names: Collection[str], label: str = "apps_purge_data") -> list[str]:
+    """Why the list of apps whose kept data to delete is wrong, or []: each item a valid app name that is no
+    longer among the apps (data of an app still deployed is never deleted this way)."""
+    if purge is None:
+        return []
+    if not _is_list(purge):
+        return [f"{label} must be a list of app names, not {_kind(purge)}"]
+    errors: list[str] = []
+    for index, name in enumerate(purge):  # type: ignore[arg-type]
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            errors.append(f"{label}[{index}] {show(name)} is not an app name ({NAME_RULE})")
+        elif name in names:
+            errors.append(
+                f"{label}[{index}] {name!r} is still an app: its data is deleted only after its entry has left apps"
+            )
+    return errors
+
+
+def database_secret_files(database: str, password: str, socket_dir: str) -> dict[str, str]:
+    """The files an app with a database finds in /run/secrets: libpq's password file and a URL."""
+    if not re.fullmatch(r"app_[a-z0-9_]{1,59}", database):
+        raise ValueError(f"not an app database name: {show(database)}")
+    if not re.fullmatch(r"[A-Za-z0-9]{16,128}", password):
+        raise ValueError("a database password must be 16 to 128 letters and digits")  # never shown
+    if not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", socket_dir):
+        raise ValueError(f"not a socket directory: {show(socket_dir)}")
+    return {
+        "pgpass": f"*:*:{database}:{database}:{password}\n",
+        "database-url": f"postgresql://{database}:{password}@/{database}?host={socket_dir}\n",
+    }

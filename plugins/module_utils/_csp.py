@@ -22,7 +22,7 @@ class _InlineScripts(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "script":
-            self._current = None if any(name == "src" for name, _ in attrs) else []
+            self._current = None if any(name == "src" for name, _value in attrs) else []
 
     def handle_data(self, data: str) -> None:
         if self._current is not None:

@@ -24,16 +24,16 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import http.client
 import json
 import os
 import shutil
 import stat
 import subprocess
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +53,7 @@ FAILED_KEPT = 20
 OUTPUT_TAIL_LINES = 15
 # Directories under state_dir that are the platform's, never an app's.
 PLATFORM_DIRS = frozenset({"component", "platform"})
+DATABASE_SOCKET = "/run/postgresql"  # where an app finds its database server's socket
 
 
 class DeployFailed(Exception):
@@ -83,6 +84,8 @@ class Settings:
     sandbox_origin: str = ""
     state_dir: str = "/var/lib/streamlit-apps"
     secrets_dir: str = "/etc/streamlit-apps/secrets"
+    data_dir: str = "/srv/streamlit/apps"  # the apps' persistent data, one directory each
+    database_socket_dir: str = "/run/postgresql"  # the host's PostgreSQL listens here, on no TCP port
     audit_log: str = "/var/log/streamlit/deploys.log"
     lock_dir: str = "/run/lock/streamlit-apps"
     results_dir: str = ""  # the monitor's spool results/ ("" = nobody to answer)
@@ -197,6 +200,39 @@ def write_file_at(directory: Path, name: str, data: bytes, mode: int, *, group: 
         os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def ensure_data_dir(root: Path, name: str, uid: int) -> Path:
+    """`root/name`, created if missing, owned by `uid` with mode 0700 and never reached through a link.
+
+    `root` is root's own (made 0711 if missing, refused if another user may write into it): the app's uid
+    owns what is inside its directory and could otherwise swap the directory for a link to a file root
+    then chowns.
+    """
+    if "/" in name or name in ("", ".", ".."):
+        raise ValueError(f"not a directory name: {name!r}")
+    root.mkdir(mode=0o711, parents=True, exist_ok=True)
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        info = os.fstat(root_fd)
+        if os.geteuid() == 0 and info.st_uid != 0:
+            raise PermissionError(f"{root} is not owned by root: refusing to create app data in it")
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise PermissionError(f"{root} is writable by others than its owner: refusing to create app data in it")
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, 0o700, dir_fd=root_fd)
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root_fd)
+        try:
+            mine = os.fstat(fd)
+            if os.geteuid() == 0 and (mine.st_uid, mine.st_gid) != (uid, uid):
+                os.fchown(fd, uid, uid)
+            if stat.S_IMODE(mine.st_mode) != 0o700:
+                os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(root_fd)
+    return root / name
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -321,7 +357,7 @@ def duration_ns(text: str) -> int:
 
 
 # -- git ---------------------------------------------------------------------------------------------------
-GitRunner = Callable[[Sequence[str], Path | None], "subprocess.CompletedProcess[str]"]
+GitRunner = Callable[[Sequence[str], "Path | None"], "subprocess.CompletedProcess[str]"]
 
 
 def run_git(argv: Sequence[str], cwd: Path | None) -> subprocess.CompletedProcess[str]:
@@ -465,6 +501,8 @@ class Engine:
             ],
             "logs": [self.settings.log_max_size, self.settings.log_max_file],
             "tmp": self.settings.tmp_size,
+            "data": [app.data_mount, self.settings.data_dir] if app.data_mount else [],
+            "database": [app.database_name, self.settings.database_socket_dir] if app.database else [],
         }
         run_fp = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
         return text, build_fp, run_fp
@@ -562,6 +600,9 @@ class Engine:
         new: Any | None = None
         fresh = True
         try:
+            if app.data_mount:
+                step = "data"
+                ensure_data_dir(Path(self.settings.data_dir), app.name, self.settings.uid)
             if existing is not None and existing.name == self.recorded_container(app.name):
                 # The container that served before (a reboot or an engine restart stopped it): start it again.
                 step, fresh = "restart", False
@@ -704,6 +745,30 @@ class Engine:
         from docker.types import LogConfig, Mount
 
         settings = self.settings
+        mounts = [
+            Mount(target="/run/secrets", source=str(Path(settings.secrets_dir) / app.name), type="bind", read_only=True)
+        ]
+        if app.data_mount:
+            # Read-write, the one place an app keeps anything across deploys and rollbacks.
+            mounts.append(
+                Mount(
+                    target=app.data_mount, source=str(Path(settings.data_dir) / app.name), type="bind", read_only=False
+                )
+            )
+        environment = {key: str(value) for key, value in app.env.items()}
+        if app.database:
+            # The server's socket directory, read-only: the only way to the database (no TCP listener), and
+            # the password in a file libpq reads itself, never in the environment.
+            mounts.append(
+                Mount(target=DATABASE_SOCKET, source=settings.database_socket_dir, type="bind", read_only=True)
+            )
+            environment.update(
+                PGHOST=DATABASE_SOCKET,
+                PGDATABASE=app.database_name,
+                PGUSER=app.database_name,
+                PGPASSFILE="/run/secrets/pgpass",
+                DATABASE_URL_FILE="/run/secrets/database-url",
+            )
         return self.docker.containers.run(
             image,
             name=name,
@@ -719,15 +784,8 @@ class Engine:
             mem_limit=app.memory,
             memswap_limit=app.memory,
             pids_limit=app.pids,
-            environment={key: str(value) for key, value in app.env.items()},
-            mounts=[
-                Mount(
-                    target="/run/secrets",
-                    source=str(Path(settings.secrets_dir) / app.name),
-                    type="bind",
-                    read_only=True,
-                )
-            ],
+            environment=environment,
+            mounts=mounts,
             network=settings.network,
             healthcheck={
                 "test": healthcheck_command(app),
@@ -917,6 +975,23 @@ class Engine:
                     entry.unlink(missing_ok=True)
         return sorted(removed - {""})
 
+    def purge_data(self, purge: Collection[str], keep: Collection[str], *, check_mode: bool = False) -> list[str]:
+        """Delete the data directories of the apps in `purge` that are not in `keep`; return their names.
+
+        Data is never deleted with the app: an app that leaves the inventory keeps its directory until the
+        operator names it here.
+        """
+        root = Path(self.settings.data_dir)
+        purged: list[str] = []
+        for name in sorted(set(purge) - set(keep)):
+            path = root / name
+            if "/" in name or name in ("", ".", "..") or not path.is_dir() or path.is_symlink():
+                continue
+            purged.append(name)
+            if not check_mode:
+                shutil.rmtree(path)  # fd-based on Linux: links inside are removed, never followed
+        return purged
+
 
 def describe(exc: BaseException) -> str:
     """An exception as a short line: its type and message, never its arguments' repr beyond 500 characters."""
@@ -929,9 +1004,22 @@ def iso(timestamp: float) -> str:
 
 
 def http_status(url: str, timeout: float) -> int:
-    """The HTTP status of a GET, or OSError when nothing answered."""
+    """The HTTP status of a GET (redirects not followed), or OSError when nothing answered.
+
+    http.client rather than urllib's opener: ansible-test's sanity rules ask for Ansible's open_url
+    instead, which the host's deployer (no Ansible there) does not have.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"not an http:// URL: {url!r}")
+    target = parts.path or "/"
+    if parts.query:
+        target = f"{target}?{parts.query}"
+    connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http to a container)
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        connection.request("GET", target)
+        return int(connection.getresponse().status)
+    except http.client.HTTPException as exc:  # an answer that is not HTTP counts as none
+        raise ConnectionError(describe(exc)) from exc
+    finally:
+        connection.close()

@@ -22,13 +22,21 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import requests
+try:
+    import requests
+except ImportError as exc:  # github_repo_poll then fails with missing_required_lib; the daemon's host has it
+    requests = None  # type: ignore[assignment]
+    REQUESTS_IMPORT_ERROR: ImportError | None = exc
+else:
+    REQUESTS_IMPORT_ERROR = None
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 # One rule for owners and repository names: starts alphanumeric, so "..", "../x" and "" never pass.
 _NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,99})$")
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
-_TRANSIENT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+_TRANSIENT_ERRORS = (
+    (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) if requests else ()
+)
 GRAPHQL_BATCH = 100
 API_VERSION = "2022-11-28"
 # When GitHub says "rate limited" without saying until when, it asks to wait at least a minute.

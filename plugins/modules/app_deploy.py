@@ -18,7 +18,8 @@ description:
     nothing. After a reboot or an engine restart it brings back exactly the commit that served before.
   - Every outcome is appended to the hash-chained deploy audit log and answered to the monitor.
 version_added: "1.1.0"
-author: secure_streamlit.hosting
+author:
+  - secure_streamlit maintainers (@secure-streamlit)
 options:
   apps:
     description:
@@ -42,9 +43,18 @@ options:
     type: str
     default: ansible
   remove_absent:
-    description: Remove the containers, images and deploy state of apps that are not in O(apps).
+    description:
+      - Remove the containers, images and deploy state of apps that are not in O(apps).
+      - Their data directories are kept (see O(purge_data)).
     type: bool
     default: false
+  purge_data:
+    description:
+      - Delete the data directories of these apps. Each must be an app name no longer in O(apps); the data
+        of an app that is still deployed is never deleted this way.
+    type: list
+    elements: str
+    default: []
 requirements:
   - The Docker SDK for Python (Debian's python3-docker) and git on the managed host.
 attributes:
@@ -84,8 +94,10 @@ deploys:
     sha: {description: The commit., type: str}
     status: {description: "deployed, unchanged, failed, or in check mode would_deploy.", type: str}
     reason: {description: Why it failed (the step and the message) or why nothing was done., type: str}
-    step: {description: The step that failed (fetch, build, start, health, gate, switch...)., type: str}
-    output_tail: {description: The last lines of the failing command's output (pip's error, the traceback)., type: list}
+    step: {description: "The step that failed (fetch, build, start, health, gate, switch...).", type: str}
+    output_tail:
+      description: "The last lines of the failing command's output (pip's error, the traceback)."
+      type: list
     previous: {description: The commits that served before., type: list}
     container: {description: The container that serves now., type: str}
     seconds: {description: How long the deploy took., type: float}
@@ -93,6 +105,11 @@ deploys:
     - {app: triage, sha: 3f786850e387550fdab836ed7e6dc881de23001b, status: deployed, previous: [], seconds: 41.2}
 removed:
   description: Apps whose containers, images or state were removed (O(remove_absent)).
+  returned: always
+  type: list
+  elements: str
+purged:
+  description: Apps whose data directories were deleted (O(purge_data)).
   returned: always
   type: list
   elements: str
@@ -111,7 +128,7 @@ except ImportError:
     HAS_DOCKER = False
     DOCKER_IMPORT_ERROR = traceback.format_exc()
 
-from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import SHA_RE, AppSpec
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import SHA_RE, AppSpec, purge_errors
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy import Engine, Settings
 
 
@@ -124,6 +141,7 @@ def main() -> None:
             "sha": {"type": "str"},
             "requested_by": {"type": "str", "default": "ansible"},
             "remove_absent": {"type": "bool", "default": False},
+            "purge_data": {"type": "list", "elements": "str", "default": []},
         },
         required_by={"sha": "name"},
         supports_check_mode=True,
@@ -140,6 +158,9 @@ def main() -> None:
     names = {spec.name for spec in managed}
     if params["name"] is not None and params["name"] not in names:
         module.fail_json(msg=f"name {params['name'][:60]!r} is not one of the managed apps: {', '.join(sorted(names))}")
+    purge_problems = purge_errors(params["purge_data"], names, label="purge_data")
+    if purge_problems:
+        module.fail_json(msg="; ".join(purge_problems))
     if params["sha"] is not None and not SHA_RE.fullmatch(params["sha"]):
         module.fail_json(msg="sha must be a full commit SHA (40 lower-case hex digits)")
 
@@ -155,8 +176,10 @@ def main() -> None:
         before.append(f"{spec.name}: {serving['sha'] if serving else '-'}")
         after.append(f"{spec.name}: {outcome.sha if outcome.status != 'failed' else (serving or {}).get('sha', '-')}")
     removed = engine.remove_absent(names, check_mode=module.check_mode) if params["remove_absent"] else []
+    purged = engine.purge_data(params["purge_data"], names, check_mode=module.check_mode)
     result = {
-        "changed": any(o.changed for o in outcomes) or bool(removed),
+        "changed": any(o.changed for o in outcomes) or bool(removed) or bool(purged),
+        "purged": purged,
         "deploys": [o.as_dict() for o in outcomes],
         "removed": removed,
         "diff": {"before": "\n".join(before) + "\n", "after": "\n".join(after) + "\n"},

@@ -14,7 +14,8 @@ description:
   - Any failure puts the previous include back; the running nginx keeps serving the old server.
   - The same library (C(plugins/module_utils/_nginx_upstream.py)) switches the edge during every deploy.
 version_added: "1.1.0"
-author: secure_streamlit.hosting
+author:
+  - secure_streamlit maintainers (@secure-streamlit)
 options:
   app:
     description: The app's name.
@@ -43,8 +44,10 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Reports whether the include would change; writes nothing and reloads nothing.
   diff_mode:
     support: full
+    description: Shows the app's upstream include before and after.
 """
 
 EXAMPLES = r"""

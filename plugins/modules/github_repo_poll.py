@@ -1,5 +1,6 @@
 #!/usr/bin/python
-"""Ansible module: read the head commits of GitHub branches (conditional requests, GraphQL batches)."""
+"""Ansible module: read the head commits of branches on GitHub (conditional requests, GraphQL batches) or on
+any other git server (one git ls-remote each)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ description:
     conditional REST request per repository (C(Accept application/vnd.github.sha)).
   - Retries server errors and timeouts with exponential backoff and jitter; a rate limit fails the task
     with the time to retry.
+  - An entry with C(provider=git) (or a git URL on another server than GitHub) is read with one
+    C(git ls-remote --heads) in a clean environment, bounded by I(timeout); the target needs git.
   - Polling changes nothing on the host, so the module always reports C(changed=false) and runs normally
     in check mode.
 author:
-  - secure_streamlit maintainers
+  - secure_streamlit maintainers (@secure-streamlit)
 requirements:
   - python >= 3.9
   - requests
@@ -30,9 +33,18 @@ options:
     required: true
     suboptions:
       repo:
-        description: C(owner/name) or the repository's https URL.
+        description:
+          - C(owner/name) or the repository's https URL (GitHub), or a git URL (C(https://HOST/path),
+            C(ssh://[user@]HOST/path), C(user@HOST:path); provider git).
         type: str
         required: true
+      provider:
+        description:
+          - C(github) reads through GitHub's API, C(git) with C(git ls-remote).
+          - Left out, a URL on another host than github.com and I(api_url)'s means C(git); everything else
+            C(github).
+        type: str
+        choices: [github, git]
       branch:
         description: Branch name.
         type: str
@@ -54,15 +66,21 @@ options:
       - A read-only token. Never logged. Defaults to the C(GITHUB_TOKEN) environment variable.
       - Without one the budget is 60 requests per hour.
     type: str
+  allow_file_urls:
+    description: Accept C(file:///path) git URLs (a bare repository on the target; tests and labs).
+    type: bool
+    default: false
   timeout:
-    description: Read timeout of each request, in seconds.
+    description: Read timeout of each request (and of each C(git ls-remote)), in seconds.
     type: float
     default: 10
 attributes:
   check_mode:
     support: full
+    description: The module only reads from GitHub; it runs the same in check mode.
   diff_mode:
     support: none
+    description: It changes nothing, so there is nothing to show.
 """
 
 EXAMPLES = r"""
@@ -73,6 +91,7 @@ EXAMPLES = r"""
         branch: main
         known_sha: "{{ deployed_sha }}"
       - repo: https://github.com/acme/dashboard.git
+      - repo: https://gitlab.clinic.example/data/intake.git  # provider git (another server)
     token: "{{ vault_github_token }}"
   register: heads
 
@@ -90,9 +109,13 @@ repos:
   elements: dict
   contains:
     repo:
-      description: C(owner/name).
+      description: C(owner/name) (provider github) or the git URL (provider git).
       type: str
       sample: acme/triage-app
+    provider:
+      description: C(github) or C(git).
+      type: str
+      sample: github
     branch:
       description: The branch.
       type: str
@@ -143,32 +166,49 @@ retry_at:
 """
 
 import re
+from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
-try:
-    from ansible_collections.secure_streamlit.hosting.plugins.module_utils.github_client import (
-        GitHubClient,
-        GitHubError,
-        RateLimitedError,
-        RepoRef,
-    )
-
-    IMPORT_ERROR = None
-except ImportError as exc:  # requests is missing on the target
-    IMPORT_ERROR = exc
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _app_spec
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._git_source import GitRemote, GitSource
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils.github_client import (
+    REQUESTS_IMPORT_ERROR,
+    GitHubClient,
+    GitHubError,
+    RateLimitedError,
+    RepoRef,
+)
 
 KNOWN_SHA_RE = re.compile(r"^[0-9a-fA-F]{40}$")
 
 
-def parse_entries(module: AnsibleModule) -> list[tuple[RepoRef, str | None]]:
+def infer_provider(repo: str, api_url: str) -> str:
+    """A URL on another host than github.com and the API's own (GitHub Enterprise Server) is a git server."""
+    if "://" not in repo and "@" not in repo and ":" not in repo:
+        return "github"  # owner/name
+    api_host = (urlsplit(api_url).hostname or "").lower()
+    github_hosts = {"github.com", api_host, api_host.removeprefix("api.")}
+    return "github" if _app_spec.url_host(repo) in github_hosts else "git"
+
+
+def parse_entries(module: AnsibleModule) -> list[tuple[RepoRef | GitRemote, str | None]]:
     """Validate every entry before any request, failing on the first bad one by its index and repo."""
-    entries = []
+    entries: list[tuple[RepoRef | GitRemote, str | None]] = []
     for index, entry in enumerate(module.params["repos"]):
-        name = f"repos[{index}] ({entry['repo']!r})"
+        name = f"repos[{index}] ({_app_spec.shown_repo(entry['repo'])})"
+        provider = entry.get("provider") or infer_provider(entry["repo"], module.params["api_url"])
         try:
             # An explicit null branch means the default, as an absent one does.
-            ref = RepoRef.parse(entry["repo"], entry["branch"] or "main")
+            if provider == "git":
+                problem = _app_spec.git_url_problem(entry["repo"], allow_file=module.params["allow_file_urls"])
+                if problem:
+                    raise ValueError(f"a git URL {problem} ({_app_spec.GIT_URL_RULE})")
+                ref: RepoRef | GitRemote = GitRemote(
+                    entry["repo"], entry["branch"] or "main", allow_file=module.params["allow_file_urls"]
+                )
+            else:
+                ref = RepoRef.parse(entry["repo"], entry["branch"] or "main")
         except ValueError as exc:
             module.fail_json(msg=f"{name}: {exc}")
         known = entry.get("known_sha")
@@ -187,6 +227,7 @@ def main() -> None:
                 "required": True,
                 "options": {
                     "repo": {"type": "str", "required": True},
+                    "provider": {"type": "str", "choices": ["github", "git"]},
                     "branch": {"type": "str", "default": "main"},
                     "known_sha": {"type": "str"},
                 },
@@ -194,12 +235,13 @@ def main() -> None:
             "api_url": {"type": "str", "default": "https://api.github.com"},
             "graphql_url": {"type": "str"},
             "token": {"type": "str", "no_log": True, "fallback": (env_fallback, ["GITHUB_TOKEN"])},
+            "allow_file_urls": {"type": "bool", "default": False},
             "timeout": {"type": "float", "default": 10},
         },
         supports_check_mode=True,
     )
-    if IMPORT_ERROR is not None:
-        module.fail_json(msg=missing_required_lib("requests"), exception=str(IMPORT_ERROR))
+    if REQUESTS_IMPORT_ERROR is not None:
+        module.fail_json(msg=missing_required_lib("requests"), exception=str(REQUESTS_IMPORT_ERROR))
 
     entries = parse_entries(module)
     client = GitHubClient(
@@ -212,8 +254,11 @@ def main() -> None:
     def rate_report() -> dict:
         return {**client.rate.as_dict(), "counted_requests": client.counted_requests}
 
+    github_refs = [ref for ref, _ in entries if isinstance(ref, RepoRef)]
+    git_refs = [ref for ref, _ in entries if isinstance(ref, GitRemote)]
+    heads: dict = GitSource(timeout=module.params["timeout"]).heads(git_refs) if git_refs else {}
     try:
-        heads = client.heads([ref for ref, _ in entries])
+        heads.update(client.heads(github_refs) if github_refs else {})
     except RateLimitedError as exc:
         module.fail_json(msg=str(exc), retry_at=exc.retry_at, rate_limit=rate_report())
     except GitHubError as exc:
@@ -225,7 +270,8 @@ def main() -> None:
         head = heads[ref.key]
         results.append(
             {
-                "repo": ref.full_name,
+                "repo": ref.full_name if isinstance(ref, RepoRef) else ref.url,
+                "provider": "github" if isinstance(ref, RepoRef) else "git",
                 "branch": ref.branch,
                 "sha": head.sha,
                 "changed_since_known": head.sha is not None and head.sha != known,

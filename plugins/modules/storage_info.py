@@ -17,7 +17,7 @@ description:
   - Also reports the free space of the mount (bytes and percent).
   - Reads only; always C(changed=false); runs normally in check mode.
 author:
-  - secure_streamlit maintainers
+  - secure_streamlit maintainers (@secure-streamlit)
 requirements:
   - findmnt and lsblk (util-linux)
 options:
@@ -29,8 +29,10 @@ options:
 attributes:
   check_mode:
     support: full
+    description: The module only reads the mounts and block devices; it runs the same in check mode.
   diff_mode:
     support: none
+    description: It changes nothing, so there is nothing to show.
 """
 
 EXAMPLES = r"""
@@ -61,7 +63,7 @@ paths:
     block_device: {description: Whether the source is a block device., type: bool}
     devices: {description: The block device chain from the mount's device down to the disk (name and type)., type: list}
     encrypted: {description: Whether a crypt device is in that chain., type: bool}
-    reason: {description: Why the path counts as encrypted or not, in one sentence., type: str}
+    reason: {description: "Why the path counts as encrypted or not, in one sentence.", type: str}
     size_bytes: {description: Size of the file system., type: int}
     avail_bytes: {description: Bytes available to unprivileged users., type: int}
     free_percent: {description: Available space in percent of the size (one decimal)., type: float}

@@ -58,6 +58,22 @@ READ_ONLY_TASKS = {
             APP_RULE,
             ["apps[0]", "a;rm -rf /", "name must be"],
         ),
+        pytest.param(
+            '{"apps": [{"name": "plain", "repo": "https://oauth2:TopS3cretValue@git.example.org/a/b.git"}]}',
+            APP_RULE,
+            ["apps[0] (name 'plain')", "value not shown", "must not carry a credential"],
+            id="git-url-with-a-credential",
+        ),
+        (
+            '{"apps": [{"name": "plain", "repo": "file:///srv/git/acme/plain.git"}]}',
+            APP_RULE,
+            ["apps[0] (name 'plain')", "file:// is refused here", "apps_git_allow_file_urls"],
+        ),
+        (
+            '{"apps": [{"name": "plain", "repo": "acme/plain", "provider": "gitlab"}]}',
+            APP_RULE,
+            ["apps[0] (name 'plain')", "provider 'gitlab' must be github or git"],
+        ),
         (
             '{"apps": [{"name": "x", "repo": "../../etc"}]}',
             APP_RULE,
@@ -80,6 +96,17 @@ READ_ONLY_TASKS = {
         ),
         ('{"monitor_interval": 0}', "Fail on a polling interval or jitter out of range", ["monitor_interval"]),
         ('{"monitor_interval": "soon"}', "Validating arguments against arg spec", ["monitor_interval", "int"]),
+        ('{"status_interval": 5}', "Fail on settings out of range", ["status_interval", "at least 10 s (is 5)"]),
+        (
+            '{"status_alert_command": ["curl", "https://hooks.example/x"]}',
+            "Fail on an alert command that is not a program path and its arguments",
+            ["status_alert_command", "absolute program path"],
+        ),
+        (
+            '{"status_admin_users": "alice"}',
+            "Fail on an admin user list that is not a list of account names",
+            ["status_admin_users", "list of existing account names"],
+        ),
         ('{"apps": "demo"}', "Validating arguments against arg spec", ["_apps", "str"]),
         (
             '{"apps": [{"name": "a", "repo": "acme/a", "route": {"path": "/x/"}},'
@@ -270,6 +297,21 @@ READ_ONLY_TASKS = {
             APP_RULE,
             ["tls_apps[0] (name 'a')", "upstream '127.0.0.1:99999'", "1..65535"],
         ),
+        (
+            '{"apps": [{"name": "a", "repo": "acme/a", "data": {"mount": "/app/state"}}]}',
+            APP_RULE,
+            ["apps[0] (name 'a')", "data.mount '/app/state'", "would cover /app"],
+        ),
+        (
+            '{"apps": [{"name": "a", "repo": "acme/a"}], "apps_purge_data": ["gone", "a"]}',
+            "Fail on a data purge that names a deployed app",
+            ["apps_purge_data[1] 'a' is still an app"],
+        ),
+        (
+            '{"apps_data_dir": "/srv/../etc"}',
+            "Fail on an app data directory that is not an absolute path",
+            ["apps_data_dir must be an absolute path", "/srv/../etc"],
+        ),
         pytest.param(
             '{"vault_a_token": ["TopS3cretValue"],'
             ' "apps": [{"name": "a", "repo": "acme/a", "secrets": {"api-token": "vault_a_token"}}]}',
@@ -314,7 +356,9 @@ def test_bad_setting_stops_before_any_change(inventory, extra_vars, failed_task,
 def test_good_settings_pass_every_check(inventory):
     apps = (
         '{"apps": [{"name": "triage", "repo": "acme/triage-app"},'
-        ' {"name": "dash-2", "repo": "https://github.com/acme/dash.git", "branch": "release/1.2"}]}'
+        ' {"name": "dash-2", "repo": "https://github.com/acme/dash.git", "branch": "release/1.2"},'
+        ' {"name": "plain", "repo": "git@gitea.clinic.example:team/plain.git"},'
+        ' {"name": "lab", "repo": "acme/lab", "provider": "git"}]}'
     )
     # Only the up-front checks run (tagged always): they must all pass on a valid inventory.
     rc, report = run_playbook_json("site.yml", "-i", str(inventory), "--check", "--tags", "always", "-e", apps)

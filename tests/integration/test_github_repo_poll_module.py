@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.fake_github import FakeGitHub
+from tests.git_server import GitServer
 from tests.helpers import REPO, VENV_BIN, ansible_env
 
 TOKEN = "ghp_moduleTestTokenThatMustNotLeak000000"
@@ -144,6 +145,34 @@ def test_failures_are_clear_and_the_token_never_appears_even_verbose(tmp_path, g
     assert limited["failed"] is True
     assert limited["retry_at"] == pytest.approx(time.time() + 600, abs=30)
     assert "rate limited" in limited["msg"]
+
+
+def test_git_entries_are_read_with_ls_remote_beside_github_ones(tmp_path, gh):
+    """provider git against a REAL git server (git http-backend), mixed with a GitHub entry."""
+    hub = gh.push("acme", "one")
+    with GitServer(tmp_path / "git") as server:
+        server.create("team/plain")
+        plain = server.commit("team/plain")
+        url = f"http://localhost:{server.port}/team/plain.git"  # the fake GitHub is 127.0.0.1's
+        entries = [
+            {"repo": "acme/one"},
+            {"repo": url, "known_sha": plain},  # inferred: another host than the API's
+            {"repo": server.url("team/plain"), "branch": "gone", "provider": "git"},
+            {"repo": server.file_url("team/plain"), "provider": "git"},  # file:// refused unless allowed
+        ]
+        _, [out, refused] = run_polls(tmp_path, gh, [entries[:3], entries[3:]])
+        only_ls_refs = {(r.method, r.command) for r in server.requests()} <= {("GET", ""), ("POST", "ls-refs")}
+    assert out["failed"] is False, out
+    assert [(r["provider"], r["sha"], r["changed_since_known"], r["error"]) for r in out["repos"]] == [
+        ("github", hub, True, None),
+        ("git", plain, False, None),
+        ("git", None, False, "branch gone not found"),
+    ]
+    assert out["repos"][1]["repo"] == url
+    assert only_ls_refs
+    assert refused["failed"] is True
+    assert "repos[0] ('file://" in refused["msg"]
+    assert "file:// is refused here" in refused["msg"]
 
 
 def test_module_documentation_renders():

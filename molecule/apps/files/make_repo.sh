@@ -23,7 +23,8 @@ import streamlit as st
 st.title("hello v1")
 st.write(os.environ.get("GREETING", ""))
 PY
-printf '# no extra requirements\n' >requirements.txt
+# The driver the database tests use inside the container (the app's own requirement, as a real app's).
+printf 'psycopg[binary]==3.3.9\n' >requirements.txt
 commit "v1" v1
 git push -q "$bare" main HEAD:refs/heads/stable
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ SECRET = "molecule-S3cret-NeverLogged"
 TOKEN = "ghp_molecule0nlyF4keT0kenNeverLogged00"
 REPOSITORY = "/srv/git/acme/hello.git"
 FAKE_STATE = "/var/lib/fake-github/state.json"
+DATA = "/srv/streamlit/apps/hello"
 MONITOR_STATE = "/var/lib/github-repo-monitor/state.json"
 
 
@@ -141,12 +143,77 @@ def test_container_is_hardened(host):
     assert "_stcore/health" in " ".join(config["Healthcheck"]["Test"])
     assert container["State"]["Health"]["Status"] == "healthy"
     mounts = {m["Destination"]: m for m in container["Mounts"]}
-    assert set(mounts) == {"/run/secrets"}
+    assert set(mounts) == {"/run/secrets", "/data"}
     assert mounts["/run/secrets"]["RW"] is False
+    assert mounts["/data"]["RW"] is True
+    assert mounts["/data"]["Source"] == DATA
     assert not any("docker.sock" in m["Source"] for m in container["Mounts"])
     assert "GREETING=molecule" in config["Env"]
     assert not any(SECRET in e for e in config["Env"])
     assert config["Labels"]["secure_streamlit.sha"] == sha(host, "v1")
+
+
+def test_the_apps_data_directory_is_its_own_and_writable_by_the_app_only(host):
+    directory = host.file(DATA)
+    assert directory.is_directory
+    assert (directory.uid, directory.gid, directory.mode) == (10001, 10001, 0o700)
+    parent = host.file(os.path.dirname(DATA))
+    assert (parent.uid, parent.mode) == (0, 0o711)
+    container = serving(host, "hello")["Id"]
+    # The app (uid 10001, read-only root file system) writes there; the file stays on the host.
+    host.check_output(f"docker exec {container} sh -c 'echo written-by-v1 >/data/marker'")
+    assert host.file(f"{DATA}/marker").uid == 10001
+    assert host.run(f"docker exec {container} sh -c 'echo x >/app/marker'").rc != 0
+
+
+def sql(host, container: str, statement: str) -> str:
+    """Run SQL as the app does: psycopg with libpq's settings from the platform (PGHOST, PGPASSFILE...)."""
+    code = (
+        "import psycopg, sys\n"
+        "with psycopg.connect() as c:\n"
+        "    rows = c.execute(sys.argv[1]).fetchall() if sys.argv[1].startswith('select') else c.execute(sys.argv[1])\n"
+        "    print(rows[0][0] if isinstance(rows, list) else 'ok')\n"
+    )
+    return host.check_output(
+        f"docker exec {container} /opt/venv/bin/python -c {shlex.quote(code)} {shlex.quote(statement)}"
+    )
+
+
+def test_the_app_keeps_rows_in_its_own_database(host):
+    container = serving(host, "hello")
+    assert "/run/postgresql" in {m["Destination"] for m in container["Mounts"]}
+    env = container["Config"]["Env"]
+    assert "PGDATABASE=app_hello" in env
+    assert not any("PASSWORD" in e.upper() or e.startswith("DATABASE_URL=") for e in env)
+    sql(host, container["Id"], "create table notes (id serial primary key, body text)")
+    sql(host, container["Id"], "insert into notes (body) values ('kept across deploys')")
+    assert sql(host, container["Id"], "select count(*) from notes") == "1"
+    # Only its own database: the server's and another's refuse it.
+    connect = "/opt/venv/bin/python -c 'import psycopg; psycopg.connect()'"
+    other = host.run(f"docker exec -e PGDATABASE=postgres {container['Id']} {connect}")
+    assert other.rc != 0
+    assert "no pg_hba.conf entry" in other.stderr or "rejects connection" in other.stderr, other.stderr
+    # No TCP listener at all; the password is root's on the host and the app's in /run/secrets only.
+    assert not host.socket("tcp://0.0.0.0:5432").is_listening
+    assert host.file("/etc/streamlit-apps/db/app_hello.password").mode == 0o600
+    secrets = host.file("/etc/streamlit-apps/secrets/hello").listdir()
+    assert {"pgpass", "database-url", "api-token"} == set(secrets)
+    # The connection as the app makes it, timed inside the container (a figure for the notes).
+    timing = host.check_output(
+        f"docker exec {container['Id']} /opt/venv/bin/python -c "
+        + shlex.quote(
+            "import psycopg, statistics, time\n"
+            "t = []\n"
+            "for _ in range(20):\n"
+            "    s = time.perf_counter(); psycopg.connect().close(); t.append(time.perf_counter() - s)\n"
+            "print(round(statistics.median(t) * 1000, 1))"
+        )
+    )
+    print(f"PostgreSQL connection from the app: median {timing} ms of 20")
+    first = {r["app"]: r["seconds"] for r in reversed(audit_records(host)) if r.get("requested_by") == "site.yml"}
+    print(f"first deploy by site.yml: hello (data, database) {first.get('hello')} s, extra {first.get('extra')} s")
+    log = host.check_output("journalctl -u postgresql@15-main --no-pager; cat /var/log/postgresql/*.log")
+    assert "connection authorized: user=app_hello database=app_hello" in log
 
 
 def test_internal_network_has_no_way_out(host):
@@ -224,6 +291,13 @@ def test_a_push_goes_live_through_the_monitor_without_failed_requests(host):
     assert f"hello: deploying {sha(host, 'v2')}" in journal
     assert SECRET not in journal
     assert TOKEN not in journal
+
+
+def test_the_apps_data_outlives_the_deploy(host):
+    container = serving(host, "hello")
+    assert container["Config"]["Labels"]["secure_streamlit.sha"] == sha(host, "v2")
+    assert host.check_output(f"docker exec {container['Id']} cat /data/marker") == "written-by-v1"
+    assert sql(host, container["Id"], "select body from notes") == "kept across deploys"
 
 
 def test_a_broken_push_is_recorded_as_failed_not_retried_and_the_old_version_keeps_serving(host):
@@ -337,6 +411,24 @@ def test_the_deploy_audit_trail_is_one_intact_hash_chain(host):
     assert "deploys.log: audit log OK" in result.stdout
 
 
+def test_the_status_command_shows_an_admin_the_deployed_apps_without_root(host):
+    """`secure-streamlit status` as a member of the admin group (roles/status): the apps that serve, at the
+    commits that serve, read from the snapshot root's timer writes; a non-member gets nothing."""
+    host.check_output("id status-admin || useradd --no-create-home --groups streamlit-admin status-admin")
+    host.check_output("systemctl start secure-streamlit-status.service")  # a fresh snapshot, as the timer writes
+    result = host.run("runuser -u status-admin -- secure-streamlit status --json")
+    assert result.rc in (0, 1), result.stdout + result.stderr  # 1: an earlier test left a failed last deploy
+    report = json.loads(result.stdout)
+    now = {app: serving(host, app)["Config"]["Labels"]["secure_streamlit.sha"] for app in ("hello", "third")}
+    assert {app["name"]: (app["serving"] or {}).get("sha") for app in report["apps"]} == now
+    # The engine answered for each app and found the serving container (its health check's verdict is
+    # the engine's, and may lag on a loaded host).
+    assert report["engine"]["error"] is None
+    assert all(app["health"]["container"]["name"] == app["serving"]["container"] for app in report["apps"])
+    assert report["audit"]["deploys"]["ok"], report["audit"]
+    assert host.run("runuser -u nobody -- secure-streamlit status").rc == 2
+
+
 def test_removing_the_last_app_leaves_nothing_of_it_on_the_host(host, tmp_path):
     """Runs last: the inventory's apps list becomes empty."""
     inventory = yaml.safe_load(Path(os.environ["MOLECULE_INVENTORY_FILE"]).read_text())
@@ -352,6 +444,17 @@ def test_removing_the_last_app_leaves_nothing_of_it_on_the_host(host, tmp_path):
         assert not host.file(f"/etc/systemd/system/{unit}").exists
     assert host.file("/var/lib/streamlit-apps").listdir() == ["platform"]
     assert host.file("/etc/streamlit-apps/secrets").listdir() == []
+    # Its data and database are kept until the operator names it in apps_purge_data.
+    assert host.file(f"{DATA}/marker").content_string == "written-by-v1\n"
+    databases = "runuser -u postgres -- psql -Atc 'select datname from pg_database'"
+    assert "app_hello" in host.check_output(databases).split()
+    inventory["all"]["vars"]["apps_purge_data"] = ["hello"]
+    edited.write_text(yaml.safe_dump(inventory))
+    result = run_playbook(CONVERGE, inventory=edited)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert not host.file(DATA).exists
+    assert "app_hello" not in host.check_output(databases).split()
+    assert not host.file("/etc/streamlit-apps/db/app_hello.password").exists
 
 
 def _inventory_settings() -> dict:

@@ -1,6 +1,8 @@
-"""The monitor role in a systemd host, against the fake GitHub API running beside it (prepare.yml).
+"""The monitor role in a systemd host, against the fake GitHub API running beside it (prepare.yml), and
+a plain git server (git http-backend) for the app on provider git.
 
-A test "pushes" by rewriting the fake's state file; the monitor polls every 2 s with a token.
+A test "pushes" to GitHub by rewriting the fake's state file, to the git server with git itself; the
+monitor polls every 2 s (GitHub with a token, the git server with ls-remote).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 STATE = "/var/lib/fake-github/state.json"
 SPOOL = "/var/spool/github-repo-monitor"
 TOKEN = "ghp_molecule0nlyF4keT0kenNeverLogged00"
+GIT_WORK = "/var/lib/git-server/work/acme/plain"
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 
 
@@ -88,6 +91,7 @@ def test_sandbox_exposure_is_at_most_2(host):
         ("/etc/github-repo-monitor/credentials/github-token", "root", "root", 0o600),
         ("/usr/local/lib/github-repo-monitor/github_repo_monitor.py", "root", "root", 0o644),
         ("/usr/local/lib/github-repo-monitor/_audit_log.py", "root", "root", 0o644),
+        ("/usr/local/lib/github-repo-monitor/_git_source.py", "root", "root", 0o644),
         ("/var/log/github-repo-monitor/audit.jsonl.head", "github-monitor", "github-monitor", 0o640),
         # The spool and the answers are root's (the root deployer never writes where the monitor can);
         # requests/ and the outbox are the monitor's.
@@ -131,6 +135,41 @@ def test_faults_are_survived(host, heads):
     journal = host.check_output("journalctl -u github-repo-monitor --no-pager -o cat")
     assert "poll failed" in journal
     assert "rate limited" in journal
+
+
+def push_plain(host) -> str:
+    """A commit pushed to the plain git server's acme/plain (git over the local bare repository)."""
+    return host.check_output(
+        f"cd {GIT_WORK} && git -c user.name=t -c user.email=t@lab.test commit -q --allow-empty -m change "
+        "&& git push -q --force origin HEAD:main && git rev-parse HEAD"
+    )
+
+
+def test_the_plain_git_app_is_watched_with_ls_remote(host):
+    config = json.loads(host.file("/etc/github-repo-monitor/config.json").content_string)
+    plain = next(app for app in config["apps"] if app["name"] == "plain")
+    url = "http://127.0.0.1:9200/acme/plain.git"
+    assert plain == {"name": "plain", "provider": "git", "repo": url, "branch": "main"}
+    first = host.check_output(f"git -C {GIT_WORK} rev-parse HEAD")
+    assert requested_sha(host, "plain") == first
+    deployer_reports(host, "plain", first, "deployed")
+    newer = push_plain(host)
+    wait_for_request_of(host, "plain", newer)
+
+
+def test_the_plain_git_server_down_is_survived_audited_and_caught_up(host):
+    restarts = host.check_output("systemctl show -p NRestarts --value github-repo-monitor")
+    deployer_reports(host, "plain", requested_sha(host, "plain"), "deployed")
+    host.check_output("systemctl stop git-server")
+    try:
+        wait_for(host, "journalctl -u github-repo-monitor --no-pager -o cat | grep 'plain: server unreachable'")
+        wait_for(host, 'grep \'"kind": "unreachable"\' /var/log/github-repo-monitor/audit.jsonl')
+        newer = push_plain(host)  # pushed while the server is down: seen once it is back
+    finally:
+        host.check_output("systemctl start git-server")
+    wait_for_request_of(host, "plain", newer, timeout=120)  # after the backoff (4 s, doubling)
+    assert host.service("github-repo-monitor").is_running
+    assert host.check_output("systemctl show -p NRestarts --value github-repo-monitor") == restarts
 
 
 VERIFY_AUDIT = (

@@ -470,6 +470,8 @@ def test_a_lab_publishing_443_on_8443_gets_redirects_and_frame_ancestors_with_th
         assert result.returncode == 0, result.stdout[-3000:]
         redirect = host.run("curl -s -o /dev/null -w '%{redirect_url}' -H 'Host: evil.example' http://127.0.0.1/x")
         assert redirect.stdout == "https://edge.lab.test:8443/x"
+        # nginx's own slash redirect names no port of its own (443): the browser keeps the published one.
+        assert request(host, "https://edge.lab.test/open-app?q=1").headers["location"] == "/open-app/?q=1"
         sandbox_csp = request(host, "https://edge.lab.test:9443/").headers["content-security-policy"]
         assert "frame-ancestors https://edge.lab.test:8443 https://imaging.lab.test:8443;" in sandbox_csp
         landing = request(host, "https://edge.lab.test/").body

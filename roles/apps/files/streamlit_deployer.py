@@ -167,7 +167,7 @@ class Deployer:
                 continue
             entries.append((info.st_mtime, name, path))
         taken: list[DeployRequest] = []
-        for _, name, path in sorted(entries):
+        for _mtime, name, path in sorted(entries):
             # Claimed by a rename first: a newer request the monitor renames into place meanwhile is a
             # new file under the old name (picked up next round), never removed unread.
             claimed = self.requests_dir / f".taken.{os.getpid()}.{name}"

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """github-repo-monitor: turns pushes to the apps' branches into deploy requests.
 
-Polls the branch heads with the collection's GitHub client, keeps per-app state, and hands
+Polls the branch heads with the collection's GitHub client (provider github) or with one `git ls-remote`
+per repository (provider git: any other git server, `_git_source`), keeps per-app state, and hands
 `(app, sha)` to the deployer through a spool directory (one JSON file per app, written atomically).
 It never requests a SHA other than the branch head it just read, and never requests a SHA again after
 its deploy failed, until the branch moves on. Every decision goes to a hash-chained JSON-lines audit log
@@ -14,7 +15,9 @@ never handed over (it is now); an intent without its outbox file was handed over
 
 Budget: every request is counted in the state before it is sent; no 3600 s window ever holds more than
 90 % of GitHub's hourly limit, across restarts and `once` runs alike. A start waits out the gap since the
-last poll and any rate-limit wait the state remembers.
+last poll and any rate-limit wait the state remembers. A plain git server has no such budget: its apps cost
+one ls-remote each per cycle, and a server that fails is asked again only after a backoff of its own
+(doubling from two intervals up to 15 minutes), so one server down slows nobody else.
 
     github_repo_monitor.py --config FILE [run|once|status|check-config|verify-audit]
 """
@@ -41,10 +44,16 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 try:
-    from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _app_spec, _audit_log, github_client
+    from ansible_collections.secure_streamlit.hosting.plugins.module_utils import (
+        _app_spec,
+        _audit_log,
+        _git_source,
+        github_client,
+    )
 except ImportError:  # installed on a host: the libraries sit beside this file
     import _app_spec  # type: ignore[no-redef]
     import _audit_log  # type: ignore[no-redef]
+    import _git_source  # type: ignore[no-redef]
     import github_client  # type: ignore[no-redef]
 
 # The app rules live in one place (the app model); the monitor's config is written from it.
@@ -68,8 +77,10 @@ CONFIG_KEYS = {
     "audit_log",
     "apps",
     "token_file",
+    "allow_file_urls",
+    "git_timeout",
 }
-APP_KEYS = {"name", "repo", "branch"}
+APP_KEYS = {"name", "repo", "branch", "provider"}
 AUDIT_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_RESULT_BYTES = 65536
 REQUEST_HISTORY = 20  # SHAs per app whose results are still understood
@@ -109,8 +120,16 @@ def load_config(path: Path) -> dict[str, Any]:
         "spool_dir": raw.get("spool_dir", "/var/spool/github-repo-monitor"),
         "audit_log": raw.get("audit_log", "/var/log/github-repo-monitor/audit.jsonl"),
         "token_file": raw.get("token_file"),
+        "allow_file_urls": raw.get("allow_file_urls", False),
+        "git_timeout": raw.get("git_timeout", _git_source.DEFAULT_TIMEOUT),
         "apps": [],
     }
+    if not isinstance(config["allow_file_urls"], bool):
+        errors.append(f"allow_file_urls must be true or false (is {config['allow_file_urls']!r})")
+        config["allow_file_urls"] = False
+    git_timeout = config["git_timeout"]
+    if not is_number(git_timeout) or not math.isfinite(git_timeout) or not 0 < git_timeout <= 300:
+        errors.append(f"git_timeout must be a number of seconds within 0..300 (is {git_timeout!r})")
     errors.extend(url_errors("api_url", config["api_url"], required=True))
     errors.extend(url_errors("graphql_url", config["graphql_url"], required=False))
     interval = config["interval"]
@@ -143,19 +162,37 @@ def load_config(path: Path) -> dict[str, Any]:
             errors.append(f"{label}: duplicate app name")
         else:
             seen.add(name)
+        provider = app.get("provider", "github")  # a config written before providers: GitHub
+        if provider not in _app_spec.PROVIDERS:
+            errors.append(f"{label}: provider {_app_spec.show(provider)} must be github or git")
+            continue
         if not isinstance(app.get("repo"), str):
-            errors.append(f"{label}: repo must be a string owner/name or https://HOST/owner/name")
+            what = "a git URL" if provider == "git" else "owner/name or https://HOST/owner/name"
+            errors.append(f"{label}: repo must be a string {what}")
             continue
         branch_problem = _app_spec.branch_problem(app.get("branch", "main"))
         if branch_problem:
             errors.append(f"{label}: branch {_app_spec.show(app.get('branch', 'main'))} {branch_problem}")
+            continue
+        if provider == "git":
+            problem = _app_spec.git_url_problem(app["repo"], allow_file=config["allow_file_urls"])
+            if problem:
+                shown = _app_spec.shown_repo(app["repo"])
+                errors.append(f"{label}: repo {shown}: a git URL {problem} ({_app_spec.GIT_URL_RULE})")
+                continue
+            remote = _git_source.GitRemote(app["repo"], app.get("branch", "main"), allow_file=config["allow_file_urls"])
+            config["apps"].append(
+                {"name": name, "repo": remote.url, "branch": remote.branch, "provider": "git", "ref": remote}
+            )
             continue
         try:
             ref = github_client.RepoRef.parse(app["repo"], app.get("branch", "main"))
         except ValueError as exc:
             errors.append(f"{label}: {exc}")
             continue
-        config["apps"].append({"name": name, "repo": ref.full_name, "branch": ref.branch, "ref": ref})
+        config["apps"].append(
+            {"name": name, "repo": ref.full_name, "branch": ref.branch, "provider": "github", "ref": ref}
+        )
     if errors:
         raise ConfigError(errors)
     return config
@@ -270,7 +307,7 @@ def fsync_dir(directory: Path) -> None:
 def describe(exc: BaseException) -> str:
     """An error for the log: our own messages whole, an OS error's reason, else the type alone (the text of a
     library's exception may quote a request header, and so the token)."""
-    if isinstance(exc, github_client.GitHubError):
+    if isinstance(exc, github_client.GitHubError | _git_source.GitSourceError):
         return f"{type(exc).__name__}: {str(exc)[:300]}"
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if isinstance(exc.filename, str) else ""
@@ -288,13 +325,19 @@ class Monitor:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         authenticated: bool = False,
+        git_source: _git_source.GitSource | None = None,
     ) -> None:
         self.config = config
         self.client = client
+        self.git_source = git_source or _git_source.GitSource(timeout=float(config.get("git_timeout", 20.0)))
         self.clock = clock
         self.sleep = sleep
         self.authenticated = authenticated
         self.apps = {app["name"]: app for app in config["apps"]}
+        # GitHub's budget and pacing count the GitHub apps only; the git apps have a backoff per remote.
+        self.github_apps = {n: a for n, a in self.apps.items() if a.get("provider", "github") == "github"}
+        self.git_apps = {n: a for n, a in self.apps.items() if a.get("provider") == "git"}
+        self.git_backoff: dict[str, tuple[int, float]] = {}  # remote key -> (failures in a row, next try)
         self.state_path = Path(config["state_dir"]) / "state.json"
         self.requests_dir = Path(config["spool_dir"]) / "requests"
         self.outbox_dir = Path(config["spool_dir"]) / "outbox"
@@ -309,6 +352,7 @@ class Monitor:
         self.state = self._load_state()
         self.audit = _audit_log.AuditLog(Path(config["audit_log"]), clock, self._audit_last_hash)
         self.error_streak = 0
+        self.github_retry_at = 0.0  # with git apps beside: GitHub's error backoff, kept apart from the loop's
         self.penalty_streak = 0  # secondary rate limits and refused tokens in a row
         self.stopping = False
         self._announced_interval: float | None = None
@@ -393,12 +437,12 @@ class Monitor:
         """Repos polled per cycle: all of them, except unauthenticated beyond the hourly budget (then the
         repos take turns, 54 per cycle: one cycle must never cost more than the hour allows)."""
         if self.authenticated:
-            return len(self.apps)
-        return min(len(self.apps), int(UNAUTHENTICATED_BUDGET * BUDGET_SHARE))
+            return len(self.github_apps)
+        return min(len(self.github_apps), int(UNAUTHENTICATED_BUDGET * BUDGET_SHARE))
 
     def cycle_cost(self) -> int:
         """Counted requests one cycle may cost: REST one per repo, GraphQL one per 100 repos."""
-        repos = len(self.apps)
+        repos = len(self.github_apps)
         if self.authenticated:
             return -(-repos // github_client.GRAPHQL_BATCH) if repos > 1 else repos
         return self.batch_size()
@@ -408,7 +452,7 @@ class Monitor:
         90 % of the budget, however the window falls and whatever the jitter does."""
         interval = float(self.config["interval"])
         jitter = float(self.config["jitter"])
-        repos = len(self.apps)
+        repos = len(self.github_apps)
         cost = self.cycle_cost()
         budget = self.hourly_budget
         needed = 0.0
@@ -448,6 +492,9 @@ class Monitor:
         hint = float(self.client.poll_interval_hint or 0)
         if delay < hint:  # X-Poll-Interval is a minimum: the spread goes above it only
             delay = hint * random.uniform(1, 1 + jitter)  # noqa: S311
+        if self.git_apps:
+            # The git apps go on at the interval: GitHub's waits and backoff are poll_github's own.
+            return delay
         if self.error_streak:
             delay = max(delay, min(MAX_ERROR_BACKOFF, base * 2**self.error_streak))
         return max(delay, max(self.not_before, self.refused_until) - self.clock())
@@ -458,6 +505,8 @@ class Monitor:
         now = self.clock()
         gap = self.effective_interval() * (1 - float(self.config["jitter"]))
         since = now - self.last_poll if self.last_poll is not None else gap
+        if self.git_apps:
+            return max(0.0, gap - since)
         return max(0.0, gap - since, self.not_before - now)
 
     def budget_wait(self, cost: int) -> float:
@@ -481,7 +530,7 @@ class Monitor:
         self._save_state()
 
     def repos_this_cycle(self) -> list[github_client.RepoRef]:
-        refs = [app["ref"] for app in self.apps.values()]
+        refs = [app["ref"] for app in self.github_apps.values()]
         size = self.batch_size()
         if size >= len(refs):
             return refs
@@ -566,8 +615,54 @@ class Monitor:
         """Poll once; return whether the poll worked. Never raises for what the network does."""
         self.recover_hand_overs()  # before the results: a result may answer a request handed over by a crash
         self.read_results()
+        git_ok = self.poll_git() if self.git_apps else True
+        github_ok = self.poll_github() if self.github_apps or not self.git_apps else True
+        self._save_state()
+        return git_ok and github_ok
+
+    def poll_git(self) -> bool:
+        """One ls-remote per git remote not backing off; each answer considered as GitHub's are. Returns
+        False when a remote failed (not when a branch is missing: that is an answer)."""
         now = self.clock()
-        if now < self.refused_until:
+        due: dict[str, Any] = {}
+        for app in self.git_apps.values():
+            remote = app["ref"]
+            if self.git_backoff.get(remote.key, (0, 0.0))[1] <= now:
+                due.setdefault(remote.key, remote)
+        if not due:
+            return True
+        self.last_poll = now
+        try:
+            heads = self.git_source.heads(list(due.values()))
+        except Exception as exc:  # the source gives each remote its answer; this is a local failure (no git)
+            self.audit.write("poll_error", provider="git", reason=describe(exc))
+            log(f"git poll failed ({describe(exc)})")
+            return False
+        ok = True
+        for key, head in heads.items():
+            if head.error and not head.missing:
+                ok = False
+                streak = self.git_backoff.get(key, (0, 0.0))[0] + 1
+                wait = min(MAX_ERROR_BACKOFF, float(self.config["interval"]) * 2**streak)
+                self.git_backoff[key] = (streak, self.clock() + wait)
+            else:
+                self.git_backoff.pop(key, None)
+        for name, app in self.git_apps.items():
+            head = heads.get(app["ref"].key)
+            if head is None:
+                continue  # backing off: not asked this cycle
+            extra: dict[str, Any] = {"provider": "git"}
+            if head.error:
+                extra["kind"] = head.kind
+                if app["ref"].key in self.git_backoff:
+                    extra["retry_at"] = round(self.git_backoff[app["ref"].key][1])
+            self._consider(name, head, **extra)
+        return ok
+
+    def poll_github(self) -> bool:
+        """One poll of GitHub's API for the GitHub apps, within the hour's budget."""
+        now = self.clock()
+        if now < self.refused_until or now < self.github_retry_at:
             return True
         if now < self.not_before:
             self._hold(self.not_before, "waiting (a rate limit or a reset)")
@@ -596,19 +691,23 @@ class Monitor:
             return False
         except Exception as exc:  # keep running whatever the network or the API does
             self.error_streak += 1
+            if self.git_apps:  # the loop keeps the git apps' pace: GitHub backs off here
+                backoff = min(MAX_ERROR_BACKOFF, self.effective_interval() * 2**self.error_streak)
+                self.github_retry_at = self.clock() + backoff
             self.audit.write("poll_error", reason=describe(exc))
             log(f"poll failed ({describe(exc)}); backing off")
             self._save_state()
             return False
         self.error_streak = 0
         self.penalty_streak = 0
+        self.github_retry_at = 0.0
         left, reset_in = self.client.budget_left(), self.client.seconds_until_reset()
         cost = self.cycle_cost()
         if left is not None and reset_in is not None and left <= cost:
             self.not_before = self.clock() + reset_in
             log(f"rate-limit budget nearly spent ({left} left): waiting {reset_in:.0f} s for the reset")
         polled = {ref.key for ref in refs}
-        for name, app in self.apps.items():
+        for name, app in self.github_apps.items():
             if app["ref"].key in polled:
                 self._consider(name, heads.get(app["ref"].key) if isinstance(heads, dict) else None)
         self._save_state()
@@ -639,15 +738,18 @@ class Monitor:
             log(f"{why}: next poll after {now_iso(lambda: until)}")
             self.audit.write("poll_deferred", until=round(until), spent=len(self.spent), budget=self.hourly_budget)
 
-    def _consider(self, name: str, head: github_client.HeadResult | None) -> None:
+    def _consider(self, name: str, head: Any, **audit_extra: Any) -> None:
+        """Act on the head just read (GitHub's HeadResult or the git source's, one shape)."""
         app_state = self.state[name]
         app_state["last_checked"] = now_iso(self.clock)
         sha = getattr(head, "sha", None)
-        if head is None or head.error or not isinstance(sha, str) or not SHA_RE.match(sha):
+        if head is None or head.error or not isinstance(sha, str) or not SHA_RE.fullmatch(sha):
             reason = (head.error if head else None) or "no commit SHA in the answer"
             if app_state["last_error"] != reason:
-                self.audit.write("poll_error", app=name, reason=reason)
-                log(f"{name}: {reason}")
+                self.audit.write("poll_error", app=name, reason=reason, **audit_extra)
+                retry = audit_extra.get("retry_at")
+                later = f"; this server is asked again after {now_iso(lambda: retry)}" if retry else ""
+                log(f"{name}: {reason}{later}")
             app_state["last_error"] = reason
             if head is not None and head.missing:
                 self._withdraw(name, None, why=reason)
@@ -846,7 +948,8 @@ def main(argv: list[str] | None = None) -> int:
         print(verdict.message)
         return 0 if verdict.ok else 1
     client = github_client.GitHubClient(config["api_url"], token, graphql_url=config["graphql_url"])
-    monitor = Monitor(config, client, authenticated=token is not None)
+    git_source = _git_source.GitSource(timeout=float(config["git_timeout"]))
+    monitor = Monitor(config, client, authenticated=token is not None, git_source=git_source)
     if args.command == "once":
         return 0 if monitor.cycle() else 1
 

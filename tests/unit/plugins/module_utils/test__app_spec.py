@@ -24,7 +24,9 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec
     Defaults,
     app_errors,
     branch_problem,
+    database_secret_files,
     parse_apps,
+    purge_errors,
     show,
 )
 
@@ -62,6 +64,7 @@ def test_a_minimal_entry_takes_every_default():
         name="triage",
         repo="acme/triage-app",
         url="https://github.com/acme/triage-app.git",
+        provider="github",
         branch="main",
         entrypoint="streamlit_app.py",
         requirements="requirements.txt",
@@ -76,6 +79,8 @@ def test_a_minimal_entry_takes_every_default():
         route_path="/triage/",
         upload_max_mb=200,
         upstream=None,
+        data_mount="",
+        database="",
         access={"htpasswd_users": [], "client_cert_cns": []},
     )
     assert spec.managed
@@ -121,6 +126,51 @@ def test_the_clone_url_follows_git_base_url():
     defaults = Defaults(git_base_url="file:///srv/git/")
     (spec,) = parse_apps([{"name": "a", "repo": "acme/a"}], defaults)
     assert spec.url == "file:///srv/git/acme/a.git"
+
+
+@pytest.mark.parametrize(
+    ("entry", "defaults", "provider", "url"),
+    [
+        ({"repo": "acme/a"}, DEFAULTS, "github", "https://github.com/acme/a.git"),
+        ({"repo": "https://github.com/acme/a"}, DEFAULTS, "github", "https://github.com/acme/a"),
+        ({"repo": "https://GitHub.com/acme/a.git"}, DEFAULTS, "github", "https://GitHub.com/acme/a.git"),
+        # GitHub Enterprise Server: its host is apps_git_base_url's, or the provider says so.
+        ({"repo": "https://ghes.example/acme/a"}, Defaults(git_base_url="https://ghes.example"), "github", None),
+        ({"repo": "https://ghes.example/acme/a", "provider": "github"}, DEFAULTS, "github", None),
+        # any other git server: by URL
+        ({"repo": "https://gitlab.example/group/sub/app.git"}, DEFAULTS, "git", None),
+        ({"repo": "https://ghes.example/acme/a"}, DEFAULTS, "git", None),
+        ({"repo": "git@gitea.example:team/app.git"}, DEFAULTS, "git", None),
+        ({"repo": "ssh://git@gitea.example:2222/team/app.git"}, DEFAULTS, "git", None),
+        ({"repo": "http://127.0.0.1:8080/team/app.git"}, DEFAULTS, "git", None),
+        ({"repo": "https://github.com/acme/a", "provider": "git"}, DEFAULTS, "git", None),
+        # owner/name on a plain server: the clone URL from apps_git_base_url, read with ls-remote
+        (
+            {"repo": "acme/a", "provider": "git"},
+            Defaults(git_base_url="file:///srv/git"),
+            "git",
+            "file:///srv/git/acme/a.git",
+        ),
+        ({"repo": "file:///srv/git/acme/a.git"}, Defaults(git_allow_file_urls=True), "git", None),
+    ],
+)
+def test_the_provider_is_chosen_explicitly_or_by_url(entry, defaults, provider, url):
+    (spec,) = parse_apps([{"name": "a", **entry}], defaults)
+    assert (spec.provider, spec.url) == (provider, url or entry["repo"])
+    assert spec.repo == entry["repo"]
+    assert AppSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_a_pinned_upstream_has_no_provider():
+    (spec,) = parse_apps([{"name": "ext", "upstream": "10.0.0.5:8501"}], DEFAULTS)
+    assert spec.provider is None
+
+
+def test_a_bad_provider_is_one_error_not_two():
+    assert errors_of(app(provider="svn", repo="svn://h/x")) == [
+        "apps[0] (name 'a'): provider 'svn' must be github or git (or left out: owner/name and https URLs on "
+        "GitHub or on apps_git_base_url's host mean github, other git URLs git)"
+    ]
 
 
 def test_null_apps_are_no_apps_and_a_non_list_is_one_error():
@@ -183,17 +233,32 @@ HOSTILE: list[tuple[str, dict[str, Any], list[str]]] = [
     ("repo semicolon", app(repo="a;b/c"), ["owner/name"]),
     ("repo owner hyphen first", app(repo="-x/a"), ["owner/name"]),
     ("repo .git short", app(repo="acme/a.git"), ["without .git"]),
-    ("repo http", app(repo="http://github.com/acme/a"), ["another scheme is refused"]),
-    ("repo ssh", app(repo="ssh://git@github.com/acme/a"), ["refused (value not shown)"]),
-    ("repo credentials", app(repo=f"https://x:{SECRET}@github.com/acme/a"), ["credentials", "not shown"]),
-    ("repo scp form", app(repo="git@github.com:acme/a"), ["credentials"]),
-    ("repo url port zero", app(repo="https://h.example:0/acme/a"), ["owner/name"]),
-    ("repo url port big", app(repo="https://h.example:70000/acme/a"), ["owner/name"]),
-    ("repo url bad host", app(repo="https://-h/acme/a"), ["owner/name"]),
-    ("repo url query", app(repo="https://h.example/acme/a?x=1"), ["owner/name"]),
-    ("repo url newline", app(repo="https://h.example/acme/a\n"), ["owner/name"]),
-    ("repo url dotdot", app(repo="https://h.example/acme/.."), ["owner/name"]),
-    ("repo url extra path", app(repo="https://h.example/x/acme/a"), ["owner/name"]),
+    ("repo http", app(repo="http://github.com/acme/a"), ["a git URL http:// is for this host's loopback only"]),
+    ("repo ftp", app(repo="ftp://h.example/acme/a"), ["'ftp://h.example/acme/a'", "a git URL must be https://"]),
+    ("repo ext transport", app(repo="ext::sh -c id"), ["a git URL must be printable ASCII without spaces"]),
+    ("repo ext no space", app(repo="ext::sh"), ["a git URL must be https://"]),
+    ("repo credentials", app(repo=f"https://x:{SECRET}@github.com/acme/a"), ["credential", "not shown"]),
+    ("repo user in https", app(repo="https://x@git.example.org/acme/a"), ["must not carry a credential", "not shown"]),
+    ("repo ssh password", app(repo=f"ssh://git:{SECRET}@h.example/acme/a"), ["credential", "not shown"]),
+    ("repo scp password", app(repo=f"git:{SECRET}@h.example:acme/a"), ["not shown"]),
+    ("repo scp option host", app(repo="git@-oProxyCommand=x:acme/a"), ["plain user name and host name"]),
+    ("repo scp option path", app(repo="git@h.example:-u=x"), ["plain segments"]),
+    ("repo ssh option host", app(repo="ssh://-oProxyCommand=x/acme/a"), ["needs a plain host name"]),
+    ("repo file not enabled", app(repo="file:///srv/git/acme/a.git"), ["file:// is refused here"]),
+    ("repo url port zero", app(repo="https://h.example:0/acme/a"), ["bad host or port"]),
+    ("repo url port big", app(repo="https://h.example:70000/acme/a"), ["bad host or port"]),
+    ("repo url bad host", app(repo="https://-h/acme/a"), ["plain host name"]),
+    ("repo url query", app(repo="https://h.example/acme/a?x=1"), ["no query or fragment"]),
+    ("repo url newline", app(repo="https://h.example/acme/a\n"), ["printable ASCII"]),
+    ("repo url dotdot", app(repo="https://h.example/acme/.."), ["plain segments", "no '..'"]),
+    ("repo github url extra path", app(repo="https://github.com/x/acme/a"), ["owner/name", "provider: git"]),
+    ("repo github dotdot", app(repo="https://github.com/acme/.."), ["owner/name"]),
+    # provider
+    ("provider unknown", app(provider="gitlab"), ["provider 'gitlab' must be github or git"]),
+    ("provider not text", app(provider=["git"]), ["provider a list must be github or git"]),
+    ("provider github with a git url", app(provider="github", repo="git@h.example:a/b"), ["provider github needs"]),
+    ("provider github ssh", app(provider="github", repo="ssh://h.example/a/b"), ["provider github needs"]),
+    ("provider and upstream", app(repo=DROP, provider="git", upstream="127.0.0.1:8501"), ["provider does not apply"]),
     # branch (git check-ref-format)
     ("branch dotdot", app(branch="a..b"), ["'a..b'", '".."']),
     ("branch lock", app(branch="x.lock"), ['".lock"']),
@@ -368,6 +433,45 @@ HOSTILE: list[tuple[str, dict[str, Any], list[str]]] = [
     ("upstream newline", app(repo=DROP, upstream="h:80\n"), ["upstream 'h:80\\n'"]),
     ("upstream url", app(repo=DROP, upstream="http://h:80"), ["host:port"]),
     ("upstream number", app(repo=DROP, upstream=8501), ["upstream 8501 must be text"]),
+    # database
+    ("database unknown kind", app(database="mysql"), ["database 'mysql' must be postgresql"]),
+    ("database true", app(database=True), ["database True must be postgresql"]),
+    ("database newline", app(database="postgresql\n"), ["database 'postgresql\\n'"]),
+    (
+        "database secret file taken",
+        app(database="postgresql", secrets={"pgpass": "vault_ok"}),
+        ["secrets pgpass: the platform writes these files"],
+    ),
+    (
+        "database env taken",
+        app(database="postgresql", env={"PGHOST": "db.example.org"}),
+        ["env PGHOST: the platform sets these"],
+    ),
+    (
+        "database and upstream",
+        app(repo=DROP, upstream="127.0.0.1:8501", database="postgresql"),
+        ["database does not apply to an app with a pinned upstream"],
+    ),
+    # data
+    ("data text", app(data="/data"), ["data must be true or a mapping", "not text"]),
+    ("data number", app(data=1), ["data must be true or a mapping"]),
+    ("data unknown key", app(data={"mount": "/data", "szie": "1g"}), ["data: unknown key 'szie'"]),
+    ("data over app", app(data={"mount": "/app"}), ["data.mount '/app'", "would cover /app"]),
+    ("data under app", app(data={"mount": "/app/state"}), ["would cover /app"]),
+    ("data over tmp", app(data={"mount": "/tmp"}), ["would cover /tmp"]),
+    ("data over secrets", app(data={"mount": "/run/secrets"}), ["would cover /run"]),
+    ("data over venv", app(data={"mount": "/opt/venv"}), ["would cover /opt"]),
+    ("data root", app(data={"mount": "/"}), ["must be an absolute path"]),
+    ("data relative", app(data={"mount": "data"}), ["must be an absolute path"]),
+    ("data dotdot", app(data={"mount": "/data/../app"}), ["no '..'"]),
+    ("data trailing slash", app(data={"mount": "/data/"}), ["no trailing slash"]),
+    ("data newline", app(data={"mount": "/data\n"}), ["data.mount '/data\\n'"]),
+    ("data not text", app(data={"mount": ["/data"]}), ["not a list"]),
+    (
+        "data and upstream",
+        app(repo=DROP, upstream="127.0.0.1:8501", data=True),
+        ["data does not apply to an app with a pinned upstream"],
+    ),
 ]
 
 
@@ -394,6 +498,58 @@ def test_there_are_many_hostile_cases():
 def test_every_known_key_has_a_hostile_case():
     covered = {key for _, entry, _ in HOSTILE if isinstance(entry, dict) for key in entry}
     assert set(APP_KEYS) <= covered
+
+
+def test_a_database_is_named_after_the_app():
+    (spec,) = parse_apps([app(name="risk-notes", database="postgresql")], DEFAULTS)
+    assert (spec.database, spec.database_name) == ("postgresql", "app_risk_notes")
+    assert spec.to_dict()["database_name"] == "app_risk_notes"
+    assert AppSpec.from_dict(spec.to_dict()) == spec
+    (plain,) = parse_apps([app()], DEFAULTS)
+    assert plain.database_name == ""
+
+
+def test_a_databases_secret_files_hold_the_password_in_libpqs_formats():
+    files = database_secret_files("app_risk_notes", "a" * 40, "/run/postgresql")
+    assert files == {
+        "pgpass": f"*:*:app_risk_notes:app_risk_notes:{'a' * 40}\n",
+        "database-url": f"postgresql://app_risk_notes:{'a' * 40}@/app_risk_notes?host=/run/postgresql\n",
+    }
+    with pytest.raises(ValueError, match="letters and digits") as caught:
+        database_secret_files("app_x", "short:pw", "/run/postgresql")
+    assert "short" not in str(caught.value)
+    with pytest.raises(ValueError, match="not an app database name"):
+        database_secret_files("postgres", "a" * 40, "/run/postgresql")
+
+
+def test_data_takes_a_default_mount_or_the_one_written():
+    plain, default, written = parse_apps(
+        [app(name="a"), app(name="b", data=True), app(name="c", data={"mount": "/srv/notes"})], DEFAULTS
+    )
+    assert (plain.data_mount, default.data_mount, written.data_mount) == ("", "/data", "/srv/notes")
+    assert parse_apps([app(data=False)], DEFAULTS)[0].data_mount == ""
+    assert AppSpec.from_dict(written.to_dict()).data_mount == "/srv/notes"
+
+
+@pytest.mark.parametrize(
+    ("purge", "part"),
+    [
+        ("old", "must be a list of app names, not text"),
+        (["Old"], "apps_purge_data[0] 'Old' is not an app name"),
+        (["old\n"], "is not an app name"),
+        (["a"], "apps_purge_data[0] 'a' is still an app"),
+        ([5], "apps_purge_data[0] 5 is not an app name"),
+    ],
+)
+def test_a_data_purge_names_removed_apps_only(purge, part):
+    errors = purge_errors(purge, ["a", "b"])
+    assert errors
+    assert part in "\n".join(errors)
+
+
+def test_a_valid_data_purge_has_no_errors():
+    assert purge_errors(["old", "gone"], ["a"]) == []
+    assert purge_errors(None, ["a"]) == []
 
 
 # -- what several entries do together ----------------------------------------------------------------------
@@ -550,6 +706,8 @@ def test_defaults_from_a_mapping():
     )
     assert (defaults.branch, defaults.cpus, defaults.pids, defaults.max_cpus) == ("develop", 1.5, 128, 8.0)
     assert defaults.edge_host == "localhost"
+    assert Defaults.from_mapping({"git_allow_file_urls": "True"}).git_allow_file_urls is True
+    assert Defaults.from_mapping({"git_allow_file_urls": None}).git_allow_file_urls is False
 
 
 @pytest.mark.parametrize(
@@ -564,6 +722,7 @@ def test_defaults_from_a_mapping():
         ({"entrypoint": "/x.py"}, "defaults: entrypoint '/x.py'"),
         ({"git_base_url": "a b"}, "defaults: git_base_url 'a b'"),
         ({"max_cpus": "many"}, "defaults: max_cpus 'many'"),
+        ({"git_allow_file_urls": "yes"}, "defaults: git_allow_file_urls 'yes' must be true or false"),
     ],
 )
 def test_bad_defaults_are_refused(mapping, part):
@@ -608,6 +767,7 @@ def test_a_spec_reads_back_from_its_dict_without_passwords():
         ({"route_path": "/x"}, "route_path '/x'"),
         ({"route_host": "X"}, "route_host 'X'"),
         ({"upstream": "h"}, "upstream 'h'"),
+        ({"provider": "svn"}, "provider 'svn' must be github, git or null"),
         ({"access": {"htpasswd_users": [{"name": "bob", "password": SECRET}], "client_cert_cns": []}}, "htpasswd"),
         ({"surprise": 1}, "unknown key 'surprise'"),
         ({"base_url_path": "other"}, "base_url_path 'other' does not match"),

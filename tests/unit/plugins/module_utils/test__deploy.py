@@ -24,9 +24,11 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy i
     LABEL_SHA,
     Engine,
     Settings,
+    ensure_data_dir,
     write_file_at,
 )
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._nginx_upstream import Edge
+from tests.git_server import GitServer
 
 
 class FakeContainer:
@@ -78,8 +80,10 @@ class FakeDocker:
             c for c in self.containers_by_name.values() if key in c.labels and (not value or c.labels[key] == value)
         ]
 
-    def _run(self, image, *, name, labels, **_kwargs):
+    def _run(self, image, *, name, labels, **kwargs):
         container = FakeContainer(self, name, image, labels, self.gate)
+        container.mounts = kwargs.get("mounts", [])
+        container.environment = kwargs.get("environment", {})
         self.containers_by_name[name] = container
         self.created.append(name)
         return container
@@ -144,6 +148,7 @@ def world(tmp_path: Path):
         results_dir=str(tmp_path / "results"),
         extra_ca_dir=str(tmp_path / "no-cas"),
         upstream_dir=str(tmp_path / "upstreams"),
+        data_dir=str(tmp_path / "data"),
         drain_seconds=0,
         health_timeout=5,
     )
@@ -156,8 +161,8 @@ def world(tmp_path: Path):
     docker = FakeDocker()
     edge = Edge(upstream_dir=tmp_path / "upstreams", check_candidate=None, run=nginx)
     engine = Engine(settings, docker, edge=edge, sleep=lambda _s: None, probe=lambda _url, _t: 200)
-    (app,) = parse_apps([{"name": "hello", "repo": "https://lab.test/acme/hello"}], Defaults())
-    app = dataclasses.replace(app, url=f"file://{bare}")  # a local remote (the model accepts https only)
+    # A local remote, as the lab's and the tests' git URLs are allowed to be.
+    (app,) = parse_apps([{"name": "hello", "repo": f"file://{bare}"}], Defaults(git_allow_file_urls=True))
     return SimpleNamespace(tmp=tmp_path, engine=engine, docker=docker, app=app, shas=shas, edge=edge, nginx=nginx_calls)
 
 
@@ -290,6 +295,78 @@ def test_removing_an_app_leaves_nothing_of_it(world):
     assert not (world.tmp / "locks/hello.lock").exists()
 
 
+def data_app(world):
+    return dataclasses.replace(world.app, data_mount="/data")
+
+
+def test_an_app_with_data_gets_its_own_directory_mounted_read_write(world):
+    app = data_app(world)
+    outcome = world.engine.deploy(app)
+    assert outcome.status == "deployed", outcome.reason
+    directory = world.tmp / "data/hello"
+    info = directory.stat()
+    assert oct(info.st_mode & 0o777) == "0o700"
+    if os.geteuid() == 0:
+        assert (info.st_uid, info.st_gid) == (world.engine.settings.uid, world.engine.settings.uid)
+    (container,) = [c for c in world.docker.containers_by_name.values() if not c.removed]
+    data_mounts = [m for m in container.mounts if m["Target"] == "/data"]
+    assert data_mounts == [{"Target": "/data", "Source": str(directory), "Type": "bind", "ReadOnly": False}]
+
+
+def test_data_outlives_deploys_rollbacks_and_the_apps_removal_until_purged(world):
+    app = data_app(world)
+    world.engine.deploy(app, world.shas[1])
+    (world.tmp / "data/hello/notes.db").write_text("rows\n")
+    world.engine.deploy(app, world.shas[0])  # a rollback
+    assert (world.tmp / "data/hello/notes.db").read_text() == "rows\n"
+    assert world.engine.remove_absent(set()) == ["hello"]
+    assert (world.tmp / "data/hello/notes.db").read_text() == "rows\n"
+    assert world.engine.purge_data(["hello"], keep=["other"], check_mode=True) == ["hello"]
+    assert (world.tmp / "data/hello").is_dir()
+    assert world.engine.purge_data(["hello"], keep=["hello"]) == []  # a deployed app's data is never purged
+    assert world.engine.purge_data(["hello", "never-was"], keep=[]) == ["hello"]
+    assert not (world.tmp / "data/hello").exists()
+
+
+def test_changing_the_data_mount_redeploys(world):
+    first = world.engine.deploy(data_app(world))
+    moved = world.engine.deploy(dataclasses.replace(world.app, data_mount="/srv/notes"))
+    assert moved.status == "deployed"
+    assert moved.container != first.container
+
+
+def test_an_app_with_a_database_reaches_the_servers_socket_read_only_with_no_password_in_env(world):
+    app = dataclasses.replace(world.app, database="postgresql")
+    assert world.engine.deploy(app).status == "deployed"
+    (container,) = [c for c in world.docker.containers_by_name.values() if not c.removed]
+    (socket,) = [m for m in container.mounts if m["Target"] == "/run/postgresql"]
+    assert socket == {"Target": "/run/postgresql", "Source": "/run/postgresql", "Type": "bind", "ReadOnly": True}
+    assert container.environment == {
+        "PGHOST": "/run/postgresql",
+        "PGDATABASE": "app_hello",
+        "PGUSER": "app_hello",
+        "PGPASSFILE": "/run/secrets/pgpass",
+        "DATABASE_URL_FILE": "/run/secrets/database-url",
+    }
+
+
+def test_a_data_directory_swapped_for_a_link_is_refused(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir(mode=0o711)
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o755)
+    (root / "hello").symlink_to(victim)
+    with pytest.raises(NotADirectoryError):  # O_NOFOLLOW | O_DIRECTORY on a link
+        ensure_data_dir(root, "hello", 10001)
+    assert oct(victim.stat().st_mode & 0o777) == "0o755"
+    assert victim.stat().st_uid == os.geteuid()
+    root.chmod(0o777)
+    with pytest.raises(PermissionError, match="writable by others"):
+        ensure_data_dir(root, "other", 10001)
+    with pytest.raises(ValueError, match="not a directory name"):
+        ensure_data_dir(root, "..", 10001)
+
+
 # -- root's writes -------------------------------------------------------------------------------------------
 def test_root_refuses_to_write_into_a_directory_another_user_controls(tmp_path):
     shared = tmp_path / "results"
@@ -400,3 +477,15 @@ def test_the_build_context_is_the_same_whatever_the_callers_umask(world, umask):
     modes = {str(p.relative_to(build)): p.stat().st_mode & 0o777 for p in build.rglob("*") if p.is_file()}
     assert set(modes) >= {"Dockerfile", "app.tar", "requirements.txt", "extra-ca/lab-ca.crt", "streamlit_gate.py"}
     assert set(modes.values()) == {0o644}, modes
+
+
+def test_an_app_on_a_plain_git_server_deploys_from_its_url(world):
+    """provider git: the engine fetches exactly the head from the app's URL (real git over smart HTTP)."""
+    with GitServer(world.tmp / "server") as server:
+        server.create("acme/hello")
+        git("push", "-q", str(server.root / "acme/hello.git"), "HEAD:refs/heads/main", cwd=world.tmp / "work")
+        (app,) = parse_apps([{"name": "hello", "repo": server.url("acme/hello")}], Defaults())
+        assert (app.provider, app.url) == ("git", server.url("acme/hello"))
+        outcome = world.engine.deploy(app, requested_by="github-repo-monitor")
+    assert outcome.status == "deployed", outcome
+    assert outcome.sha == world.shas[1]
