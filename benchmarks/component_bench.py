@@ -14,6 +14,12 @@ One run prints:
   and once under the launcher the app images run (roles/apps/files/streamlit_launch.py: Streamlit's
   server with Nagle's algorithm off), alternating run by run so that both see the same machine.
 
+- with ``--transport``: only the round trip of a 1x3x256x256 float32 input and a 264,627-float output
+  between Python and the sandboxed worker (component/examples/transport_app.py, pad.onnx), Python's
+  clock from sending to the answer's rerun, minus the worker's inferenceMs; ``--before PYTHON`` runs the
+  same app under another Python whose installed component is an older one (before: JSON lists), side
+  by side in the same run.
+
 Run after `make setup`:  .cache/venv-component/bin/python benchmarks/component_bench.py [--runs 20]
 """
 
@@ -75,7 +81,7 @@ def wait_for(url: str, process: subprocess.Popen) -> None:
         try:
             if requests.get(url, timeout=1).ok:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow to answer under load
             time.sleep(0.2)
     process.terminate()
     raise SystemExit(f"{url} did not answer")
@@ -151,11 +157,63 @@ def browser_result(browser, url: str) -> tuple[dict, float]:
     return json.loads(re.search(r"BENCH\s*(\{.*\})", text, re.DOTALL).group(1)), elapsed
 
 
+def transport_ms(browser, python: str, runs: int) -> list[tuple[float, float]]:
+    """(round trip ms, inference ms) of transport_app.py under `python`, one fresh page per run."""
+    port = free_port()
+    streamlit = subprocess.Popen(
+        [python, "-m", "streamlit", "run", "transport_app.py", "--server.port", str(port)],
+        cwd=EXAMPLES,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{url}/_stcore/health", streamlit)
+        times = []
+        for _ in range(runs + 1):  # the first: Streamlit's first page build
+            context = browser.new_context()
+            page = context.new_page()
+            page.goto(url)
+            text = page.locator("text=TRANSPORT").inner_text(timeout=300_000)
+            context.close()
+            shown = json.loads(text.split("TRANSPORT", 1)[1])
+            times.append((shown["roundTripMs"], shown["inferenceMs"]))
+        return times[1:]
+    finally:
+        streamlit.terminate()
+        streamlit.wait(timeout=10)
+
+
+def transport(before: str | None, runs: int) -> None:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), args=CHROMIUM_ARGS
+        )
+        pythons = {"after (bytes, base64)": sys.executable}
+        if before:
+            pythons = {"before (JSON lists)": before, **pythons}
+        results = {label: transport_ms(browser, python, runs) for label, python in pythons.items()}
+        browser.close()
+    print(f"transport: 1x3x256x256 float32 in, 1x3x297x297 (264,627 floats) out, {runs} fresh pages, median")
+    print("| component | round trip, Python's clock (ms) | worker inferenceMs | round trip - inference (ms) |")
+    print("|---|---|---|---|")
+    for label, times in results.items():
+        trip = statistics.median(t for t, _ in times)
+        inference = statistics.median(i for _, i in times)
+        overhead = statistics.median(t - i for t, i in times)
+        print(f"| {label} | {trip:.0f} | {inference:.1f} | {overhead:.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--cold-starts", type=int, default=5)
+    parser.add_argument("--transport", action="store_true", help="only the tensor round trip")
+    parser.add_argument("--before", help="a Python whose installed component is the one to compare with")
     args = parser.parse_args()
+    if args.transport:
+        transport(args.before, args.runs)
+        return
 
     native_1 = native_ms(1, args.runs)
     native_2 = native_ms(2, args.runs)

@@ -17,10 +17,12 @@ timeout = float(st.query_params.get("timeout", "30"))
 max_bytes = int(st.query_params.get("max_bytes", "1000"))
 # ?backend=webgpu: ONNX Runtime's WebGPU build where the browser has WebGPU (on a sandbox origin).
 backend = st.query_params.get("backend", "wasm")
+# ?dtype=int32: the picked file's values as that element type (the model takes float32: the tests' refusal).
+dtype = st.query_params.get("dtype", "float32")
 try:
     result = streamlit_secure_context(
         model,
-        inference_params={"shape": [1, 4], "backend": backend},
+        inference_params={"shape": [1, 4], "backend": backend, "dtype": dtype},
         timeout=timeout,
         file_picker=FilePicker(accept=(".csv", ".txt"), max_bytes=max_bytes),
         key="risk",

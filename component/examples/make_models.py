@@ -8,6 +8,9 @@
 - ``mlp.tflite``, ``matmul-4mb.tflite``: the same two models as TFLite flatbuffers (FULLY_CONNECTED
   with a fused ReLU, FULLY_CONNECTED, SOFTMAX; one FULLY_CONNECTED), written with the ``tflite``
   package's generated schema builders, no TensorFlow: for LiteRT.js.
+- ``dtypes.onnx``, ``two-inputs.onnx``, ``classifier.onnx``, ``strings.onnx``, ``conv.onnx``: the tensor tests' models
+  (every element type through, two named inputs one of them int64, an int64 ArgMax output, a string
+  output the component does not return, a convolution for picked images); see ``tensor_models``.
 
 Usage: python make_models.py OUTPUT_DIR
 """
@@ -302,9 +305,120 @@ def matmul_4mb_tflite() -> bytes:
     return dense_tflite(("x", [1024, 1024]), [(weights, bias, tflite.ActivationFunctionType.NONE)], "y", softmax=False)
 
 
+# The element types the component carries, as ONNX names them.
+DTYPES = {
+    "float32": TensorProto.FLOAT,
+    "float16": TensorProto.FLOAT16,
+    "int32": TensorProto.INT32,
+    "int64": TensorProto.INT64,
+    "uint8": TensorProto.UINT8,
+    "bool": TensorProto.BOOL,
+}
+
+
+def _model(nodes: list, name: str, inputs: list, outputs: list, initializers: list | None = None) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, name, inputs, outputs, initializers or [])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
+
+
+def tensor_models() -> dict[str, onnx.ModelProto]:
+    """Small models for the tensor tests (component/tests/test_tensors.py).
+
+    - ``dtypes.onnx``: ``x_<dtype>`` -> Identity -> ``y_<dtype>`` for each element type: what goes in
+      comes back bit for bit (NaN, Infinity, int64 beyond 2**53).
+    - ``two-inputs.onnx``: ``x`` float32 [1, 3] and ``n`` int64 [1]: ``scaled = x * n``, ``root =
+      Sqrt(x)`` (NaN for a negative x), ``shifted = n + 2**60 + 1`` (an int64 that no float holds).
+    - ``classifier.onnx``: the MLP's logits and ``label = ArgMax`` (int64), as sklearn-onnx classifiers.
+    - ``strings.onnx``: ``y = x`` and a constant string output the component does not return.
+    - ``conv.onnx``: a 3x3 convolution of a 1x3x16x16 image to 2 channels (picked images).
+    - ``pad.onnx``: a 1x3x256x256 input padded to 1x3x297x297 (264,627 floats): the transport benchmark.
+    """
+    dtypes = _model(
+        [helper.make_node("Identity", [f"x_{t}"], [f"y_{t}"]) for t in DTYPES],
+        "dtypes",
+        [helper.make_tensor_value_info(f"x_{t}", code, ["n"]) for t, code in DTYPES.items()],
+        [helper.make_tensor_value_info(f"y_{t}", code, ["n"]) for t, code in DTYPES.items()],
+    )
+    two_inputs = _model(
+        [
+            helper.make_node("Cast", ["n"], ["nf"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["x", "nf"], ["scaled"]),
+            helper.make_node("Sqrt", ["x"], ["root"]),
+            helper.make_node("Add", ["n", "big"], ["shifted"]),
+        ],
+        "two_inputs",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3]),
+            helper.make_tensor_value_info("n", TensorProto.INT64, [1]),
+        ],
+        [
+            helper.make_tensor_value_info("scaled", TensorProto.FLOAT, [1, 3]),
+            helper.make_tensor_value_info("root", TensorProto.FLOAT, [1, 3]),
+            helper.make_tensor_value_info("shifted", TensorProto.INT64, [1]),
+        ],
+        [numpy_helper.from_array(np.array([2**60 + 1], dtype=np.int64), "big")],
+    )
+    w1, b1, w2, b2 = (numpy_helper.from_array(value, name) for name, value in mlp_weights().items())
+    classifier = _model(
+        [
+            helper.make_node("MatMul", ["features", "w1"], ["h"]),
+            helper.make_node("Add", ["h", "b1"], ["hb"]),
+            helper.make_node("Relu", ["hb"], ["hr"]),
+            helper.make_node("MatMul", ["hr", "w2"], ["s"]),
+            helper.make_node("Add", ["s", "b2"], ["logits"]),
+            helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
+        ],
+        "classifier",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 4])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3]),
+        ],
+        [w1, b1, w2, b2],
+    )
+    strings = _model(
+        [
+            helper.make_node("Identity", ["x"], ["y"]),
+            helper.make_node(
+                "Constant", [], ["names"], value=helper.make_tensor("names", TensorProto.STRING, [2], [b"a", b"b"])
+            ),
+        ],
+        "strings",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1]),
+            helper.make_tensor_value_info("names", TensorProto.STRING, [2]),
+        ],
+    )
+    rng = np.random.default_rng(5)
+    conv = _model(
+        [helper.make_node("Conv", ["image", "kernel"], ["features"], kernel_shape=[3, 3])],
+        "conv",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 2, 14, 14])],
+        [numpy_helper.from_array(rng.normal(size=(2, 3, 3, 3)).astype(np.float32), "kernel")],
+    )
+    # The transport benchmark's model: a 1x3x256x256 image in, 3x297x297 (264,627 floats) out.
+    pad = _model(
+        [helper.make_node("Pad", ["x", "pads"], ["y"])],
+        "pad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 256, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 297, 297])],
+        [numpy_helper.from_array(np.array([0, 0, 20, 21, 0, 0, 21, 20], dtype=np.int64), "pads")],
+    )
+    return {
+        "pad.onnx": pad,
+        "conv.onnx": conv,
+        "dtypes.onnx": dtypes,
+        "two-inputs.onnx": two_inputs,
+        "classifier.onnx": classifier,
+        "strings.onnx": strings,
+    }
+
+
 def main(output: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
-    for name, model in (("mlp.onnx", mlp()), ("matmul-4mb.onnx", matmul_4mb())):
+    for name, model in (("mlp.onnx", mlp()), ("matmul-4mb.onnx", matmul_4mb()), *tensor_models().items()):
         onnx.checker.check_model(model)
         onnx.save(model, output / name)
         print(f"{output / name}: {(output / name).stat().st_size} bytes")

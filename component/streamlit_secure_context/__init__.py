@@ -8,20 +8,29 @@ inside the component is read there and never sent to the server.
 
 from __future__ import annotations
 
+import base64
+import json
+import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import streamlit.components.v1 as components
 
 __all__ = [
     "FilePicker",
+    "ImagePreprocess",
     "SecureContextBuildMissingError",
+    "SecureContextConfigError",
     "SecureContextError",
     "SecureContextTimeoutError",
     "SecureContextWorkerError",
+    "decode_result",
+    "encode_inputs",
     "streamlit_secure_context",
 ]
 
@@ -29,6 +38,24 @@ FRONTEND_DIR = Path(__file__).parent / "frontend"
 DEFAULT_TIMEOUT_S = 30.0
 # Set by the platform in app images: the edge's sandbox origin (isolated, multi-threaded mode).
 SANDBOX_ORIGIN_ENV = "SECURE_CONTEXT_SANDBOX_ORIGIN"
+# Streamlit answers 404 for a static file larger than this (MAX_APP_STATIC_FILE_SIZE).
+STATIC_LIMIT_BYTES = 200 * 1024 * 1024
+# Tensor element types that travel between Python and the browser, as raw little-endian bytes (base64):
+# int64 keeps every bit (no BigInt in JSON), NaN and Infinity survive (JSON has neither).
+DTYPES = (
+    "float32",
+    "float16",
+    "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+)
 
 
 class SecureContextError(RuntimeError):
@@ -43,12 +70,73 @@ class SecureContextBuildMissingError(SecureContextError):
     """The package has no built frontend (a source checkout without `npm run build`)."""
 
 
+class SecureContextConfigError(SecureContextError):
+    """The app's set-up cannot serve the model: static serving off, or a model over its size limit."""
+
+
 class SecureContextTimeoutError(SecureContextError):
     """The sandboxed worker did not answer within the timeout."""
 
 
 class SecureContextWorkerError(SecureContextError):
     """The worker failed: a model that does not load, an input of the wrong shape, a refused file."""
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """How a picked PNG, JPEG or WebP image becomes the model's input, inside the sandbox's worker
+    (the browser's own decoder: createImageBitmap, then an OffscreenCanvas).
+
+    size: (height, width) the image is resized to (the browser's high-quality scaling; an image
+        already of that size is taken pixel for pixel).
+    layout: "NCHW" ([1, C, H, W]) or "NHWC" ([1, H, W, C]).
+    channels: "RGB", "BGR" or "GRAY" (the mean of R, G and B, one channel).
+    scale, mean, std: each value becomes (pixel * scale - mean[c]) / std[c] (pixel 0-255).
+    dtype: "float32", "float16" or "uint8" (uint8 takes the pixels as they are: no scale/mean/std).
+    """
+
+    size: tuple[int, int]
+    layout: str = "NCHW"
+    channels: str = "RGB"
+    scale: float = 1 / 255
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    dtype: str = "float32"
+
+    def to_args(self) -> dict[str, Any]:
+        """The spec as the frontend receives it, checked."""
+        if len(self.size) != 2 or not all(isinstance(d, int) and 1 <= d <= 8192 for d in self.size):
+            raise ValueError(f"ImagePreprocess.size must be (height, width), 1 to 8192 each, got {self.size!r}")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise ValueError(f"ImagePreprocess.layout must be 'NCHW' or 'NHWC', got {self.layout!r}")
+        if self.channels not in ("RGB", "BGR", "GRAY"):
+            raise ValueError(f"ImagePreprocess.channels must be 'RGB', 'BGR' or 'GRAY', got {self.channels!r}")
+        count = 1 if self.channels == "GRAY" else 3
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if len(values) not in (1, count) or not all(math.isfinite(v) for v in values):
+                raise ValueError(f"ImagePreprocess.{name} must hold 1 or {count} finite numbers, got {values!r}")
+        if any(v == 0 for v in self.std) or not math.isfinite(self.scale):
+            raise ValueError("ImagePreprocess.std must not hold 0 and scale must be finite")
+        if self.dtype not in ("float32", "float16", "uint8"):
+            raise ValueError(f"ImagePreprocess.dtype must be 'float32', 'float16' or 'uint8', got {self.dtype!r}")
+
+        def per_channel(values: tuple[float, ...]) -> list[float]:
+            return [float(v) for v in values] * (count if len(values) == 1 else 1)
+
+        return {
+            "size": list(self.size),
+            "layout": self.layout,
+            "channels": self.channels,
+            "scale": float(self.scale),
+            "mean": per_channel(self.mean),
+            "std": per_channel(self.std),
+            "dtype": self.dtype,
+        }
+
+
+# The image types the browser decodes in the worker (by the picked file's name).
+IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 @dataclass(frozen=True)
@@ -63,6 +151,8 @@ class FilePicker:
     accept: tuple[str, ...] = (".csv", ".txt")
     max_bytes: int = 1_000_000
     label: str = "Choose a file (it stays in your browser)"
+    image: ImagePreprocess | None = None
+    """With it, a picked .png/.jpg/.jpeg/.webp file is decoded and preprocessed as an image."""
 
 
 _components: dict[str, Any] = {}
@@ -119,9 +209,15 @@ def streamlit_secure_context(
             CDN: an ``.onnx`` file (ONNX Runtime Web), e.g. ``"app/static/model.onnx"``, or a TF.js
             GraphModel's ``model.json`` with its weight files beside it (TF.js, wasm backend), or a
             ``.tflite`` file (LiteRT.js, XNNPack on wasm; inputs and outputs named by its signature).
-        inference_params: ``{"inputs": {"data": [...], "dims": [...]}}`` to infer on values from Python,
-            ``"input_name"`` (default: the model's first input) and ``"shape"`` (for picked files, -1
-            for one free dimension; default ``[1, -1]``), ``"backend"``: ``"wasm"`` (default) or
+        inference_params: ``"inputs"`` to infer on values from Python: ``{name: value}`` for any number
+            of named inputs, each value a numpy array (its dtype kept), a list (float32) or ``{"data",
+            "dims", "dtype"}``; or ``{"data": [...], "dims": [...]}`` for the model's first input
+            (float32). Element types: float32, float16, float64, int8, int16, int32, int64, uint8,
+            uint16, uint32, uint64, bool (ONNX Runtime takes them all; TF.js float32, int32, bool;
+            LiteRT.js float32, int32, uint8). Tensors travel as bytes: int64 exactly, NaN and
+            Infinity kept. For picked files: ``"input_name"`` (default: the model's first input),
+            ``"shape"`` (-1 for one free dimension; default ``[1, -1]``) and ``"dtype"`` (default
+            ``"float32"``). ``"backend"``: ``"wasm"`` (default) or
             ``"webgpu"``: ONNX Runtime's WebGPU build, for an ``.onnx`` model on a sandbox origin, where
             the browser has WebGPU (else its wasm backend runs; the result's ``backend`` says which).
         security_config: ``{"sandbox_origin": "https://edge:9443", "threads": 2}``. Without a sandbox
@@ -136,13 +232,19 @@ def streamlit_secure_context(
     Returns:
         None until the browser answers; then ``{"status": "ready", "inputs": [...], "outputs": [...],
         "backend": "wasm" | "webgpu", "threads": n}`` once the model is loaded, or ``{"status": "ok",
-        "outputs": {name: {"dims", "data"}}, "inferenceMs": ...}`` after an inference.
+        "outputs": {name: {"dims", "dtype", "data", "array"}}, "inferenceMs": ...}`` after an
+        inference: ``data`` a flat list of Python numbers (ints for integer types, NaN kept),
+        ``array`` a numpy array of the output's dtype and shape. A picked file's errors never quote its
+        name or content: they are fixed text and numbers.
 
     Raises:
         SecureContextBuildMissingError: the package has no built frontend.
+        SecureContextConfigError: a model under ``app/static/`` with static serving off, or over
+            Streamlit's 200 MiB static limit.
         SecureContextTimeoutError: no answer within ``timeout``.
         SecureContextWorkerError: the worker's error (model, input, file, worker, runtime), with its message.
-        ValueError: a timeout, sandbox origin, thread count or backend out of range (nothing is rendered).
+        ValueError: a timeout, sandbox origin, thread count, backend, dtype or input out of range, or
+            NaN/Infinity outside a tensor (nothing is rendered).
     """
     if timeout <= 0:
         raise ValueError("timeout must be positive")
@@ -159,19 +261,158 @@ def streamlit_secure_context(
     backend = params.setdefault("backend", "wasm")
     if backend not in ("wasm", "webgpu"):
         raise ValueError(f"backend must be 'wasm' or 'webgpu', got {backend!r}")
-    kind = runtime_kind(model_path, backend, origin or "")
-    value = _declare(sandbox_profile(kind, origin or "", threads))(
-        model_url=model_path,
-        inference_params=params,
-        security_config=security,
-        timeout_ms=int(timeout * 1000),
-        file_picker=None
+    dtype = params.setdefault("dtype", "float32")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype (of a picked file's values) must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if "inputs" in params:
+        params["inputs"] = encode_inputs(params["inputs"])
+    args = {
+        "model_url": model_path,
+        "inference_params": params,
+        "security_config": security,
+        "timeout_ms": int(timeout * 1000),
+        "file_picker": None
         if file_picker is None
-        else {"accept": list(file_picker.accept), "max_bytes": file_picker.max_bytes, "label": file_picker.label},
-        key=key,
-        default=None,
-    )
-    return raise_for_error(value)
+        else {
+            "accept": list(file_picker.accept),
+            "max_bytes": file_picker.max_bytes,
+            "label": file_picker.label,
+            "image": None if file_picker.image is None else file_picker.image.to_args(),
+        },
+    }
+    _check_json(args)
+    _check_static(model_path)
+    kind = runtime_kind(model_path, backend, origin or "")
+    value = _declare(sandbox_profile(kind, origin or "", threads))(**args, key=key, default=None)
+    return decode_result(value)
+
+
+def check_static_model(model_path: str, static_dir: Path, static_serving: bool) -> None:
+    """Refuses a model under ``app/static/`` that Streamlit will not serve: with static serving off it
+    answers every such URL with its index page (the runtime then reports a parse error), and above
+    200 MiB with a bare 404. Other URLs (served by the edge, say) are not checked."""
+    path = re.split(r"[?#]", model_path, maxsplit=1)[0].lstrip("./")
+    if not path.startswith("app/static/"):
+        return
+    if not static_serving:
+        raise SecureContextConfigError(
+            "config",
+            f"the model {model_path} is under app/static/, but Streamlit's static serving is off: set "
+            "server.enableStaticServing = true in .streamlit/config.toml",
+        )
+    file = static_dir / path.removeprefix("app/static/")
+    if file.is_file() and file.stat().st_size > STATIC_LIMIT_BYTES:
+        raise SecureContextConfigError(
+            "config",
+            f"the model {model_path} is {file.stat().st_size} bytes; Streamlit serves static files up to "
+            f"{STATIC_LIMIT_BYTES} bytes (200 MiB) and answers 404 above: serve a larger model from the same "
+            "origin another way (e.g. a location of the edge's nginx in front of the app) and pass its URL",
+        )
+
+
+def _check_static(model_path: str) -> None:
+    from streamlit import config, file_util
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None:  # not in a running app (a bare import or a test): nothing to check against
+        return
+    static_dir = Path(file_util.get_app_static_dir(ctx.main_script_path))
+    check_static_model(model_path, static_dir, bool(config.get_option("server.enableStaticServing")))
+
+
+def _check_json(args: dict[str, Any]) -> None:
+    """Refuses what the browser could not read: the frontend parses the arguments with JSON.parse,
+    which has no NaN or Infinity, so such a value would leave the component waiting with no timer at
+    all (tensors carry them as bytes instead)."""
+    try:
+        json.dumps(args, allow_nan=False)
+    except ValueError as error:
+        raise ValueError(
+            "inference_params and security_config must hold finite numbers only (NaN and Infinity are "
+            "allowed inside tensors: pass them in inputs)"
+        ) from error
+    except TypeError as error:
+        raise ValueError(f"inference_params and security_config must be JSON values: {error}") from error
+
+
+def _tensor(where: str, value: Any, dims: Any = None, dtype: Any = None) -> dict[str, Any]:
+    """One input as the browser receives it: dims, dtype and its bytes (little-endian, base64)."""
+    if isinstance(value, np.ndarray):
+        array = value
+        if dtype is not None:
+            array = array.astype(str(dtype))
+    else:
+        try:
+            array = np.asarray(value, dtype=str(dtype or "float32"))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}: the data is not an array of {dtype or 'float32'} numbers") from error
+    name = array.dtype.name
+    if name not in DTYPES:
+        raise ValueError(f"{where}: dtype {name} is not one of {', '.join(DTYPES)}")
+    if dims is not None:
+        if not isinstance(dims, list | tuple) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims
+        ):
+            raise ValueError(f"{where}: dims must be a list of non-negative integers, got {dims!r}")
+        if math.prod(dims) != array.size:
+            raise ValueError(f"{where}: {array.size} values do not fit dims {list(dims)}")
+        array = array.reshape(dims)
+    raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+    return {"dims": list(array.shape), "dtype": name, "b64": base64.b64encode(raw).decode("ascii")}
+
+
+def encode_inputs(inputs: Any) -> list[dict[str, Any]]:
+    """The ``inputs`` of ``inference_params`` in the form the browser receives (see
+    ``streamlit_secure_context``): a list of ``{"name", "dims", "dtype", "b64"}``."""
+    if not isinstance(inputs, Mapping):
+        raise ValueError(f"inputs must be a dict, got {type(inputs).__name__}")
+    # One unnamed float32 input for the model's first input: {"data": [...], "dims": [...]}.
+    if set(inputs) == {"data", "dims"} and not isinstance(inputs["data"], np.ndarray | Mapping):
+        return [{"name": None, **_tensor("inputs", inputs["data"], inputs["dims"])}]
+    encoded = []
+    for name, value in inputs.items():
+        where = f"inputs[{name!r}]"
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{where}: an input's name must be a non-empty string")
+        if isinstance(value, Mapping):
+            unknown = set(value) - {"data", "dims", "dtype"}
+            if unknown or "data" not in value:
+                raise ValueError(
+                    f"{where}: expected keys data, dims (optional) and dtype (optional), got {sorted(value)}"
+                )
+            encoded.append({"name": name, **_tensor(where, value["data"], value.get("dims"), value.get("dtype"))})
+        else:
+            encoded.append({"name": name, **_tensor(where, value)})
+    return encoded
+
+
+def _output(name: str, value: Any) -> dict[str, Any]:
+    try:
+        dtype = str(value["dtype"])
+        if dtype not in DTYPES:
+            raise ValueError(dtype)
+        dims = [int(d) for d in value["dims"]]
+        raw = base64.b64decode(value["b64"], validate=True)
+        array = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).reshape(dims)
+    except (KeyError, TypeError, ValueError) as error:
+        raise SecureContextWorkerError(
+            "worker", "the browser's answer held an output that could not be decoded"
+        ) from error
+    array = array.astype(array.dtype.newbyteorder("="))
+    return {"dims": dims, "dtype": dtype, "data": array.ravel().tolist(), "array": array}
+
+
+def decode_result(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The component's value with its outputs decoded, or the matching exception when it reports an error.
+
+    Each output becomes ``{"dims", "dtype", "data", "array"}``: ``data`` a flat list of Python numbers
+    (ints for integer types, NaN and Infinity kept), ``array`` a numpy array of the output's shape.
+    """
+    value = raise_for_error(value)
+    if isinstance(value, dict) and value.get("status") == "ok" and isinstance(value.get("outputs"), dict):
+        value = {**value, "outputs": {name: _output(name, out) for name, out in value["outputs"].items()}}
+    return value
 
 
 def raise_for_error(value: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -47,7 +47,8 @@ def start_streamlit(script: str, env: dict[str, str] | None = None) -> Iterator[
             try:
                 if requests.get(f"{url}/_stcore/health", timeout=1).ok:
                     break
-            except requests.ConnectionError:
+            # Not listening yet, or too slow to answer within a second on a loaded machine.
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             time.sleep(0.2)
         else:
@@ -79,7 +80,7 @@ def sandbox_origin() -> Iterator[str]:
             try:
                 if requests.get(f"{origin}/sandbox.html", timeout=1).ok:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.2)
         yield origin
     finally:

@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from .conftest import EXAMPLES
+from .conftest import EXAMPLES, start_streamlit
 
 # Python names the component by its sandbox profile (sandbox_<runtime>_<threads>_<origin as hex>).
 COMPONENT_FRAME = "iframe[title^='streamlit_secure_context.sandbox_']"
@@ -131,6 +131,26 @@ def test_a_corrupt_tflite_model_is_a_clear_python_error_and_the_app_keeps_runnin
     load_and_score(page, app_url, "?model=app/static/mlp.tflite", tmp_path)
 
 
+def test_a_file_picked_before_the_model_has_loaded_waits_for_it(page, app_url, tmp_path):
+    # The model's download is held: the picker is there, disabled, and says the model is loading.
+    held: list = []
+    page.route("**/app/static/mlp.onnx", lambda route: held.append(route))
+    _, sandbox = open_app(page, app_url)
+    picker = sandbox.locator("#secure-context-file")
+    picker.wait_for(state="attached", timeout=90_000)
+    assert held, "the model's request was not held: the test would prove nothing"
+    assert picker.is_disabled()
+    assert "Loading the model" in sandbox.locator("body").inner_text()
+    # A file that gets in anyway (a script, a browser that ignores disabled) waits for the model.
+    picker.evaluate("input => { input.disabled = false; }")
+    pick(sandbox, tmp_path, "0.5,1.0,-0.3,2.0\n")
+    page.wait_for_timeout(500)
+    assert page.locator("text=Inference failed").count() == 0
+    held[0].continue_()
+    assert page.locator("text=Scores:").inner_text(timeout=60_000) == scores_line()
+    assert not picker.is_disabled()
+
+
 def test_the_picked_file_never_reaches_the_server(page, app_url, tmp_path):
     sent: list[str] = []
     page.on("request", lambda request: sent.append(f"{request.url} {request.post_data or ''}"))
@@ -167,10 +187,15 @@ def test_a_fetch_to_another_origin_from_the_worker_is_blocked_by_csp(page, probe
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
-        ("?model=app/static/missing.onnx", ["Inference failed (model)", "HTTP 404"]),
+        (
+            "?model=app/static/missing.onnx",
+            ["Inference failed (model)", "HTTP 404 (missing, or over Streamlit's 200 MiB"],
+        ),
         ("?model=app/static/corrupt.onnx", ["Inference failed (model)", "could not be loaded"]),
         ("?model=app/static/empty.onnx", ["Inference failed (model)", "empty.onnx is empty"]),
         ("?timeout=0.001", ["Inference failed (timeout)", "within 1 ms"]),
+        # Not a static URL: Streamlit answers with its index page, which is no model.
+        ("?model=app/models/mlp.onnx", ["Inference failed (model)", "answered with an HTML page, not a model"]),
     ],
 )
 def test_a_bad_model_or_a_timeout_is_a_clear_python_error(page, app_url, query, expected):
@@ -186,7 +211,7 @@ def test_a_bad_model_or_a_timeout_is_a_clear_python_error(page, app_url, query, 
     ("content", "expected"),
     [
         ("1,2,3,4,5", ["Inference failed (input)", "5 values do not fit shape [1, 4]"]),
-        ("1,2,x,4", ["Inference failed (input)", "value 3 (x) is not a number"]),
+        ("1,2,x,4", ["Inference failed (input)", "value 3 is not a number"]),
         ("1," * 600, ["Inference failed (file)", "the limit is 1000 bytes"]),
     ],
 )
@@ -303,3 +328,12 @@ def test_isolated_sandbox_answers_only_the_declared_component_origin(page, app_u
     assert frame_sandbox_and_send_init(page, app_url, sandbox_origin, app_url) == ["ERROR"]
     # Another page gets nothing: its INIT is ignored and nothing is ever posted to "*".
     assert frame_sandbox_and_send_init(page, app_url, sandbox_origin, "http://127.0.0.2:1") == []
+
+
+def test_static_serving_off_is_a_clear_python_error(page):
+    # Streamlit would answer app/static/mlp.onnx with its index page: Python says why before rendering.
+    for url in start_streamlit("app.py", {"STREAMLIT_SERVER_ENABLE_STATIC_SERVING": "false"}):
+        page.goto(url)
+        shown = page.locator("text=Inference failed").inner_text(timeout=60_000)
+        assert shown.startswith("Inference failed (config): config: the model app/static/mlp.onnx is under app/static/")
+        assert "server.enableStaticServing = true" in shown

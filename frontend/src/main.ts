@@ -3,7 +3,10 @@
 // INIT/INFER, and hands the result (or a clear error) back to Python.
 import {
   acceptMessage,
+  decodeTensor,
+  encodeTensor,
   fitShape,
+  jsonProblem,
   litertGlue,
   message,
   parseNumbers,
@@ -12,6 +15,8 @@ import {
   relaxedSimdSupported,
   runtimeKind,
   sandboxCsp,
+  valuesToBytes,
+  type RawTensor,
   type RuntimeKind,
   type SandboxProfile,
 } from "./protocol";
@@ -56,6 +61,7 @@ interface Sandbox {
 }
 let sandbox: Sandbox | null = null;
 let queued: Record<string, unknown> | null = null;
+let queuedTransfer: Transferable[] = [];
 /** A model path relative to the app (e.g. "app/static/m.onnx") resolved against the app's base URL. */
 function appUrl(path: string): string {
   const base = window.location.href.split("/component/")[0] + "/";
@@ -72,7 +78,16 @@ async function fetchOk(url: string, what: string, init?: RequestInit): Promise<R
   // 416 to a whole-file range (loadModel): there is no byte 0, the file is empty.
   if (response.status === 416) throw Object.assign(new Error(`the ${what} ${url} is empty`), { kind: "model" });
   if (!response.ok) {
-    throw Object.assign(new Error(`${what} ${url} answered HTTP ${response.status}`), { kind: what === "runtime" ? "runtime" : "model" });
+    // Streamlit answers 404 for a missing static file and for one over its 200 MiB limit alike.
+    const hint = response.status === 404 && what !== "runtime" ? " (missing, or over Streamlit's 200 MiB static file limit)" : "";
+    throw Object.assign(new Error(`${what} ${url} answered HTTP ${response.status}${hint}`), { kind: what === "runtime" ? "runtime" : "model" });
+  }
+  // With static serving off, Streamlit answers app/static/ URLs with its own index page.
+  if (what !== "runtime" && (response.headers.get("content-type") ?? "").startsWith("text/html")) {
+    throw Object.assign(
+      new Error(`${what} ${url} answered with an HTML page, not a model: is Streamlit's static serving on (server.enableStaticServing)?`),
+      { kind: "model" },
+    );
   }
   return response;
 }
@@ -145,14 +160,29 @@ async function loadModel(url: string, kind: RuntimeKind): Promise<{ model: Array
   return { model: model.buffer, modelJson };
 }
 
+/** Hands a value to Python. The timer is cleared only once the value is on its way: a value that
+ * cannot go as JSON (a BigInt, NaN, a typed array) becomes an error now instead of a silent hang. */
 function report(value: Record<string, unknown>): void {
+  const problem = jsonProblem(value);
+  if (problem) {
+    fail("worker", `the answer could not be sent to Python: it held ${problem}`);
+    return;
+  }
+  try {
+    setComponentValue(value);
+  } catch {
+    fail("worker", "the answer could not be sent to Python");
+    return;
+  }
   clearTimeout(timer);
-  setComponentValue(value);
 }
 
 function fail(kind: string, text: string): void {
   status.textContent = `Error: ${text}`;
-  report({ status: "error", kind, message: text, requestId });
+  clearTimeout(timer);
+  // Fixed kinds only: an unknown one is the worker's.
+  const known = ["timeout", "model", "input", "worker", "file", "runtime", "output"].includes(kind) ? kind : "worker";
+  setComponentValue({ status: "error", kind: known, message: text, requestId });
 }
 
 function armTimeout(ms: number): void {
@@ -176,7 +206,7 @@ function opaqueFrameSource(): Promise<{ script: string; csp: string }> {
   opaqueBootstrap ??= (async () => {
     const config = { parentOrigin: window.location.origin, workerSource: workerMain.toString() };
     const script =
-      [acceptMessage, message, parseNumbers, fitShape, refuseFile].map((f) => f.toString()).join("\n") +
+      [acceptMessage, message, parseNumbers, fitShape, refuseFile, valuesToBytes].map((f) => f.toString()).join("\n") +
       `\n(${bootstrap.toString()})(${JSON.stringify(config)});`;
     return { script, csp: sandboxCsp(await sha256Base64(script)) };
   })();
@@ -239,7 +269,7 @@ function openSandbox(profile: SandboxProfile): Sandbox {
 /** ArrayBuffers are transferred, not copied; Blobs go as handles. */
 const buffers = (values: unknown[]) => values.filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
 
-function post(to: Sandbox, type: "RUNTIME" | "INIT" | "INFER", payload: Record<string, unknown>, transfer: Transferable[] = []): void {
+function post(to: Sandbox, type: "RUNTIME" | "SETTINGS" | "INIT" | "INFER", payload: Record<string, unknown>, transfer: Transferable[] = []): void {
   requestId += 1;
   // The opaque frame's origin is "null": a window reference is the only way to address it. What
   // goes in is the model and runtime; what comes out is checked by event.source.
@@ -257,34 +287,43 @@ function onSandboxMessage(event: MessageEvent): void {
   if (!accepted || !sandbox) return;
   if (sandbox.target !== "*" && event.origin !== sandbox.target) return;
   const payload = accepted.payload as Record<string, unknown>;
-  if (accepted.type === "INIT_DONE") {
-    mark("init-done");
-    sandbox.ready = true;
-    status.textContent = "Model loaded in the sandbox.";
-    if (queued) {
-      send("INFER", queued);
-      queued = null;
-    } else {
-      report({ status: "ready", ...payload });
+  try {
+    if (accepted.type === "INIT_DONE") {
+      mark("init-done");
+      sandbox.ready = true;
+      status.textContent = "Model loaded in the sandbox.";
+      if (queued) {
+        send("INFER", queued, queuedTransfer);
+        queued = null;
+      } else {
+        report({ status: "ready", ...payload });
+      }
+    } else if (accepted.type === "RESULT") {
+      mark("result");
+      status.textContent = "Inference done.";
+      const { outputs, ...rest } = payload;
+      const encoded =
+        outputs === undefined
+          ? undefined
+          : Object.fromEntries(Object.entries(outputs as Record<string, RawTensor>).map(([name, t]) => [name, encodeTensor(t)]));
+      report({ status: "ok", requestId: accepted.requestId, ...rest, ...(encoded ? { outputs: encoded } : {}) });
+    } else if (accepted.type === "ERROR") {
+      // Before the first render nothing waits for an answer: the render starts a fresh sandbox. After
+      // it, the frame stays (a bad file or input is reported, and the next one is scored).
+      if (rendered) fail(String(payload.kind ?? "worker"), String(payload.message));
+      else tearDown();
     }
-  } else if (accepted.type === "RESULT") {
-    mark("result");
-    status.textContent = "Inference done.";
-    report({ status: "ok", requestId: accepted.requestId, ...payload });
-  } else if (accepted.type === "ERROR") {
-    // Before the first render nothing waits for an answer: the render starts a fresh sandbox. After
-    // it, the frame stays (a bad file or input is reported, and the next one is scored).
-    if (rendered) fail(String(payload.kind ?? "worker"), String(payload.message));
-    else tearDown();
+  } catch {
+    fail("worker", "the sandbox's answer could not be read");
   }
 }
 
 async function start(args: RenderArgs): Promise<void> {
   const security = (args.security_config ?? {}) as Record<string, unknown>;
   const params = (args.inference_params ?? {}) as Record<string, unknown>;
-  const picker = args.file_picker as { accept: string[]; max_bytes: number; label: string } | null;
+  const picker = args.file_picker as { accept: string[]; max_bytes: number; label: string; image?: unknown } | null;
   timeoutMs = Number(args.timeout_ms ?? 30_000);
-  const key = JSON.stringify([args.model_url, security, picker, params.input_name, params.shape, params.backend]);
+  const key = JSON.stringify([args.model_url, security, picker, params.input_name, params.shape, params.dtype, params.backend]);
   const inputs = params.inputs ?? null;
   if (key !== modelKey) {
     mark("render");
@@ -306,10 +345,13 @@ async function start(args: RenderArgs): Promise<void> {
     status.textContent = "Loading the model in the sandbox...";
     armTimeout(timeoutMs);
     const settings = {
-      filePicker: picker ? { accept: picker.accept, maxBytes: picker.max_bytes, label: picker.label } : null,
+      filePicker: picker ? { accept: picker.accept, maxBytes: picker.max_bytes, label: picker.label, image: picker.image ?? null } : null,
       inputName: (params.input_name as string | undefined) ?? null,
       shape: (params.shape as number[] | undefined) ?? [1, -1],
+      dtype: (params.dtype as string | undefined) ?? "float32",
     };
+    // The picker is shown as soon as the frame is up, disabled until the model is loaded.
+    current.started.then(() => sandbox === current && post(current, "SETTINGS", { settings })).catch(() => undefined);
     let loaded: { model: ArrayBuffer | Blob; modelJson?: unknown };
     try {
       [loaded] = await Promise.all([
@@ -329,11 +371,20 @@ async function start(args: RenderArgs): Promise<void> {
   if (nextInputs !== inputsKey && (inputs !== null || params.probe_url || params.synthetic)) {
     inputsKey = nextInputs;
     let payload: Record<string, unknown>;
+    let transfer: Transferable[] = [];
     if (params.probe_url) payload = { probeUrl: params.probe_url };
     else if (params.synthetic) payload = { synthetic: params.synthetic };
-    else payload = { data: (inputs as { data: number[] }).data, dims: (inputs as { dims: number[] }).dims };
-    if (sandbox?.ready) send("INFER", payload);
-    else queued = payload;
+    else {
+      if (!Array.isArray(inputs)) throw Object.assign(new Error("inputs must come from Python's encode_inputs"), { kind: "input" });
+      const tensors = inputs.map((t, i) => decodeTensor(t, i + 1));
+      payload = { inputs: tensors };
+      transfer = tensors.map((t) => t.data);
+    }
+    if (sandbox?.ready) send("INFER", payload, transfer);
+    else {
+      queued = payload;
+      queuedTransfer = transfer;
+    }
   }
 }
 

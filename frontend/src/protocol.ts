@@ -4,7 +4,8 @@
 // Every function here is self-contained (no module-level references): the sandbox receives them as
 // source text.
 // RUNTIME starts the runtime (before the model is known); INIT loads the model into it.
-export type MessageType = "RUNTIME" | "INIT" | "INIT_DONE" | "INFER" | "RESULT" | "ERROR";
+// SETTINGS tells the frame its file picker's rules before the model has arrived (shown, disabled).
+export type MessageType = "RUNTIME" | "SETTINGS" | "INIT" | "INIT_DONE" | "INFER" | "RESULT" | "ERROR";
 
 export interface SandboxMessage {
   channel: "streamlit-secure-context";
@@ -19,9 +20,177 @@ export type RuntimeKind = "ort" | "ort-webgpu" | "tfjs" | "litert";
 
 export type ErrorKind = "timeout" | "model" | "input" | "worker" | "file" | "runtime";
 
-export interface TensorResult {
+/** A tensor as it travels between Python and the component frame: its bytes, little-endian, in base64
+ * (int64 keeps every bit, NaN and Infinity survive: JSON has neither BigInt nor NaN). */
+export interface WireTensor {
+  name?: string | null;
   dims: number[];
-  data: number[];
+  dtype: string;
+  b64: string;
+}
+
+/** A tensor inside the browser (frame and worker): its bytes as an ArrayBuffer. */
+export interface RawTensor {
+  name?: string | null;
+  dims: number[];
+  dtype: string;
+  data: ArrayBuffer;
+}
+
+/** Bytes per element of the element types the component carries. */
+export const DTYPE_BYTES: Record<string, number> = {
+  float32: 4,
+  float16: 2,
+  float64: 8,
+  int8: 1,
+  int16: 2,
+  int32: 4,
+  int64: 8,
+  uint8: 1,
+  uint16: 2,
+  uint32: 4,
+  uint64: 8,
+  bool: 1,
+};
+
+export function toBase64(bytes: Uint8Array): string {
+  let text = "";
+  // In slices: String.fromCharCode(...all) overflows the stack for large tensors.
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}
+
+export function fromBase64(text: string): Uint8Array {
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+/** A tensor from Python, checked (dtype known, byte count matching dims), as bytes. Its position
+ * (1-based) names it in errors. */
+export function decodeTensor(tensor: WireTensor, position: number): RawTensor {
+  const size = DTYPE_BYTES[tensor.dtype];
+  if (!size) throw Object.assign(new Error(`input ${position} has an unknown dtype`), { kind: "input" });
+  if (!Array.isArray(tensor.dims) || tensor.dims.some((d) => !Number.isInteger(d) || d < 0)) {
+    throw Object.assign(new Error(`input ${position} has invalid dims`), { kind: "input" });
+  }
+  const bytes = fromBase64(tensor.b64);
+  const expected = tensor.dims.reduce((a, b) => a * b, 1) * size;
+  if (bytes.length !== expected) {
+    throw Object.assign(new Error(`input ${position} holds ${bytes.length} bytes; its dims and dtype need ${expected}`), {
+      kind: "input",
+    });
+  }
+  return { name: tensor.name ?? null, dims: tensor.dims, dtype: tensor.dtype, data: bytes.buffer as ArrayBuffer };
+}
+
+/** An output for Python: bytes to base64. */
+export function encodeTensor(tensor: RawTensor): WireTensor {
+  return { dims: tensor.dims, dtype: tensor.dtype, b64: toBase64(new Uint8Array(tensor.data)) };
+}
+
+/** Why a value cannot go to Python as JSON (JSON.stringify would throw on a BigInt and would turn NaN
+ * and Infinity into null without a word), or null when it can. The reason is fixed text. */
+export function jsonProblem(value: unknown): string | null {
+  const seen = new Set<unknown>();
+  const walk = (v: unknown): string | null => {
+    if (v === null || typeof v === "string" || typeof v === "boolean") return null;
+    if (typeof v === "number") return Number.isFinite(v) ? null : "a number that is NaN or infinite";
+    if (typeof v === "bigint") return "a 64-bit integer (BigInt)";
+    if (typeof v !== "object") return `a value of type ${typeof v}`;
+    if (seen.has(v)) return "a cycle";
+    seen.add(v);
+    if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer) return "binary data";
+    for (const item of Array.isArray(v) ? v : Object.values(v as object)) {
+      const problem = walk(item);
+      if (problem) return problem;
+    }
+    seen.delete(v);
+    return null;
+  };
+  return walk(value);
+}
+
+/** Values read from a picked file as one tensor's bytes. Integer types take integers within the type's
+ * range only; errors give positions, never the values. */
+export function valuesToBytes(values: number[], dtype: string): ArrayBuffer {
+  const integer: Record<string, [number, number]> = {
+    int8: [-128, 127],
+    int16: [-32768, 32767],
+    int32: [-2147483648, 2147483647],
+    int64: [-Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
+    uint8: [0, 255],
+    uint16: [0, 65535],
+    uint32: [0, 4294967295],
+    uint64: [0, Number.MAX_SAFE_INTEGER],
+    bool: [0, 1],
+  };
+  const range = integer[dtype];
+  if (range) {
+    values.forEach((v, i) => {
+      if (!Number.isInteger(v) || v < range[0] || v > range[1]) {
+        throw Object.assign(new Error(`value ${i + 1} is not a ${dtype} value`), { kind: "input" });
+      }
+    });
+  }
+  switch (dtype) {
+    case "float32":
+      return Float32Array.from(values).buffer;
+    case "float64":
+      return Float64Array.from(values).buffer;
+    case "float16": {
+      const view = new DataView(new ArrayBuffer(values.length * 2));
+      values.forEach((v, i) => view.setUint16(i * 2, float16Bits(v), true));
+      return view.buffer;
+    }
+    case "int8":
+      return Int8Array.from(values).buffer;
+    case "int16":
+      return Int16Array.from(values).buffer;
+    case "int32":
+      return Int32Array.from(values).buffer;
+    case "int64":
+      return BigInt64Array.from(values, (v) => BigInt(v)).buffer;
+    case "uint8":
+    case "bool":
+      return Uint8Array.from(values).buffer;
+    case "uint16":
+      return Uint16Array.from(values).buffer;
+    case "uint32":
+      return Uint32Array.from(values).buffer;
+    case "uint64":
+      return BigUint64Array.from(values, (v) => BigInt(v)).buffer;
+    default:
+      throw Object.assign(new Error("the picked file's dtype is not supported"), { kind: "input" });
+  }
+
+  /** IEEE half precision, rounded to nearest even (what numpy's astype(float16) gives). */
+  function float16Bits(value: number): number {
+    const f32 = new Float32Array([value]);
+    const x = new Uint32Array(f32.buffer)[0];
+    const sign = (x >>> 16) & 0x8000;
+    const exp = (x >>> 23) & 0xff;
+    let mant = x & 0x7fffff;
+    if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+    const e = exp - 127 + 15;
+    if (e >= 0x1f) return sign | 0x7c00;
+    if (e <= 0) {
+      if (e < -10) return sign;
+      mant |= 0x800000;
+      const shift = 14 - e;
+      let half = mant >>> shift;
+      const rest = mant & ((1 << shift) - 1);
+      const halfway = 1 << (shift - 1);
+      if (rest > halfway || (rest === halfway && half & 1)) half += 1;
+      return sign | half;
+    }
+    let half = (e << 10) | (mant >>> 13);
+    const rest = mant & 0x1fff;
+    // A carry out of the mantissa moves into the exponent (up to infinity, 0x7c00): still correct.
+    if (rest > 0x1000 || (rest === 0x1000 && half & 1)) half += 1;
+    return sign | half;
+  }
 }
 
 /** A message from the expected window with the expected shape, else null (ignored). */
@@ -33,7 +202,7 @@ export function acceptMessage(
   const data = event.data as Partial<SandboxMessage> | null;
   if (typeof data !== "object" || data === null) return null;
   if (data.channel !== "streamlit-secure-context") return null;
-  if (!["RUNTIME", "INIT", "INIT_DONE", "INFER", "RESULT", "ERROR"].includes(data.type as string)) return null;
+  if (!["RUNTIME", "SETTINGS", "INIT", "INIT_DONE", "INFER", "RESULT", "ERROR"].includes(data.type as string)) return null;
   if (typeof data.requestId !== "number" || !Number.isInteger(data.requestId)) return null;
   return data as SandboxMessage;
 }
@@ -62,24 +231,27 @@ export interface FileRules {
   maxBytes: number;
 }
 
-/** Why a picked file is refused, or null when it may be read. */
+/** Why a picked file is refused, or null when it may be read. The reason goes to Python: it is fixed
+ * text and numbers, never the file's name (a name can be a patient's). The accepted endings are the
+ * app's own (FilePicker.accept). */
 export function refuseFile(file: { name: string; size: number }, rules: FileRules): string | null {
   if (file.size > rules.maxBytes) {
-    return `${file.name} is ${file.size} bytes; the limit is ${rules.maxBytes} bytes`;
+    return `the picked file is ${file.size} bytes; the limit is ${rules.maxBytes} bytes`;
   }
   const lower = file.name.toLowerCase();
   if (rules.accept.length > 0 && !rules.accept.some((ext) => lower.endsWith(ext.toLowerCase()))) {
-    return `${file.name} is not one of the accepted types (${rules.accept.join(", ")})`;
+    return `the picked file's name does not end in one of the accepted types (${rules.accept.join(", ")})`;
   }
   return null;
 }
 
-/** Numbers from CSV or whitespace-separated text; an error names the first bad token. */
+/** Numbers from CSV or whitespace-separated text. An error gives the bad token's position only: its
+ * text is the file's content (a patient's name, say) and must not reach Python. */
 export function parseNumbers(text: string): number[] {
   const tokens = text.split(/[\s,;]+/).filter((t) => t.length > 0);
   return tokens.map((token, index) => {
     const value = Number(token);
-    if (!Number.isFinite(value)) throw new Error(`value ${index + 1} (${token.slice(0, 20)}) is not a number`);
+    if (!Number.isFinite(value)) throw new Error(`value ${index + 1} is not a number`);
     return value;
   });
 }

@@ -1,7 +1,7 @@
 // Code that runs inside the sandboxed inference frame and its worker. It is shipped as source text:
 // the parent puts the bootstrap inline in the frame's srcdoc (allowed by its hash) and the worker
 // code into a blob worker, so the frame needs no network at all.
-import { acceptMessage, fitShape, message, parseNumbers, refuseFile } from "./protocol";
+import { acceptMessage, fitShape, message, parseNumbers, refuseFile, valuesToBytes, type RawTensor } from "./protocol";
 
 /** Runs in the worker, after the runtime's scripts: ONNX Runtime Web's wasm or WebGPU bundle (global
  * `ort`), TF.js (`tf`) or LiteRT.js (`litert`). RUNTIME starts the runtime; INIT loads the model into it. */
@@ -29,6 +29,82 @@ export function workerMain(): void {
     if (!gzip) return data.arrayBuffer();
     return new Response(data.stream().pipeThrough(new DecompressionStream("gzip"))).arrayBuffer();
   };
+  /** Typed arrays per element type (float16 as its raw bits: ONNX Runtime Web takes a Uint16Array). */
+  const ARRAYS: Record<string, any> = {
+    float32: Float32Array,
+    float16: Uint16Array,
+    float64: Float64Array,
+    int8: Int8Array,
+    int16: Int16Array,
+    int32: Int32Array,
+    int64: BigInt64Array,
+    uint8: Uint8Array,
+    uint16: Uint16Array,
+    uint32: Uint32Array,
+    uint64: BigUint64Array,
+    bool: Uint8Array,
+  };
+  type Raw = { name: string; dims: number[]; dtype: string; data: ArrayBuffer };
+  /** An output as the frame passes it on: its own copy of the bytes, whatever the runtime's array. */
+  const rawOutput = (position: number, dtype: string, dims: ArrayLike<number>, data: unknown): Omit<Raw, "name"> => {
+    if (!ARRAYS[dtype] || !ArrayBuffer.isView(data)) {
+      throw Object.assign(new Error(`output ${position} has an element type the component does not return`), { kind: "output" });
+    }
+    const view = data as ArrayBufferView;
+    return { dims: Array.from(dims), dtype, data: view.buffer.slice(view.byteOffset, view.byteOffset + view.byteLength) as ArrayBuffer };
+  };
+  /** A runtime that takes only some element types refuses the others by position, before running. */
+  const onlyTypes = (inputs: Raw[], allowed: string[], runtime: string) =>
+    inputs.forEach((input, i) => {
+      if (!allowed.includes(input.dtype)) {
+        throw Object.assign(new Error(`${runtime} takes ${allowed.join(", ")} inputs; input ${i + 1} is ${input.dtype}`), {
+          kind: "input",
+        });
+      }
+    });
+  /** A picked image as the model's input, by Python's ImagePreprocess: decoded by the browser
+   * (createImageBitmap: no colour management, alpha not premultiplied), drawn at the model's size on
+   * an OffscreenCanvas, then laid out and normalised. Errors are fixed text: the file stays here. */
+  const imageTensor = async (image: Blob, spec: Record<string, any>, name: string): Promise<Raw> => {
+    const [height, width] = spec.size as [number, number];
+    let pixels: Uint8ClampedArray;
+    try {
+      const bitmap = await createImageBitmap(image, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+      const canvas = new OffscreenCanvas(width, height);
+      const context = canvas.getContext("2d", { willReadFrequently: true })!;
+      context.imageSmoothingQuality = "high";
+      context.drawImage(bitmap, 0, 0, width, height);
+      bitmap.close();
+      pixels = context.getImageData(0, 0, width, height).data;
+    } catch {
+      throw Object.assign(new Error("the picked file could not be decoded as an image"), { kind: "file" });
+    }
+    const gray = spec.channels === "GRAY";
+    const channels = gray ? 1 : 3;
+    const order = spec.channels === "BGR" ? [2, 1, 0] : [0, 1, 2];
+    const count = width * height * channels;
+    const values = spec.dtype === "uint8" ? new Uint8Array(count) : new Float32Array(count);
+    const nchw = spec.layout === "NCHW";
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) {
+        const p = (y * width + x) * 4;
+        for (let c = 0; c < channels; c++) {
+          const pixel = gray ? (pixels[p] + pixels[p + 1] + pixels[p + 2]) / 3 : pixels[p + order[c]];
+          const at = nchw ? c * width * height + y * width + x : (y * width + x) * channels + c;
+          values[at] = spec.dtype === "uint8" ? pixel : (pixel * spec.scale - spec.mean[c]) / spec.std[c];
+        }
+      }
+    }
+    let data: ArrayBuffer = values.buffer as ArrayBuffer;
+    if (spec.dtype === "float16") {
+      const F16 = (self as any).Float16Array;
+      if (!F16) throw Object.assign(new Error("this browser has no float16 arrays: use float32"), { kind: "file" });
+      data = F16.from(values).buffer;
+    }
+    const dims = nchw ? [1, channels, height, width] : [1, height, width, channels];
+    return { name, dims, dtype: spec.dtype, data };
+  };
+  const isolatedNow = () => (self as unknown as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
   /** An error the frame reports with its kind: "model" (loading) or "input" (inference). */
   const failure = (kind: "model" | "input", error: unknown): Error =>
     Object.assign(
@@ -112,6 +188,10 @@ export function workerMain(): void {
     }
     if (type === "INIT") performance.mark("secure-context:worker-init");
     try {
+      if (type === "INFER" && payload.image) {
+        if (!session && !graphModel && !tflite) throw Object.assign(new Error("the model is not loaded yet"), { kind: "input" });
+        payload.inputs = [await imageTensor(payload.image, payload.spec, payload.name)];
+      }
       if (type === "INIT") {
         try {
           await runtime;
@@ -133,7 +213,7 @@ export function workerMain(): void {
         self.postMessage({
           type: "INIT_DONE",
           requestId,
-          payload: { inputs: graphModel.inputNodes, outputs: graphModel.outputNodes, isolated: false, threads: 1, backend: "wasm" },
+          payload: { inputs: graphModel.inputNodes, outputs: graphModel.outputNodes, isolated: isolatedNow(), threads: 1, backend: "wasm" },
         });
       } else if (type === "INIT" && litert) {
         try {
@@ -179,25 +259,30 @@ export function workerMain(): void {
           },
         });
       } else if (type === "INFER" && graphModel) {
-        const result: Record<string, { dims: number[]; data: number[] }> = {};
+        const inputs = payload.inputs as Raw[];
+        onlyTypes(inputs, ["float32", "int32", "bool"], "TF.js");
+        const result: Record<string, Omit<Raw, "name">> = {};
+        // inferenceMs, in all three runtimes: from the inputs' tensors being made to the outputs read.
         const started = performance.now();
         const feeds: Record<string, unknown> = {};
         try {
-          for (const [name, input] of Object.entries(payload.inputs as Record<string, { data: number[]; dims: number[] }>)) {
-            feeds[name] = tf.tensor(input.data, input.dims, "float32");
-          }
+          for (const input of inputs) feeds[input.name] = tf.tensor(new ARRAYS[input.dtype](input.data), input.dims, input.dtype);
           const outputs = await graphModel.executeAsync(feeds, graphModel.outputNodes);
           const list = Array.isArray(outputs) ? outputs : [outputs];
-          list.forEach((tensor: { shape: number[]; dataSync: () => ArrayLike<number>; dispose: () => void }, i: number) => {
-            result[graphModel.outputNodes[i]] = { dims: tensor.shape, data: Array.from(tensor.dataSync()) };
-            tensor.dispose();
+          list.forEach((tensor: { shape: number[]; dtype: string; dataSync: () => unknown; dispose: () => void }, i: number) => {
+            try {
+              result[graphModel.outputNodes[i]] = rawOutput(i + 1, tensor.dtype, tensor.shape, tensor.dataSync());
+            } finally {
+              tensor.dispose();
+            }
           });
         } catch (error) {
-          throw failure("input", error);
+          throw (error as { kind?: string }).kind ? error : failure("input", error);
         } finally {
           for (const tensor of Object.values(feeds)) (tensor as { dispose: () => void }).dispose();
         }
-        self.postMessage({ type: "RESULT", requestId, payload: { outputs: result, inferenceMs: performance.now() - started } });
+        const inferenceMs = performance.now() - started;
+        self.postMessage({ type: "RESULT", requestId, payload: { outputs: result, inferenceMs } }, Object.values(result).map((r) => r.data));
       } else if (type === "INFER" && tflite && payload.synthetic) {
         // Benchmark input, as for ORT below: a fixed pattern of the given shape, inferred `runs` times.
         const { dims, runs } = payload.synthetic as { dims: number[]; runs: number };
@@ -216,26 +301,33 @@ export function workerMain(): void {
         const isolated = (self as unknown as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
         self.postMessage({ type: "RESULT", requestId, payload: { inferenceMs: times, threads: litertThreads, isolated } });
       } else if (type === "INFER" && tflite) {
-        const result: Record<string, { dims: number[]; data: number[] }> = {};
+        const inputs = payload.inputs as Raw[];
+        onlyTypes(inputs, ["float32", "int32", "uint8"], "LiteRT.js");
+        const result: Record<string, Omit<Raw, "name">> = {};
         const started = performance.now();
         // LiteRT.js tensors live in wasm memory: every one is deleted by hand.
         const feeds: Record<string, { delete: () => void }> = {};
         try {
-          for (const [name, input] of Object.entries(payload.inputs as Record<string, { data: number[]; dims: number[] }>)) {
-            feeds[name] = new litert.Tensor(Float32Array.from(input.data), input.dims);
-          }
+          for (const input of inputs) feeds[input.name] = new litert.Tensor(new ARRAYS[input.dtype](input.data), input.dims);
           const outputs = await tflite.run(feeds);
+          let position = 0;
           for (const [name, tensor] of Object.entries(outputs) as [string, any][]) {
-            result[name] = { dims: Array.from(tensor.type.layout.dimensions as ArrayLike<number>), data: Array.from(tensor.toTypedArray() as ArrayLike<number>) };
-            tensor.delete();
+            position += 1;
+            try {
+              const dims = tensor.type.layout.dimensions as ArrayLike<number>;
+              result[name] = rawOutput(position, String(tensor.type.dtype), dims, tensor.toTypedArray());
+            } finally {
+              tensor.delete();
+            }
           }
         } catch (error) {
-          throw failure("input", error);
+          throw (error as { kind?: string }).kind ? error : failure("input", error);
         } finally {
           for (const tensor of Object.values(feeds)) tensor.delete();
         }
-        self.postMessage({ type: "RESULT", requestId, payload: { outputs: result, inferenceMs: performance.now() - started } });
-      } else if (type === "INFER" && payload.synthetic) {
+        const inferenceMs = performance.now() - started;
+        self.postMessage({ type: "RESULT", requestId, payload: { outputs: result, inferenceMs } }, Object.values(result).map((r) => r.data));
+      } else if (type === "INFER" && session && payload.synthetic) {
         // Benchmark input: a fixed pattern of the given shape, inferred `runs` times.
         const { dims, runs } = payload.synthetic as { dims: number[]; runs: number };
         const size = dims.reduce((a: number, b: number) => a * b, 1);
@@ -250,28 +342,37 @@ export function workerMain(): void {
           feed.dispose?.();
         }
         performance.mark("secure-context:worker-inferred");
-        const isolated = (self as unknown as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
+        const isolated = isolatedNow();
         const threads = ort.env.wasm.numThreads;
         self.postMessage({ type: "RESULT", requestId, payload: { inferenceMs: times, threads, isolated, backend: providers[0] } });
-      } else if (type === "INFER") {
-        const feeds: Record<string, unknown> = {};
-        for (const [name, input] of Object.entries(payload.inputs as Record<string, { data: number[]; dims: number[] }>)) {
-          feeds[name] = new ort.Tensor("float32", Float32Array.from(input.data), input.dims);
-        }
+      } else if (type === "INFER" && session) {
+        const inputs = payload.inputs as Raw[];
+        const result: Record<string, Omit<Raw, "name">> = {};
         const started = performance.now();
-        let outputs: Record<string, { dims: number[]; data: ArrayLike<number>; dispose?: () => void }>;
+        const feeds: Record<string, { dispose?: () => void }> = {};
         try {
-          outputs = await session.run(feeds);
+          for (const input of inputs) feeds[input.name] = new ort.Tensor(input.dtype, new ARRAYS[input.dtype](input.data), input.dims);
+          const outputs: Record<string, { type: string; dims: number[]; data: unknown; dispose?: () => void }> = await session.run(feeds);
+          let position = 0;
+          for (const [name, tensor] of Object.entries(outputs)) {
+            position += 1;
+            try {
+              result[name] = rawOutput(position, tensor.type, tensor.dims, tensor.data);
+            } finally {
+              tensor.dispose?.();
+            }
+          }
         } catch (error) {
-          throw failure("input", error);
+          throw (error as { kind?: string }).kind ? error : failure("input", error);
+        } finally {
+          for (const tensor of Object.values(feeds)) tensor.dispose?.();
         }
-        const result: Record<string, { dims: number[]; data: number[] }> = {};
-        for (const [name, tensor] of Object.entries(outputs)) {
-          result[name] = { dims: Array.from(tensor.dims), data: Array.from(tensor.data as ArrayLike<number>) };
-          tensor.dispose?.();
-        }
-        for (const tensor of Object.values(feeds)) (tensor as { dispose?: () => void }).dispose?.();
-        self.postMessage({ type: "RESULT", requestId, payload: { outputs: result, inferenceMs: performance.now() - started } });
+        const inferenceMs = performance.now() - started;
+        self.postMessage({ type: "RESULT", requestId, payload: { outputs: result, inferenceMs } }, Object.values(result).map((r) => r.data));
+      } else if (type === "INFER") {
+        // A file picked, or values sent, before the model finished loading (the frame holds files
+        // back until then; this is the worker's own guard).
+        throw Object.assign(new Error("the model is not loaded yet"), { kind: "input" });
       } else if (type === "PROBE_FETCH") {
         // Test hook: proves the CSP blocks the worker from reaching any other origin.
         try {
@@ -295,30 +396,77 @@ interface Config {
   workerSource: string;
 }
 
-/** What the component sends with the model: the file picker's rules, the input's name and shape. */
+/** How a picked image becomes a tensor (Python's ImagePreprocess): resized to size (height, width),
+ * laid out NCHW or NHWC, channels RGB, BGR or GRAY, each value (pixel * scale - mean[c]) / std[c]. */
+interface ImageSpec {
+  size: [number, number];
+  layout: "NCHW" | "NHWC";
+  channels: "RGB" | "BGR" | "GRAY";
+  scale: number;
+  mean: number[];
+  std: number[];
+  dtype: "float32" | "float16" | "uint8";
+}
+
+/** What the component sends before the model: the file picker's rules, the input's name, shape and
+ * element type. */
 interface Settings {
-  filePicker: { accept: string[]; maxBytes: number; label: string } | null;
+  filePicker: { accept: string[]; maxBytes: number; label: string; image: ImageSpec | null } | null;
   inputName: string | null;
   shape: number[];
+  dtype: string;
 }
+
 
 /** Runs in the sandboxed frame (opaque origin). Talks only to window.parent and its own worker. */
 export function bootstrap(config: Config): void {
   performance.mark("secure-context:sandbox-bootstrap");
+  /** Request ids of picked files: their errors go out as fixed text (fileError), never the runtime's. */
+  const FIRST_FILE_REQUEST = 1_000_000;
   let worker: Worker | null = null;
   let glueUrl: string | null = null;
   let workerUrl: string | null = null;
   const blobUrls: string[] = [];
-  let settings: Settings = { filePicker: null, inputName: null, shape: [1, -1] };
+  let settings: Settings = { filePicker: null, inputName: null, shape: [1, -1], dtype: "float32" };
   let lastRequest = 0;
+  /** The model is loaded: picked files go to the worker (before that they wait, the picker disabled). */
+  let modelReady = false;
+  let pendingFile: File | null = null;
+  /** Each picked file's tensor shape, by request id, for its error message. */
+  const fileShapes = new Map<number, number[]>();
+  /** Each picked file's element type, by request id (an image's comes with its spec). */
+  const fileTypes = new Map<number, string>();
   const toParent = (type: Parameters<typeof message>[0], requestId: number, payload?: unknown) =>
     // Results go to the component's own origin only, never to "*".
     window.parent.postMessage(message(type, requestId, payload), config.parentOrigin);
+  /** An error about a picked file as Python may see it: fixed text and numbers. A runtime's own
+   * message could quote anything it was given, so it stays here (on this frame's status line). */
+  const fileError = (requestId: number, payload: { kind?: string; message?: string }) => {
+    const dims = fileShapes.get(requestId);
+    // "output" and "file" errors of the worker are its own fixed text (rawOutput, imageTensor).
+    if (payload.kind === "output" || payload.kind === "file") return { kind: payload.kind, message: String(payload.message) };
+    const dtype = fileTypes.get(requestId) ?? settings.dtype;
+    const text = `the model refused the picked file's values as a ${dtype} tensor of shape [${(dims ?? []).join(", ")}]`;
+    return { kind: "input", message: text };
+  };
 
   const relay = (event: MessageEvent) => {
     const { type, requestId, payload } = event.data;
-    if (type === "INIT_DONE" && settings.inputName === null) settings.inputName = payload.inputs[0];
-    if (type === "INIT_DONE" || type === "RESULT" || type === "ERROR") toParent(type, requestId, payload);
+    if (type === "INIT_DONE") {
+      if (settings.inputName === null) settings.inputName = payload.inputs[0];
+      modelReady = true;
+      const input = document.getElementById("secure-context-file") as HTMLInputElement | null;
+      if (input) input.disabled = false;
+      const status = document.getElementById("secure-context-status");
+      if (status) status.textContent = "";
+    }
+    if (type === "ERROR" && requestId >= FIRST_FILE_REQUEST) toParent(type, requestId, fileError(requestId, payload));
+    else if (type === "INIT_DONE" || type === "RESULT" || type === "ERROR") toParent(type, requestId, payload);
+    if (type === "INIT_DONE" && pendingFile) {
+      const file = pendingFile;
+      pendingFile = null;
+      void scoreFile(file);
+    }
   };
 
   const cleanUp = () => {
@@ -330,7 +478,57 @@ export function bootstrap(config: Config): void {
   };
   window.addEventListener("pagehide", cleanUp);
 
-  let nextFileRequest = 1_000_000;
+  let nextFileRequest = FIRST_FILE_REQUEST;
+  /** Reads a picked file, makes its tensor and sends it to the worker. Every error is fixed text and
+   * numbers: the file's name and content never leave this frame. */
+  const scoreFile = async (file: File) => {
+    const rules = settings.filePicker!;
+    const requestId = nextFileRequest++;
+    const refused = refuseFile(file, rules);
+    if (refused) {
+      toParent("ERROR", requestId, { kind: "file", message: refused });
+      return;
+    }
+    const spec = rules.image;
+    if (spec && /\.(png|jpe?g|webp)$/i.test(file.name)) {
+      // Decoded and preprocessed in the worker; its errors are fixed text (fileError, imageTensor).
+      const channels = spec.channels === "GRAY" ? 1 : 3;
+      const [height, width] = spec.size;
+      fileShapes.set(requestId, spec.layout === "NCHW" ? [1, channels, height, width] : [1, height, width, channels]);
+      fileTypes.set(requestId, spec.dtype);
+      if (!worker) {
+        toParent("ERROR", requestId, { kind: "worker", message: "the inference worker is not running" });
+        return;
+      }
+      worker.postMessage({ type: "INFER", requestId, payload: { image: file, spec, name: settings.inputName } });
+      return;
+    }
+    try {
+      let text: string;
+      try {
+        text = await file.text();
+      } catch {
+        throw Object.assign(new Error("the picked file could not be read"), { kind: "file" });
+      }
+      const values = parseNumbers(text);
+      const dims = fitShape(values.length, settings.shape);
+      const data = valuesToBytes(values, settings.dtype);
+      fileShapes.set(requestId, dims);
+      if (!worker) throw Object.assign(new Error("the inference worker is not running"), { kind: "worker" });
+      // The file's content stays here: only the model's output leaves this frame.
+      const inputs = [{ name: settings.inputName, dims, dtype: settings.dtype, data }];
+      worker.postMessage({ type: "INFER", requestId, payload: { inputs } }, [data]);
+    } catch (error) {
+      // Our own checks give fixed text and positions; anything else is not passed on.
+      const own = error as { kind?: string; message?: string };
+      const ours = error instanceof Error && /^(value \d+ is not|\d+ values do not fit shape|shape \[|the picked file|the inference worker)/.test(String(own.message));
+      toParent("ERROR", requestId, {
+        kind: own.kind ?? "input",
+        message: ours ? own.message : "the picked file could not be turned into the model's input",
+      });
+    }
+  };
+
   const showFilePicker = (rules: NonNullable<Settings["filePicker"]>) => {
     const label = document.createElement("label");
     label.textContent = rules.label;
@@ -338,25 +536,19 @@ export function bootstrap(config: Config): void {
     input.type = "file";
     input.id = "secure-context-file";
     input.accept = rules.accept.join(",");
+    // Enabled once the model is loaded (INIT_DONE); a file picked anyway waits for it.
+    input.disabled = !modelReady;
     label.appendChild(input);
+    const status = document.createElement("span");
+    status.id = "secure-context-status";
+    status.textContent = modelReady ? "" : " Loading the model...";
+    label.appendChild(status);
     document.body.appendChild(label);
-    input.addEventListener("change", async () => {
+    input.addEventListener("change", () => {
       const file = input.files?.[0];
-      if (!file || !worker) return;
-      const requestId = nextFileRequest++;
-      const refused = refuseFile(file, rules);
-      if (refused) {
-        toParent("ERROR", requestId, { kind: "file", message: refused });
-        return;
-      }
-      try {
-        const values = parseNumbers(await file.text());
-        const dims = fitShape(values.length, settings.shape);
-        // The file's content stays here: only the model's output leaves this frame.
-        worker.postMessage({ type: "INFER", requestId, payload: { inputs: { [settings.inputName!]: { data: values, dims } } } });
-      } catch (error) {
-        toParent("ERROR", requestId, { kind: "input", message: String((error as Error).message) });
-      }
+      if (!file) return;
+      if (modelReady) void scoreFile(file);
+      else pendingFile = file;
     });
   };
 
@@ -400,7 +592,13 @@ export function bootstrap(config: Config): void {
     worker = new Worker(workerUrl);
     performance.mark("secure-context:worker-created");
     worker.onmessage = relay;
-    worker.onerror = (error) => toParent("ERROR", lastRequest, { kind: "worker", message: error.message });
+    // Fixed text: an uncaught error's message could quote what the worker was working on.
+    worker.onerror = (event) => {
+      event.preventDefault();
+      toParent("ERROR", lastRequest, { kind: "worker", message: "the inference worker stopped with an uncaught error" });
+    };
+    worker.onmessageerror = () =>
+      toParent("ERROR", lastRequest, { kind: "worker", message: "a message from the inference worker could not be read" });
     const transfer = [runtime.wasm].filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
     worker.postMessage({ type: "RUNTIME", requestId, payload: { kind, threads: payload.threads, ...runtime } }, transfer);
   };
@@ -414,21 +612,22 @@ export function bootstrap(config: Config): void {
     lastRequest = accepted.requestId;
     if (accepted.type === "RUNTIME") {
       startRuntime(accepted.requestId, payload);
-    } else if (accepted.type === "INIT" && worker) {
-      performance.mark("secure-context:sandbox-init");
+    } else if (accepted.type === "SETTINGS" || (accepted.type === "INIT" && worker)) {
       settings = { ...settings, ...(payload.settings as Settings) };
       if (settings.filePicker && !document.getElementById("secure-context-file")) showFilePicker(settings.filePicker);
+      if (accepted.type === "SETTINGS") return;
+      performance.mark("secure-context:sandbox-init");
       const transfer = [payload.model].filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
-      worker.postMessage({ type: "INIT", requestId: accepted.requestId, payload: { model: payload.model, modelJson: payload.modelJson } }, transfer);
+      worker!.postMessage({ type: "INIT", requestId: accepted.requestId, payload: { model: payload.model, modelJson: payload.modelJson } }, transfer);
     } else if (accepted.type === "INFER" && worker) {
-      const inputs = payload.inputs as Record<string, { data: number[]; dims: number[] }> | undefined;
-      const named = inputs ?? {};
-      if (!inputs && payload.data) named[settings.inputName!] = { data: payload.data as number[], dims: payload.dims as number[] };
       if (payload.probeUrl) {
         worker.postMessage({ type: "PROBE_FETCH", requestId: accepted.requestId, payload: { url: payload.probeUrl } });
+      } else if (payload.synthetic) {
+        worker.postMessage({ type: "INFER", requestId: accepted.requestId, payload: { synthetic: payload.synthetic } });
       } else {
-        const synthetic = payload.synthetic;
-        worker.postMessage({ type: "INFER", requestId: accepted.requestId, payload: synthetic ? { synthetic } : { inputs: named } });
+        // An unnamed input (Python's {"data", "dims"}) is the model's first.
+        const inputs = (payload.inputs as RawTensor[]).map((t) => ({ ...t, name: t.name ?? settings.inputName }));
+        worker.postMessage({ type: "INFER", requestId: accepted.requestId, payload: { inputs } }, inputs.map((t) => t.data));
       }
     }
   });

@@ -2,7 +2,13 @@ import { describe, expect, it } from "vitest";
 import { supportsFeature } from "@litertjs/core";
 import {
   acceptMessage,
+  decodeTensor,
+  encodeTensor,
   fitShape,
+  fromBase64,
+  jsonProblem,
+  toBase64,
+  valuesToBytes,
   litertGlue,
   message,
   parseNumbers,
@@ -56,7 +62,12 @@ describe("refuseFile", () => {
     expect(refuseFile({ name: "a.csv", size: 101 }, rules)).toMatch(/limit is 100 bytes/);
   });
   it("refuses another type", () => {
-    expect(refuseFile({ name: "a.exe", size: 1 }, rules)).toMatch(/not one of the accepted types/);
+    expect(refuseFile({ name: "a.exe", size: 1 }, rules)).toMatch(/does not end in one of the accepted types/);
+  });
+  it("never quotes the file's name (it can be a patient's)", () => {
+    const name = "Doe_Jane_1961-02-03_labs";
+    expect(refuseFile({ name: `${name}.csv`, size: 101 }, rules)).not.toContain("Doe");
+    expect(refuseFile({ name: `${name}.exe`, size: 1 }, rules)).not.toContain("Doe");
   });
 });
 
@@ -64,8 +75,64 @@ describe("parseNumbers", () => {
   it("reads CSV and whitespace", () => {
     expect(parseNumbers("1, 2.5;-3\n4e1")).toEqual([1, 2.5, -3, 40]);
   });
-  it("names the first bad value", () => {
-    expect(() => parseNumbers("1,x,3")).toThrow("value 2 (x) is not a number");
+  it("gives the first bad value's position, never its text", () => {
+    expect(() => parseNumbers("1,x,3")).toThrow(/^value 2 is not a number$/);
+    expect(() => parseNumbers("Doe^Jane^1961-02-03,1")).toThrow(/^value 1 is not a number$/);
+  });
+});
+
+describe("tensor transport", () => {
+  it("round-trips bytes through base64, large ones too", () => {
+    const bytes = Uint8Array.from({ length: 300_000 }, (_, i) => (i * 7) % 256);
+    const back = fromBase64(toBase64(bytes));
+    expect(back.length).toBe(bytes.length);
+    expect(back.every((b, i) => b === bytes[i])).toBe(true);
+  });
+  it("keeps every bit of an int64 and NaN/Infinity of a float32", () => {
+    const ints = BigInt64Array.from([2n ** 62n + 1n, -(2n ** 63n)]);
+    const wire = encodeTensor({ dims: [2], dtype: "int64", data: ints.buffer });
+    expect(Array.from(new BigInt64Array(decodeTensor(wire, 1).data))).toEqual([2n ** 62n + 1n, -(2n ** 63n)]);
+    const floats = Float32Array.from([NaN, Infinity, -Infinity, 1.5]);
+    const back = new Float32Array(decodeTensor(encodeTensor({ dims: [4], dtype: "float32", data: floats.buffer }), 1).data);
+    expect(Array.from(back)).toEqual([NaN, Infinity, -Infinity, 1.5]);
+  });
+  it.each([
+    ["an unknown dtype", { dims: [1], dtype: "complex64", b64: "AAAAAA==" }, "input 2 has an unknown dtype"],
+    ["dims that are not sizes", { dims: [-1], dtype: "float32", b64: "AAAAAA==" }, "input 2 has invalid dims"],
+    ["a byte count off its dims", { dims: [2], dtype: "float32", b64: "AAAAAA==" }, "input 2 holds 4 bytes; its dims and dtype need 8"],
+  ])("refuses %s by position", (_, wire, expected) => {
+    expect(() => decodeTensor(wire, 2)).toThrow(expected);
+  });
+});
+
+describe("jsonProblem", () => {
+  it.each([
+    ["a BigInt", { outputs: { y: { data: [1n] } } }, "a 64-bit integer (BigInt)"],
+    ["NaN (JSON.stringify would make it null)", { data: [NaN] }, "a number that is NaN or infinite"],
+    ["Infinity", { inferenceMs: Infinity }, "a number that is NaN or infinite"],
+    ["a typed array", { data: new Float32Array(1) }, "binary data"],
+    ["undefined", { data: [undefined] }, "a value of type undefined"],
+  ])("finds %s", (_, value, expected) => {
+    expect(jsonProblem(value)).toBe(expected);
+  });
+  it("passes what JSON carries faithfully", () => {
+    expect(jsonProblem({ status: "ok", outputs: { y: { dims: [1], dtype: "int64", b64: "AQ==" } }, ms: [1.5] })).toBeNull();
+  });
+});
+
+describe("valuesToBytes", () => {
+  it("makes float16 bits as numpy does (round to nearest even, subnormals, overflow)", () => {
+    // numpy: np.array([1, -2.5, 65504, 1e5, 6e-8, 0.1, 1/3], np.float16).view(np.uint16)
+    const bits = new Uint16Array(valuesToBytes([1, -2.5, 65504, 1e5, 6e-8, 0.1, 1 / 3], "float16"));
+    expect(Array.from(bits)).toEqual([15360, 49408, 31743, 31744, 1, 11878, 13653]);
+  });
+  it("makes int64 and bool tensors from integers", () => {
+    expect(Array.from(new BigInt64Array(valuesToBytes([3, -4], "int64")))).toEqual([3n, -4n]);
+    expect(Array.from(new Uint8Array(valuesToBytes([1, 0], "bool")))).toEqual([1, 0]);
+  });
+  it("refuses a value an integer type cannot hold, by position", () => {
+    expect(() => valuesToBytes([1, 2.5], "int32")).toThrow(/^value 2 is not a int32 value$/);
+    expect(() => valuesToBytes([256], "uint8")).toThrow(/^value 1 is not a uint8 value$/);
   });
 });
 
