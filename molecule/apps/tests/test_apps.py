@@ -143,7 +143,8 @@ def test_container_is_hardened(host):
     assert "_stcore/health" in " ".join(config["Healthcheck"]["Test"])
     assert container["State"]["Health"]["Status"] == "healthy"
     mounts = {m["Destination"]: m for m in container["Mounts"]}
-    assert set(mounts) == {"/run/secrets", "/data"}
+    assert set(mounts) == {"/run/secrets", "/data", "/run/postgresql"}
+    assert mounts["/run/postgresql"]["RW"] is False
     assert mounts["/run/secrets"]["RW"] is False
     assert mounts["/data"]["RW"] is True
     assert mounts["/data"]["Source"] == DATA
