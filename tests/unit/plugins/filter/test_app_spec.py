@@ -7,13 +7,21 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.secure_streamlit.hosting.plugins.filter.app_spec import (
     FilterModule,
+    app_purge_errors,
     app_spec_errors,
     app_specs,
 )
 
 
-def test_both_filters_are_offered():
-    assert set(FilterModule().filters()) == {"app_spec_errors", "app_specs"}
+def test_every_filter_is_offered():
+    assert set(FilterModule().filters()) == {"app_spec_errors", "app_specs", "app_purge_errors"}
+
+
+def test_a_purge_of_a_deployed_app_is_an_error_and_names_that_are_not_text_are_ignored():
+    assert app_purge_errors(["a", "gone"], ["a", 5]) == [
+        "apps_purge_data[0] 'a' is still an app: its data is deleted only after its entry has left apps"
+    ]
+    assert app_purge_errors([], None) == []
 
 
 def test_errors_use_the_label_and_the_defaults():
