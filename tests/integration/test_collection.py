@@ -124,7 +124,14 @@ def test_the_installed_tarball_documents_every_role_and_plugin(repo: Path, tmp_p
     expected = {
         "role": {p.name for p in (repo / "roles").iterdir() if (p / "meta" / "argument_specs.yml").is_file()},
         "module": {p.stem for p in (repo / "plugins" / "modules").glob("*.py")},
-        "filter": {"app_secret_files", "app_spec_errors", "app_specs", "csp_inline_script_hashes"},
+        "filter": {
+            "app_database_secret_files",
+            "app_purge_errors",
+            "app_secret_files",
+            "app_spec_errors",
+            "app_specs",
+            "csp_inline_script_hashes",
+        },
         "test": {"app_name"},
     }
     for kind, names in expected.items():
