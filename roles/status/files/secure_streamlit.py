@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _status
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy import write_file_at
 
-DEFAULT_CONFIG = Path("/etc/secure-streamlit/status.json")
+DEFAULT_CONFIG = Path("/etc/secure-streamlit/status/status.json")
 CONFIG_KEYS = {"settings": dict, "snapshot": str, "snapshot_max_age": int, "alert_command": list}
 ALERT_TIMEOUT = 60
 EXIT_ERROR = 2
