@@ -1,0 +1,103 @@
+"""Opens the status app's pages in real Chromium (Debian's, driven by Playwright) and reports what it shows.
+
+Run by tests/integration/test_status_app.py with the component's venv (it has Playwright and Streamlit;
+the controller's venv has neither):
+
+    python tests/status_app_browser.py BASE_URL SCREENSHOT_DIR deployed|failed|missing
+
+Prints one JSON object: each page's visible text, the charts drawn, the history's links and the
+screenshots' paths. The test asserts on it; a page that never renders fails with what the browser showed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from playwright.sync_api import Page, sync_playwright
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# The flags of component/tests/conftest.py: headless in a container, nothing fetched in the background.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# A loaded 2-core machine needed 15-45 s for Streamlit's first page: wait on what is shown, generously.
+TIMEOUT_MS = 240_000
+MAIN = "[data-testid='stMain']"
+CHARTS = ".vega-embed canvas, .vega-embed svg.marks"
+
+
+def open_page(page: Page, url: str, expect: str, *, complete: bool = True) -> str:
+    """The page's main text once `expect` shows and (`complete`) Streamlit's script has finished."""
+    page.goto(url, wait_until="domcontentloaded", timeout=TIMEOUT_MS)
+    page.get_by_text(expect, exact=False).first.wait_for(timeout=TIMEOUT_MS)
+    if complete:
+        # The footer is the script's last output: every element above it is drawn.
+        page.get_by_text("Rendered ", exact=False).first.wait_for(timeout=TIMEOUT_MS)
+    return page.inner_text(MAIN)
+
+
+def run(page: Page, base: str, stage: str, seen: dict, shot) -> None:
+    if stage == "missing":
+        seen["apps"] = open_page(page, f"{base}/", "No status snapshot", complete=False)
+        shot("apps-missing")
+        return
+    seen["apps"] = open_page(page, f"{base}/", "attention")
+    shot("1-apps")
+    seen["timeline"] = open_page(page, f"{base}/timeline", "deploys (the last")
+    page.wait_for_function(f"() => document.querySelectorAll({CHARTS!r}).length >= 2", timeout=TIMEOUT_MS)
+    seen["timeline_charts"] = page.locator(CHARTS).count()
+    shot("2-timeline")
+    if stage == "deployed":
+        return
+    # The outcome filter: only the failed deploys remain.
+    page.locator("[data-testid='stMultiSelect']").nth(1).click()
+    page.keyboard.type("failed")
+    page.keyboard.press("Enter")
+    page.keyboard.press("Escape")
+    page.get_by_text("1 of ", exact=False).first.wait_for(timeout=TIMEOUT_MS)
+    seen["timeline_failed"] = page.inner_text(MAIN)
+    shot("3-timeline-failed")
+    seen["history"] = open_page(page, f"{base}/history?app=hello", "App hello")
+    links = page.locator(f"{MAIN} a[href*='sha=']")
+    seen["history_links"] = [links.nth(i).get_attribute("href") for i in range(links.count())]
+    shot("4-history-hello")
+    for name, expect in (("audit", "Audit chains"), ("certificates", "edge.lab.test"), ("disk", "Free space")):
+        seen[name] = open_page(page, f"{base}/{name}", expect)
+        shot(f"5-{name}")
+
+
+def main(base: str, out: Path, stage: str) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    seen: dict[str, object] = {"screenshots": []}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+
+        def shot(name: str) -> None:
+            path = out / f"{name}.png"
+            page.screenshot(path=str(path), full_page=True)
+            seen["screenshots"].append(str(path))  # type: ignore[union-attr]
+
+        try:
+            run(page, base, stage, seen, shot)
+        except Exception as exc:
+            shot("failed")
+            seen.update(error=str(exc), failed_at=page.url, shown=page.inner_text("body"))
+            print(json.dumps(seen))
+            return 1
+        finally:
+            browser.close()
+    print(json.dumps(seen))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1].rstrip("/"), Path(sys.argv[2]), sys.argv[3]))
