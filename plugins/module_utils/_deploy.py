@@ -54,6 +54,7 @@ OUTPUT_TAIL_LINES = 15
 # Directories under state_dir that are the platform's, never an app's.
 PLATFORM_DIRS = frozenset({"component", "platform"})
 DATABASE_SOCKET = "/run/postgresql"  # where an app finds its database server's socket
+STATUS_SNAPSHOT_MOUNT = "/run/secure-streamlit-status"  # where the status app finds the status snapshot
 
 
 class DeployFailed(Exception):
@@ -107,6 +108,10 @@ class Settings:
     healthcheck_start_period: str = "60s"
     show_error_details: str = "none"
     toolbar_mode: str = "viewer"
+    # The status app (roles/status, status_app_enabled): the one app given the status snapshot's directory,
+    # read-only. "" = none.
+    status_app: str = ""
+    status_snapshot_dir: str = ""
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
@@ -504,8 +509,15 @@ class Engine:
             "data": [app.data_mount, self.settings.data_dir] if app.data_mount else [],
             "database": [app.database_name, self.settings.database_socket_dir] if app.database else [],
         }
+        if self.status_snapshot_for(app):
+            # Only for the status app: every other app's fingerprint stays what it was (no redeploy).
+            run["status_snapshot"] = self.settings.status_snapshot_dir
         run_fp = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
         return text, build_fp, run_fp
+
+    def status_snapshot_for(self, app: AppSpec) -> bool:
+        """Whether `app` is the status app, which alone gets the status snapshot's directory."""
+        return bool(self.settings.status_app) and app.name == self.settings.status_app
 
     def extra_cas(self) -> list[Path]:
         directory = Path(self.settings.extra_ca_dir)
@@ -754,6 +766,12 @@ class Engine:
                 Mount(
                     target=app.data_mount, source=str(Path(settings.data_dir) / app.name), type="bind", read_only=False
                 )
+            )
+        if self.status_snapshot_for(app) and settings.status_snapshot_dir:
+            # The directory (not the file: the timer replaces the file by a rename), read-only: the status
+            # app reads what root's timer exported and can change nothing.
+            mounts.append(
+                Mount(target=STATUS_SNAPSHOT_MOUNT, source=settings.status_snapshot_dir, type="bind", read_only=True)
             )
         environment = {key: str(value) for key, value in app.env.items()}
         if app.database:

@@ -72,10 +72,11 @@ def status_app(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     snapshot.parent.mkdir()
     port = free_port()
     flags = platform_flags()
-    assert f"--server.baseUrlPath={BASE_PATH}" in flags and "--client.toolbarMode=viewer" in flags
+    assert f"--server.baseUrlPath={BASE_PATH}" in flags
+    assert "--client.toolbarMode=viewer" in flags
+    listen = [f"--server.port={port}", "--server.address=127.0.0.1"]
     process = subprocess.Popen(
-        [str(COMPONENT_PYTHON), str(LAUNCHER), "run", "streamlit_app.py", *flags, f"--server.port={port}"]
-        + ["--server.address=127.0.0.1"],
+        [str(COMPONENT_PYTHON), str(LAUNCHER), "run", "streamlit_app.py", *flags, *listen],
         cwd=APP_DIR,
         env={**os.environ, "SECURE_STREAMLIT_STATUS_SNAPSHOT": str(snapshot), "HOME": str(tmp_path)},
         stdout=subprocess.DEVNULL,
@@ -145,7 +146,8 @@ def test_the_status_app_shows_the_apps_the_timeline_and_a_history_after_a_succes
     assert f"{sha(2)[:12]} · deployed · 41.5 s · by monitor · replaced {sha(1)[:12]}" in history
     assert f"history?app=hello&sha={sha(1)}" in seen["history_links"]
     assert "deploys: audit log OK: 5 records" in seen["audit"]
-    assert "edge.lab.test" in seen["certificates"] and "alice@lab.test" in seen["certificates"]
+    assert "edge.lab.test" in seen["certificates"]
+    assert "alice@lab.test" in seen["certificates"]
     assert "No finding recorded" in seen["disk"]
     assert all(Path(path).stat().st_size > 10_000 for path in seen["screenshots"])
 

@@ -84,6 +84,7 @@ class FakeDocker:
         container = FakeContainer(self, name, image, labels, self.gate)
         container.mounts = kwargs.get("mounts", [])
         container.environment = kwargs.get("environment", {})
+        container.run_kwargs = kwargs
         self.containers_by_name[name] = container
         self.created.append(name)
         return container
@@ -489,3 +490,32 @@ def test_an_app_on_a_plain_git_server_deploys_from_its_url(world):
         outcome = world.engine.deploy(app, requested_by="github-repo-monitor")
     assert outcome.status == "deployed", outcome
     assert outcome.sha == world.shas[1]
+
+
+def test_the_status_app_gets_the_snapshot_read_only_and_the_same_hardening_as_any_app(world):
+    """The status app (status_app_enabled) is deployed like any app: the same container settings, and one more
+    mount, the status snapshot's directory, read-only. Other apps neither get it nor change fingerprint."""
+    (world.tmp / "snapshot").mkdir()
+    plain_fingerprint = world.engine.fingerprints(world.app, world.shas[0])[2]
+    assert world.engine.deploy(world.app).status == "deployed"
+    (plain,) = [c for c in world.docker.containers_by_name.values() if not c.removed]
+    settings = dataclasses.replace(
+        world.engine.settings, status_app="hello", status_snapshot_dir=str(world.tmp / "snapshot")
+    )
+    other = dataclasses.replace(world.app, name="other")
+    world.engine.settings = dataclasses.replace(settings, status_app="other")
+    assert world.engine.fingerprints(world.app, world.shas[0])[2] == plain_fingerprint
+    world.engine.settings = settings
+    assert world.engine.fingerprints(world.app, world.shas[0])[2] != plain_fingerprint  # it redeploys
+    assert world.engine.fingerprints(other, world.shas[0])[2] != plain_fingerprint  # (another name)
+    assert world.engine.deploy(world.app).status == "deployed"
+    (status,) = [c for c in world.docker.containers_by_name.values() if not c.removed]
+    snapshot_mount = {"Target": "/run/secure-streamlit-status", "Source": str(world.tmp / "snapshot"), "Type": "bind"}
+    assert status.mounts == [*plain.mounts, {**snapshot_mount, "ReadOnly": True}]
+    hardening = {k: v for k, v in plain.run_kwargs.items() if k not in ("mounts", "labels", "name")}
+    assert {k: v for k, v in status.run_kwargs.items() if k not in ("mounts", "labels", "name")} == hardening
+    assert hardening["read_only"] is True
+    assert hardening["cap_drop"] == ["ALL"]
+    assert hardening["security_opt"] == ["no-new-privileges:true"]
+    assert hardening["user"] == "10001:10001"
+    assert all("docker.sock" not in m["Source"] for m in status.mounts)
