@@ -275,3 +275,47 @@ def test_the_timer_s_run_with_the_host_s_python_reads_the_certificates(installed
     assert edge["status"] == "expiring"
     assert 9.9 <= edge["days_left"] <= 10.0
     assert next(c for c in report["certificates"] if c["kind"] == "internal_ca")["status"] == "ok"
+
+
+APPS_UID = 10001  # the apps' uid and group (roles/apps apps_uid), the status app's included
+
+
+def test_the_status_app_gets_its_own_copy_readable_by_the_apps_uid_alone(installed, host):
+    """status_app_enabled: the timer also writes the report where only the status app's container reads it
+    (its directory mounted read-only): 0640, group the apps' uid, in a root-owned 0750 directory. On the host
+    that directory sits inside the admins' 0750 one, which the container's mount does not need to traverse;
+    here it is beside it, so a process of the apps' uid can try."""
+    app_dir = host.root / "status-app"
+    app_dir.mkdir(mode=0o750)
+    if os.geteuid() == 0:
+        os.chown(app_dir, 0, APPS_UID)
+    write_config(host, app_snapshot=str(app_dir / "status.json"))
+    assert export(host) == 0
+    copy = app_dir / "status.json"
+    assert copy.read_bytes() == (host.root / "status/status.json").read_bytes()
+    info = copy.stat()
+    assert stat.S_IMODE(info.st_mode) == 0o640
+    if os.geteuid() != 0:
+        return
+    assert (info.st_uid, info.st_gid) == (0, APPS_UID)
+    reader = {"user": APPS_UID, "group": APPS_UID, "extra_groups": []}
+    read = subprocess.run(["cat", str(copy)], capture_output=True, check=False, **reader)
+    assert read.returncode == 0
+    assert json.loads(read.stdout)["schema"] == "secure-streamlit-status/1"
+    # Not the admin's snapshot, not the host's state, and nobody else reads the copy.
+    assert subprocess.run(["cat", str(host.root / "status/status.json")], check=False, **reader).returncode != 0
+    others = subprocess.run(["cat", str(copy)], check=False, user=NOBODY, group=NOBODY, extra_groups=[])
+    assert others.returncode != 0
+
+
+def test_a_relative_or_mistyped_app_snapshot_is_refused(installed, host):
+    for bad in ("status.json", 7):
+        write_config(host, app_snapshot=bad)
+        result = subprocess.run(
+            [sys.executable, "-I", str(installed), "--config", str(host.config_path), "check-config"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 2, result.stdout
+        assert "app_snapshot must be" in result.stderr + result.stdout

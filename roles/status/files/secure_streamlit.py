@@ -38,6 +38,8 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy i
 
 DEFAULT_CONFIG = Path("/etc/secure-streamlit/status/status.json")
 CONFIG_KEYS = {"settings": dict, "snapshot": str, "snapshot_max_age": int, "alert_command": list}
+# The status app's copy of the snapshot ("" or absent: no status app), readable by the apps' uid alone.
+OPTIONAL_KEYS = {"app_snapshot": str}
 ALERT_TIMEOUT = 60
 EXIT_ERROR = 2
 
@@ -61,7 +63,15 @@ def load_config(path: Path) -> dict[str, Any]:
         for key, kind in CONFIG_KEYS.items()
         if not isinstance(config.get(key), kind) or isinstance(config.get(key), bool)
     ]
-    errors += [f"unknown key {key!r}" for key in sorted(set(config) - set(CONFIG_KEYS))]
+    errors += [
+        f"{key} must be a {kind.__name__}"
+        for key, kind in OPTIONAL_KEYS.items()
+        if key in config and not isinstance(config[key], kind)
+    ]
+    errors += [f"unknown key {key!r}" for key in sorted(set(config) - set(CONFIG_KEYS) - set(OPTIONAL_KEYS))]
+    app_snapshot = config.get("app_snapshot", "")
+    if isinstance(app_snapshot, str) and app_snapshot and not app_snapshot.startswith("/"):
+        errors.append("app_snapshot must be an absolute path")
     command = config.get("alert_command")
     if (
         isinstance(command, list)
@@ -131,7 +141,8 @@ def read_snapshot(path: Path, max_age: int, clock: Callable[[], float]) -> dict[
 
 
 def write_snapshot(path: Path, report: dict[str, Any]) -> None:
-    """Replace the snapshot atomically, group-readable by the directory's group (the admin group)."""
+    """Replace the snapshot atomically, group-readable by the directory's group (the admin group; for the
+    status app's copy, the apps' group)."""
     group = os.stat(path.parent).st_gid
     data = (json.dumps(report, indent=1, sort_keys=True) + "\n").encode()
     write_file_at(path.parent, path.name, data, 0o640, group=group)
@@ -182,6 +193,10 @@ def export(
     report = collect(config, probe_factory, clock)
     report["collect_seconds"] = round(time.monotonic() - started, 3)
     write_snapshot(path, report)
+    if config.get("app_snapshot"):
+        # The status app's copy: the same report, in a directory whose group is the apps' uid (only the
+        # status app's container has it mounted, read-only).
+        write_snapshot(Path(config["app_snapshot"]), report)
     problems = new_problems(previous, report)
     print(f"{report['verdict']}: {len(report['attention'])} problem(s), collected in {report['collect_seconds']} s")
     if problems and config["alert_command"]:
