@@ -421,6 +421,9 @@ class Defaults:
     upload_max_mb: int = 200
     git_base_url: str = "https://github.com"
     git_allow_file_urls: bool = False  # file:// repos (the lab, tests): a path on this host
+    # file:// URLs of the platform's own repositories on this host (the status app's source), allowed even
+    # when git_allow_file_urls is off: their content is the collection's, not a path nobody reviews.
+    git_platform_repos: tuple[str, ...] = ()
     edge_host: str = "localhost"  # tls_server_name
     max_cpus: float | None = None  # the host's CPU count when known: cpus above it are refused
 
@@ -515,6 +518,15 @@ def _default_bool(value: object) -> tuple[str | None, Any]:
     return "must be true or false", None
 
 
+def _default_platform_repos(value: object) -> tuple[str | None, Any]:
+    if not _is_list(value) or not all(
+        isinstance(url, str) and url.startswith("file:///") and git_url_problem(url, allow_file=True) is None
+        for url in value  # type: ignore[union-attr]
+    ):
+        return "must be a list of file:///absolute/path URLs", None
+    return None, tuple(str(url) for url in value)  # type: ignore[union-attr]
+
+
 def _default_text(value: object) -> tuple[str | None, Any]:
     if not isinstance(value, str) or not re.fullmatch(r"[^\s\x00-\x1f\x7f]{1,2048}", value):
         return "must be text without spaces or control characters", None
@@ -531,6 +543,7 @@ _DEFAULT_CHECKS: dict[str, Callable[[object], tuple[str | None, Any]]] = {
     "upload_max_mb": _default_int(*UPLOAD_MAX_MB_RANGE, "a whole number of megabytes"),
     "git_base_url": _default_text,
     "git_allow_file_urls": _default_bool,
+    "git_platform_repos": _default_platform_repos,
     "edge_host": _default_text,
     "max_cpus": _default_max_cpus,
 }
@@ -804,7 +817,8 @@ def _parse_repo(e: _Entry, value: object) -> None:
     if explicit == "github":
         e.error(f"repo {shown_repo(value)}: provider github needs owner/name or https://HOST/owner/name")
         return
-    problem = git_url_problem(value, allow_file=e.defaults.git_allow_file_urls)
+    allow_file = e.defaults.git_allow_file_urls or value in e.defaults.git_platform_repos
+    problem = git_url_problem(value, allow_file=allow_file)
     if problem:
         e.error(f"repo {shown_repo(value)}: a git URL {problem} ({GIT_URL_RULE})")
         return
