@@ -38,7 +38,7 @@ def test_on_its_entry_is_added_and_the_app_model_takes_it_with_file_urls_off():
     apps = with_status_app(APPS, True, ACCESS)
     assert apps[:-1] == APPS
     defaults = Defaults.from_mapping({"git_allow_file_urls": False, "git_platform_repos": status_app_repos(True)})
-    hello, status = parse_apps(apps, defaults)
+    _hello, status = parse_apps(apps, defaults)
     assert (status.name, status.provider, status.url) == (STATUS_APP_NAME, "git", f"file://{STATUS_APP_REPO}")
     assert status.route_path == "/status/"
     assert status.access["client_cert_cns"] == ["alice@lab.test"]
