@@ -63,6 +63,8 @@ def run(page: Page, base: str, stage: str, seen: dict, shot) -> None:
     page.keyboard.press("Enter")
     page.keyboard.press("Escape")
     page.get_by_text("1 of ", exact=False).first.wait_for(timeout=TIMEOUT_MS)
+    # The caption is drawn first: the charts and the table below it are redrawn until the rerun ends.
+    page.locator("[data-testid='stStatusWidget']").wait_for(state="detached", timeout=TIMEOUT_MS)
     seen["timeline_failed"] = page.inner_text(MAIN)
     shot("3-timeline-failed")
     seen["history"] = open_page(page, f"{base}/history?app=hello", "App hello")

@@ -193,10 +193,13 @@ def test_the_engine_deploys_the_status_app_hardened_reading_its_snapshot_read_on
 
     if DOCKER_BENCH:
         report = docker_bench(outcome.container)
-        warned = sorted(set(re.findall(r"^\[WARN\] (5\.\d+) ", report, re.MULTILINE)))
-        print(f"docker-bench-security section 5 warnings for {outcome.container}: {warned}")
-        # 5.2: no AppArmor profile (this kernel has no AppArmor); every other check passes.
-        assert set(warned) <= {"5.2"}, report
+        results = re.findall(r"^\[(PASS|WARN|INFO|NOTE)\] (5\.\d+) - (.*)$", report, re.MULTILINE)
+        assert len(results) >= 30, report
+        warned = [f"{number} {title}" for result, number, title in results if result == "WARN"]
+        counts = {kind: sum(1 for result, _n, _t in results if result == kind) for kind in ("PASS", "WARN")}
+        print(f"docker-bench-security section 5 for {outcome.container}: {counts}, warnings: {warned}")
+        # Only AppArmor (this kernel has none: no profile can be applied); every automated check else passes.
+        assert all("AppArmor" in line for line in warned), report
 
 
 def docker_bench(container: str) -> str:
