@@ -9,9 +9,9 @@ module: git_publish
 short_description: Publish a directory's files as the head of a branch in a local bare git repository
 version_added: "1.0.0"
 description:
-  - Makes the plain files of O(source) (flat: no subdirectory, no link) the tree of the head of O(branch) in
-    the bare repository O(repo), creating the repository (mode 0700) when it is missing.
-  - A commit is made only when the files differ from the head's tree, on top of the head; a second run with
+  - Makes the plain files of O(source) (flat, with no subdirectory and no link) the tree of the head of
+    O(branch) in the bare repository O(repo), creating the repository (mode 0700) when it is missing.
+  - A commit is made only when the files differ from the head's tree, on top of the head. A second run with
     the same files changes nothing and returns the same SHA.
   - The status role uses it to give the deploy engine the status app's source without a forge (a C(file://)
     URL to this repository, provider git).
