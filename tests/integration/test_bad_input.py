@@ -102,6 +102,19 @@ READ_ONLY_TASKS = {
             "Fail on an alert command that is not a program path and its arguments",
             ["status_alert_command", "absolute program path"],
         ),
+        pytest.param(
+            '{"status_app_enabled": true}',
+            "Fail on a status app without access rules",
+            ["status_app_access must name who may open it", "htpasswd_users or client_cert_cns"],
+            id="status-app-without-access",
+        ),
+        pytest.param(
+            '{"status_app_enabled": true, "status_app_access": {"client_cert_cns": ["alice"]},'
+            ' "apps": [{"name": "board", "repo": "acme/board", "route": {"path": "/status/"}}]}',
+            APP_RULE,
+            ["apps[1] (name 'platform-status')", "route /status/", "apps[0] (name 'board')"],
+            id="status-app-route-taken",
+        ),
         (
             '{"status_admin_users": "alice"}',
             "Fail on an admin user list that is not a list of account names",
