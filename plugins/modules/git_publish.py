@@ -32,7 +32,7 @@ options:
     description: The branch to publish to.
     type: str
     default: main
-  message:
+  commit_message:
     description: The commit message of a new commit.
     type: str
     default: Publish the files
@@ -81,7 +81,7 @@ def main() -> None:
             "source": {"type": "path", "required": True},
             "repo": {"type": "path", "required": True},
             "branch": {"type": "str", "default": "main"},
-            "message": {"type": "str", "default": "Publish the files"},
+            "commit_message": {"type": "str", "default": "Publish the files"},
         },
         supports_check_mode=True,
     )
@@ -90,7 +90,7 @@ def main() -> None:
             Path(module.params["source"]),
             Path(module.params["repo"]),
             branch=module.params["branch"],
-            message=module.params["message"],
+            message=module.params["commit_message"],
             check_mode=module.check_mode,
         )
     except PublishError as exc:
