@@ -314,3 +314,86 @@ export function relaxedSimdSupported(): boolean {
 export function litertGlue(relaxedSimd: boolean): string {
   return relaxedSimd ? "litert_wasm_internal.js" : "litert_wasm_compat_internal.js";
 }
+
+/** Python's Postprocess, as the frame and worker receive it. */
+export interface PostprocessSpec {
+  output: string | null;
+  softmax: boolean;
+  topK: number;
+  labels: string[];
+  threshold: number | null;
+  keepOutputs: boolean;
+}
+
+export interface ScoredClass {
+  index: number;
+  label: string | null;
+  score: number;
+}
+
+/** The answer an app asked for instead of an output's values: softmax (optional), the top k, labels,
+ * those at or above the threshold. Softmax subtracts the maximum first (no overflow on large logits). */
+export function topClasses(values: ArrayLike<number>, spec: PostprocessSpec): ScoredClass[] {
+  let scores = Array.from(values, Number);
+  if (spec.labels.length > 0 && spec.labels.length !== scores.length) {
+    throw Object.assign(new Error(`postprocess has ${spec.labels.length} labels for an output of ${scores.length} values`), {
+      kind: "output",
+    });
+  }
+  if (spec.softmax) {
+    const max = Math.max(...scores);
+    const exps = scores.map((v) => Math.exp(v - max));
+    const sum = exps.reduce((a, b) => a + b, 0);
+    scores = exps.map((e) => e / sum);
+  }
+  const order = scores.map((_, i) => i);
+  // Best first; ties by index (what numpy's stable argsort of the negated scores gives).
+  order.sort((a, b) => (scores[b] - scores[a]) || a - b);
+  return order
+    .slice(0, spec.topK)
+    .filter((i) => spec.threshold === null || scores[i] >= spec.threshold)
+    .map((i) => ({ index: i, label: spec.labels.length > 0 ? spec.labels[i] : null, score: scores[i] }));
+}
+
+/** The source rectangle [x, y, width, height] of a picture cut to the model's aspect ratio around its
+ * centre ("center"), or the whole picture ("none"). */
+export function cropRect(width: number, height: number, outHeight: number, outWidth: number, crop: string): [number, number, number, number] {
+  if (crop !== "center") return [0, 0, width, height];
+  // Compared as products: no rounding for pictures that already have the model's aspect ratio.
+  if (width * outHeight > height * outWidth) {
+    const w = Math.round((height * outWidth) / outHeight);
+    return [Math.floor((width - w) / 2), 0, w, height];
+  }
+  const h = Math.round((width * outHeight) / outWidth);
+  return [0, Math.floor((height - h) / 2), width, h];
+}
+
+/** A region of a one-channel float picture resized to outHeight x outWidth, bilinear with pixel
+ * centres at +0.5 (OpenCV's INTER_LINEAR, no antialiasing); of the same size it is copied as is. */
+export function resampleBilinear(
+  source: Float32Array,
+  width: number,
+  rect: [number, number, number, number],
+  outHeight: number,
+  outWidth: number,
+): Float32Array {
+  const [x0, y0, w, h] = rect;
+  const out = new Float32Array(outHeight * outWidth);
+  const at = (x: number, y: number) => source[(y0 + y) * width + x0 + x];
+  for (let oy = 0; oy < outHeight; oy++) {
+    const sy = Math.min(Math.max((oy + 0.5) * (h / outHeight) - 0.5, 0), h - 1);
+    const ya = Math.floor(sy);
+    const yb = Math.min(ya + 1, h - 1);
+    const fy = sy - ya;
+    for (let ox = 0; ox < outWidth; ox++) {
+      const sx = Math.min(Math.max((ox + 0.5) * (w / outWidth) - 0.5, 0), w - 1);
+      const xa = Math.floor(sx);
+      const xb = Math.min(xa + 1, w - 1);
+      const fx = sx - xa;
+      const top = at(xa, ya) * (1 - fx) + at(xb, ya) * fx;
+      const bottom = at(xa, yb) * (1 - fx) + at(xb, yb) * fx;
+      out[oy * outWidth + ox] = top * (1 - fy) + bottom * fy;
+    }
+  }
+  return out;
+}
