@@ -56,7 +56,9 @@ def picture() -> np.ndarray:
     return np.stack([x * 10, y * 16, np.where(x > 11, 220, 30)], axis=-1).astype(np.uint8)
 
 
-def dicom(path: Path, pixels: np.ndarray, photometric="MONOCHROME2", slope=1.0, intercept=0.0, window=None, implicit=False):
+def dicom(
+    path: Path, pixels: np.ndarray, photometric="MONOCHROME2", slope=1.0, intercept=0.0, window=None, implicit=False
+):
     """A one-frame DICOM file of these stored values (uint8/uint16/int16), with a patient's name."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
