@@ -147,7 +147,7 @@ def encoder(layers: int = 2, seq: int = 128, width: int = 256, heads: int = 4, f
 MODELS = {"convnet": (convnet, [1, 3, 224, 224]), "encoder": (encoder, [1, 128, 256])}
 
 
-def native_ms(path: Path, dims: list[int], threads: int, runs: int) -> float:
+def native_ms(path: Path, dims: list[int], threads: int, runs: int) -> list[float]:
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -162,7 +162,7 @@ def native_ms(path: Path, dims: list[int], threads: int, runs: int) -> float:
         started = time.perf_counter()
         session.run(None, {name: x})
         times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+    return times
 
 
 def main() -> None:
@@ -179,7 +179,7 @@ def main() -> None:
     native = {
         (name, t): native_ms(paths[name], dims, t, args.runs) for name, (_, dims) in MODELS.items() for t in (1, 2)
     }
-    web: dict[tuple[str, str, int], float] = {}
+    web: dict[tuple[str, str, int], list[float]] = {}
     cold: list[float] = []
     with sync_playwright() as playwright:
         chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -194,7 +194,7 @@ def main() -> None:
                         result, _ = browser_result(browser, f"{url}/?{query}&dims={','.join(map(str, dims))}")
                         assert result["isolated"] == (mode == "isolated"), result
                         assert result["threads"] == threads, result
-                        web[name, mode, threads] = statistics.median(result["inferenceMs"][1:])
+                        web[name, mode, threads] = result["inferenceMs"][1:]
                 if mode == "opaque":
                     dims = ",".join(map(str, MODELS["convnet"][1]))
                     page = f"{url}/?runs=1&model=app/static/{paths['convnet'].name}&dims={dims}"
@@ -205,20 +205,24 @@ def main() -> None:
         browser.close()
 
     load = os.getloadavg()[0]
-    print(f"{args.runs} runs each, median ms per inference; load average at the end {load:.1f} (2 cores)")
-    print(
-        "| model | native 1 thread | native 2 | ORT-web opaque, 1 | isolated, 1 | isolated, 2 "
-        "| browser/native, 1 thread | 2 threads vs 1, browser | vs 1, native |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name in MODELS:
-        size = paths[name].stat().st_size / 1e6
-        n1, n2 = native[name, 1], native[name, 2]
-        o1, i1, i2 = web[name, "opaque", 1], web[name, "isolated", 1], web[name, "isolated", 2]
+    print(f"{args.runs} runs each; load average at the end {load:.1f} (2 cores)")
+    # The median is what a user sees on this machine as it is; the best of the runs is the closest to
+    # a quiet machine that a loaded one gives (other work only ever adds time).
+    for label, pick in (("median", statistics.median), ("best of the runs", min)):
+        print(f"ms per inference, {label}:")
         print(
-            f"| {name} ({size:.1f} MB) | {n1:.1f} | {n2:.1f} | {o1:.1f} | {i1:.1f} | {i2:.1f} | "
-            f"{o1 / n1:.2f}x | {i1 / i2:.2f}x faster | {n1 / n2:.2f}x faster |"
+            "| model | native 1 thread | native 2 | ORT-web opaque, 1 | isolated, 1 | isolated, 2 "
+            "| browser/native, 1 thread | 2 threads vs 1, browser | vs 1, native |"
         )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for name in MODELS:
+            size = paths[name].stat().st_size / 1e6
+            n1, n2 = pick(native[name, 1]), pick(native[name, 2])
+            o1, i1, i2 = (pick(web[name, *key]) for key in (("opaque", 1), ("isolated", 1), ("isolated", 2)))
+            print(
+                f"| {name} ({size:.1f} MB) | {n1:.1f} | {n2:.1f} | {o1:.1f} | {i1:.1f} | {i2:.1f} | "
+                f"{o1 / n1:.2f}x | {i1 / i2:.2f}x faster | {n1 / n2:.2f}x faster |"
+            )
     print(
         f"cold start, convnet ({paths['convnet'].stat().st_size / 1e6:.1f} MB), opaque frame, navigation start -> "
         f"result shown by Python ({len(cold)} fresh contexts): median {statistics.median(cold):.2f} s, "

@@ -341,7 +341,8 @@ export function topClasses(values: ArrayLike<number>, spec: PostprocessSpec): Sc
     });
   }
   if (spec.softmax) {
-    const max = Math.max(...scores);
+    // A loop, not Math.max(...scores): spreading a large output overflows the stack.
+    const max = scores.reduce((a, b) => (b > a ? b : a), -Infinity);
     const exps = scores.map((v) => Math.exp(v - max));
     const sum = exps.reduce((a, b) => a + b, 0);
     scores = exps.map((e) => e / sum);

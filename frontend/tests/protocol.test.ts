@@ -227,6 +227,12 @@ describe("topClasses", () => {
     expect(got[0].score).toBeCloseTo(Math.E / (1 + Math.E), 12);
   });
 
+  it("takes outputs of any length (no spread of the values)", () => {
+    const values = new Float32Array(300_000).fill(0);
+    values[123_456] = 5;
+    expect(topClasses(values, { ...spec, softmax: true, topK: 1 })[0].index).toBe(123_456);
+  });
+
   it("refuses labels that do not match the output, with numbers only", () => {
     expect(() => topClasses([1, 2, 3], { ...spec, labels: ["a"] })).toThrow("postprocess has 1 labels for an output of 3 values");
   });
