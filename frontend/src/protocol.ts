@@ -347,11 +347,20 @@ export function topClasses(values: ArrayLike<number>, spec: PostprocessSpec): Sc
     const sum = exps.reduce((a, b) => a + b, 0);
     scores = exps.map((e) => e / sum);
   }
-  const order = scores.map((_, i) => i);
-  // Best first; ties by index (what numpy's stable argsort of the negated scores gives).
-  order.sort((a, b) => (scores[b] - scores[a]) || a - b);
-  return order
-    .slice(0, spec.topK)
+  // One pass keeping the k best in order (an output can hold 10^5-10^6 values; sorting them all
+  // cost more than sending them). Best first; ties by index, as numpy's stable argsort of the
+  // negated scores: a later index enters only with a strictly higher score. NaN never enters.
+  const best: number[] = [];
+  for (let i = 0; i < scores.length; i++) {
+    const score = scores[i];
+    if (!(best.length < spec.topK || score > scores[best[best.length - 1]])) continue;
+    if (Number.isNaN(score)) continue;
+    let at = best.length;
+    while (at > 0 && score > scores[best[at - 1]]) at--;
+    best.splice(at, 0, i);
+    if (best.length > spec.topK) best.pop();
+  }
+  return best
     .filter((i) => spec.threshold === null || scores[i] >= spec.threshold)
     .map((i) => ({ index: i, label: spec.labels.length > 0 ? spec.labels[i] : null, score: scores[i] }));
 }

@@ -232,6 +232,7 @@ export function workerMain(): void {
     if (!output) throw Object.assign(new Error(`postprocess: the model has no output ${JSON.stringify(name)}`), { kind: "output" });
     const typed = new ARRAYS[output.dtype](output.data);
     const values = Array.from(typed as ArrayLike<number | bigint>, Number);
+    if (values.some((v) => Number.isNaN(v))) throw Object.assign(new Error("postprocess: the output holds NaN"), { kind: "output" });
     const classes = topClasses(values, post);
     if (classes.some((c) => !Number.isFinite(c.score))) {
       throw Object.assign(new Error("postprocess: a score is NaN or infinite"), { kind: "output" });

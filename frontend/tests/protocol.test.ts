@@ -227,6 +227,10 @@ describe("topClasses", () => {
     expect(got[0].score).toBeCloseTo(Math.E / (1 + Math.E), 12);
   });
 
+  it("never ranks NaN (the worker refuses such an output before)", () => {
+    expect(topClasses([NaN, 0.2, 0.1], spec).map((c) => c.index)).toEqual([1, 2]);
+  });
+
   it("takes outputs of any length (no spread of the values)", () => {
     const values = new Float32Array(300_000).fill(0);
     values[123_456] = 5;
