@@ -339,8 +339,9 @@ def streamlit_secure_context(
             Streamlit's 200 MiB static limit.
         SecureContextTimeoutError: no answer within ``timeout``.
         SecureContextWorkerError: the worker's error (model, input, file, worker, runtime), with its message.
-        ValueError: a timeout, sandbox origin, thread count, backend, dtype or input out of range, or
-            NaN/Infinity outside a tensor (nothing is rendered).
+        ValueError: a timeout, sandbox origin, thread count, backend, dtype or input out of range, a
+            bad image spec or postprocess (unknown keys included), or NaN/Infinity outside a tensor
+            (nothing is rendered).
     """
     if timeout <= 0:
         raise ValueError("timeout must be positive")
