@@ -18,7 +18,8 @@ One run prints:
   between Python and the sandboxed worker (component/examples/transport_app.py, pad.onnx), Python's
   clock from sending to the answer's rerun, minus the worker's inferenceMs; ``--before PYTHON`` runs the
   same app under another Python whose installed component is an older one (before: JSON lists), side
-  by side in the same run.
+  by side in the same run, and the same input with the output reduced to its top 5 in the sandbox
+  (Postprocess), so that only the answer returns.
 
 Run after `make setup`:  .cache/venv-component/bin/python benchmarks/component_bench.py [--runs 20]
 """
@@ -157,7 +158,7 @@ def browser_result(browser, url: str) -> tuple[dict, float]:
     return json.loads(re.search(r"BENCH\s*(\{.*\})", text, re.DOTALL).group(1)), elapsed
 
 
-def transport_ms(browser, python: str, runs: int) -> list[tuple[float, float]]:
+def transport_ms(browser, python: str, runs: int, query: str = "") -> list[tuple[float, float]]:
     """(round trip ms, inference ms) of transport_app.py under `python`, one fresh page per run."""
     port = free_port()
     streamlit = subprocess.Popen(
@@ -173,7 +174,7 @@ def transport_ms(browser, python: str, runs: int) -> list[tuple[float, float]]:
         for _ in range(runs + 1):  # the first: Streamlit's first page build
             context = browser.new_context()
             page = context.new_page()
-            page.goto(url)
+            page.goto(f"{url}/{query}")
             text = page.locator("text=TRANSPORT").inner_text(timeout=300_000)
             context.close()
             shown = json.loads(text.split("TRANSPORT", 1)[1])
@@ -193,6 +194,8 @@ def transport(before: str | None, runs: int) -> None:
         if before:
             pythons = {"before (JSON lists)": before, **pythons}
         results = {label: transport_ms(browser, python, runs) for label, python in pythons.items()}
+        # The same input, the output reduced to its top 5 in the sandbox (Postprocess): the answer only.
+        results["after, top 5 in the sandbox (Postprocess)"] = transport_ms(browser, sys.executable, runs, "?post=1")
         browser.close()
     print(f"transport: 1x3x256x256 float32 in, 1x3x297x297 (264,627 floats) out, {runs} fresh pages, median")
     print("| component | round trip, Python's clock (ms) | worker inferenceMs | round trip - inference (ms) |")

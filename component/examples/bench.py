@@ -19,9 +19,11 @@ threads = st.query_params.get("threads")
 backend = st.query_params.get("backend", "wasm")
 # ?model=app/static/matmul-4mb.tflite: the same model on LiteRT.js.
 model = st.query_params.get("model", "app/static/matmul-4mb.onnx")
+# ?dims=1,3,224,224: the synthetic input's shape (benchmarks/component_models_bench.py).
+dims = [int(d) for d in st.query_params.get("dims", "1024,1024").split(",")]
 result = streamlit_secure_context(
     model,
-    inference_params={"synthetic": {"dims": [1024, 1024], "runs": runs}, "backend": backend},
+    inference_params={"synthetic": {"dims": dims, "runs": runs}, "backend": backend},
     # The sandbox origin, when the platform sets one, comes from SECURE_CONTEXT_SANDBOX_ORIGIN.
     security_config={} if threads is None else {"threads": int(threads)},
     timeout=300,

@@ -331,6 +331,8 @@ def tensor_models() -> dict[str, onnx.ModelProto]:
     - ``classifier.onnx``: the MLP's logits and ``label = ArgMax`` (int64), as sklearn-onnx classifiers.
     - ``strings.onnx``: ``y = x`` and a constant string output the component does not return.
     - ``conv.onnx``: a 3x3 convolution of a 1x3x16x16 image to 2 channels (picked images).
+    - ``skin.onnx``: a 1x3x16x16 image -> 3x3 convolution to 4 channels -> Relu -> global average pool
+      -> 5 logits: a small image classifier (postprocessing in the sandbox, picked images and DICOM).
     - ``pad.onnx``: a 1x3x256x256 input padded to 1x3x297x297 (264,627 floats): the transport benchmark.
     """
     dtypes = _model(
@@ -398,6 +400,24 @@ def tensor_models() -> dict[str, onnx.ModelProto]:
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 2, 14, 14])],
         [numpy_helper.from_array(rng.normal(size=(2, 3, 3, 3)).astype(np.float32), "kernel")],
     )
+    skin = _model(
+        [
+            helper.make_node("Conv", ["image", "skin_kernel", "skin_bias"], ["c"], kernel_shape=[3, 3]),
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+            helper.make_node("Flatten", ["g"], ["f"]),
+            helper.make_node("Gemm", ["f", "skin_w", "skin_b"], ["logits"]),
+        ],
+        "skin",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5])],
+        [
+            numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "skin_kernel"),
+            numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "skin_bias"),
+            numpy_helper.from_array((3 * rng.normal(size=(4, 5))).astype(np.float32), "skin_w"),
+            numpy_helper.from_array(rng.normal(size=5).astype(np.float32), "skin_b"),
+        ],
+    )
     # The transport benchmark's model: a 1x3x256x256 image in, 3x297x297 (264,627 floats) out.
     pad = _model(
         [helper.make_node("Pad", ["x", "pads"], ["y"])],
@@ -409,6 +429,7 @@ def tensor_models() -> dict[str, onnx.ModelProto]:
     return {
         "pad.onnx": pad,
         "conv.onnx": conv,
+        "skin.onnx": skin,
         "dtypes.onnx": dtypes,
         "two-inputs.onnx": two_inputs,
         "classifier.onnx": classifier,

@@ -24,6 +24,7 @@ import streamlit.components.v1 as components
 __all__ = [
     "FilePicker",
     "ImagePreprocess",
+    "Postprocess",
     "SecureContextBuildMissingError",
     "SecureContextConfigError",
     "SecureContextError",
@@ -93,6 +94,11 @@ class ImagePreprocess:
     channels: "RGB", "BGR" or "GRAY" (the mean of R, G and B, one channel).
     scale, mean, std: each value becomes (pixel * scale - mean[c]) / std[c] (pixel 0-255).
     dtype: "float32", "float16" or "uint8" (uint8 takes the pixels as they are: no scale/mean/std).
+    crop: "none" (the whole image is resized to size) or "center" (the largest centred region of the
+        model's aspect ratio is cut out, then resized: nothing is stretched).
+    window: DICOM only. None: the pixel is the modality value (stored value * RescaleSlope +
+        RescaleIntercept) as it is; "file": the file's first WindowCenter/WindowWidth; (center, width):
+        that window. With a window the pixel becomes 0-255 (linear, clipped), as for a PNG.
     """
 
     size: tuple[int, int]
@@ -102,9 +108,25 @@ class ImagePreprocess:
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
     dtype: str = "float32"
+    crop: str = "none"
+    window: tuple[float, float] | str | None = None
 
     def to_args(self) -> dict[str, Any]:
         """The spec as the frontend receives it, checked."""
+        if self.crop not in ("none", "center"):
+            raise ValueError(f"ImagePreprocess.crop must be 'none' or 'center', got {self.crop!r}")
+        window: Any = self.window
+        if window is not None and window != "file":
+            if (
+                not isinstance(window, tuple | list)
+                or len(window) != 2
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in window)
+                or window[1] <= 0
+            ):
+                raise ValueError(
+                    f"ImagePreprocess.window must be None, 'file' or (center, width) with width > 0, got {window!r}"
+                )
+            window = [float(window[0]), float(window[1])]
         if len(self.size) != 2 or not all(isinstance(d, int) and 1 <= d <= 8192 for d in self.size):
             raise ValueError(f"ImagePreprocess.size must be (height, width), 1 to 8192 each, got {self.size!r}")
         if self.layout not in ("NCHW", "NHWC"):
@@ -132,11 +154,79 @@ class ImagePreprocess:
             "mean": per_channel(self.mean),
             "std": per_channel(self.std),
             "dtype": self.dtype,
+            "crop": self.crop,
+            "window": window,
         }
 
 
-# The image types the browser decodes in the worker (by the picked file's name).
+@dataclass(frozen=True)
+class Postprocess:
+    """What the sandbox's worker makes of an output, so that only the answer returns to Python.
+
+    The output's values (all of them, in order: one image's class scores) become
+    ``result["classes"]``: ``[{"index", "label", "score"}, ...]``, best first.
+
+    output: the output's name (default: the model's first output).
+    softmax: turn the values into probabilities first (for a model that returns logits).
+    top_k: how many classes to return (1: the argmax).
+    labels: a label per class index (as many as the output has values, or none).
+    threshold: drop the classes whose score is below it.
+    keep_outputs: also return the raw outputs (by default they stay in the browser).
+    """
+
+    output: str | None = None
+    softmax: bool = False
+    top_k: int = 1
+    labels: tuple[str, ...] = ()
+    threshold: float | None = None
+    keep_outputs: bool = False
+
+    @classmethod
+    def from_value(cls, value: Postprocess | Mapping[str, Any]) -> Postprocess:
+        """A Postprocess, or a dict of its fields (unknown keys refused)."""
+        if isinstance(value, Postprocess):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"postprocess must be a Postprocess or a dict, got {type(value).__name__}")
+        known = {"output", "softmax", "top_k", "labels", "threshold", "keep_outputs"}
+        unknown = sorted(str(k) for k in set(value) - known)
+        if unknown:
+            raise ValueError(f"postprocess: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        fields = dict(value)
+        if isinstance(fields.get("labels"), list):
+            fields["labels"] = tuple(fields["labels"])
+        return cls(**fields)
+
+    def to_args(self) -> dict[str, Any]:
+        """The spec as the frontend receives it, checked."""
+        if self.output is not None and (not isinstance(self.output, str) or not self.output):
+            raise ValueError(f"postprocess.output must be an output's name, got {self.output!r}")
+        for name in ("softmax", "keep_outputs"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"postprocess.{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or not 1 <= self.top_k <= 1000:
+            raise ValueError(f"postprocess.top_k must be an integer from 1 to 1000, got {self.top_k!r}")
+        if not isinstance(self.labels, tuple) or not all(isinstance(label, str) for label in self.labels):
+            raise ValueError("postprocess.labels must be a tuple (or list) of strings")
+        threshold = self.threshold
+        if threshold is not None and (
+            not isinstance(threshold, int | float) or isinstance(threshold, bool) or not math.isfinite(threshold)
+        ):
+            raise ValueError(f"postprocess.threshold must be a finite number or None, got {threshold!r}")
+        return {
+            "output": self.output,
+            "softmax": self.softmax,
+            "topK": self.top_k,
+            "labels": list(self.labels),
+            "threshold": None if threshold is None else float(threshold),
+            "keepOutputs": self.keep_outputs,
+        }
+
+
+# The image types the worker decodes (by the picked file's name): the browser's own decoders, and
+# DICOM (dicom-parser; uncompressed little endian only).
 IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".webp")
+DICOM_TYPES = (".dcm", ".dicom")
 
 
 @dataclass(frozen=True)
@@ -152,7 +242,8 @@ class FilePicker:
     max_bytes: int = 1_000_000
     label: str = "Choose a file (it stays in your browser)"
     image: ImagePreprocess | None = None
-    """With it, a picked .png/.jpg/.jpeg/.webp file is decoded and preprocessed as an image."""
+    """With it, a picked .png/.jpg/.jpeg/.webp file is decoded and preprocessed as an image, and a
+    .dcm/.dicom file as a DICOM image (uncompressed little endian, one sample per pixel)."""
 
 
 _components: dict[str, Any] = {}
@@ -201,6 +292,7 @@ def streamlit_secure_context(
     key: str | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
     file_picker: FilePicker | None = None,
+    postprocess: Postprocess | Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Run an ONNX, TF.js GraphModel or TFLite model in the browser, in a sandboxed frame; return its outputs.
 
@@ -228,11 +320,15 @@ def streamlit_secure_context(
         key: Streamlit widget key.
         timeout: seconds the browser waits for the worker before reporting a timeout.
         file_picker: show a file input inside the sandbox; only the model's output returns.
+        postprocess: a ``Postprocess`` (or a dict of its fields): softmax, top-k with labels and a
+            threshold applied in the sandbox's worker; the result then holds ``classes`` (best first)
+            and no raw outputs unless ``keep_outputs``.
 
     Returns:
         None until the browser answers; then ``{"status": "ready", "inputs": [...], "outputs": [...],
         "backend": "wasm" | "webgpu", "threads": n}`` once the model is loaded, or ``{"status": "ok",
-        "outputs": {name: {"dims", "dtype", "data", "array"}}, "inferenceMs": ...}`` after an
+        "outputs": {name: {"dims", "dtype", "data", "array"}}, "inferenceMs": ...}`` (with
+        ``postprocess``: ``"classes": [{"index", "label", "score"}, ...]``) after an
         inference: ``data`` a flat list of Python numbers (ints for integer types, NaN kept),
         ``array`` a numpy array of the output's dtype and shape. A picked file's errors never quote its
         name or content: they are fixed text and numbers.
@@ -243,8 +339,9 @@ def streamlit_secure_context(
             Streamlit's 200 MiB static limit.
         SecureContextTimeoutError: no answer within ``timeout``.
         SecureContextWorkerError: the worker's error (model, input, file, worker, runtime), with its message.
-        ValueError: a timeout, sandbox origin, thread count, backend, dtype or input out of range, or
-            NaN/Infinity outside a tensor (nothing is rendered).
+        ValueError: a timeout, sandbox origin, thread count, backend, dtype or input out of range, a
+            bad image spec or postprocess (unknown keys included), or NaN/Infinity outside a tensor
+            (nothing is rendered).
     """
     if timeout <= 0:
         raise ValueError("timeout must be positive")
@@ -266,6 +363,7 @@ def streamlit_secure_context(
         raise ValueError(f"dtype (of a picked file's values) must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if "inputs" in params:
         params["inputs"] = encode_inputs(params["inputs"])
+    post = None if postprocess is None else Postprocess.from_value(postprocess).to_args()
     args = {
         "model_url": model_path,
         "inference_params": params,
@@ -279,6 +377,7 @@ def streamlit_secure_context(
             "label": file_picker.label,
             "image": None if file_picker.image is None else file_picker.image.to_args(),
         },
+        "postprocess": post,
     }
     _check_json(args)
     _check_static(model_path)

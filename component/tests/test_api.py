@@ -198,6 +198,10 @@ def test_a_model_over_streamlits_static_limit_is_a_config_error_that_says_what_t
         (ssc.ImagePreprocess(size=(16, 16), std=(0.0,)), "std must not hold 0"),
         (ssc.ImagePreprocess(size=(16, 16), mean=(float("nan"),)), "mean must hold"),
         (ssc.ImagePreprocess(size=(16, 16), dtype="int64"), "dtype must be"),
+        (ssc.ImagePreprocess(size=(16, 16), crop="top"), "crop must be 'none' or 'center'"),
+        (ssc.ImagePreprocess(size=(16, 16), window="auto"), r"window must be None, 'file' or \(center, width\)"),
+        (ssc.ImagePreprocess(size=(16, 16), window=(40, 0)), "with width > 0"),
+        (ssc.ImagePreprocess(size=(16, 16), window=(float("nan"), 400)), "window must be"),
     ],
 )
 def test_a_bad_image_spec_is_a_clear_error(spec, message):
@@ -215,4 +219,37 @@ def test_an_image_spec_goes_per_channel_to_the_browser():
         "mean": [0.5, 0.5, 0.5],
         "std": [0.25, 0.25, 0.25],
         "dtype": "float32",
+        "crop": "none",
+        "window": None,
+    }
+    assert ssc.ImagePreprocess(size=(8, 8), crop="center", window=(40, 400)).to_args()["window"] == [40.0, 400.0]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"top_k": 3, "softmx": True}, r"postprocess: unknown keys softmx \(known: "),
+        ({"top_k": 0}, "top_k must be an integer from 1 to 1000"),
+        ({"top_k": True}, "top_k must be an integer"),
+        ({"softmax": "yes"}, "softmax must be true or false"),
+        ({"labels": ["a", 2]}, "labels must be a tuple"),
+        ({"threshold": float("nan")}, "threshold must be a finite number"),
+        ({"output": ""}, "output must be an output's name"),
+        ("softmax", "postprocess must be a Postprocess or a dict, got str"),
+    ],
+)
+def test_a_bad_postprocess_is_a_clear_error_before_anything_is_sent(value, message):
+    with pytest.raises(ValueError, match=message):
+        ssc.streamlit_secure_context("app/static/m.onnx", postprocess=value)
+
+
+def test_a_postprocess_goes_to_the_browser_checked():
+    post = ssc.Postprocess.from_value({"softmax": True, "top_k": 2, "labels": ["a", "b", "c"], "threshold": 0.5})
+    assert post.to_args() == {
+        "output": None,
+        "softmax": True,
+        "topK": 2,
+        "labels": ["a", "b", "c"],
+        "threshold": 0.5,
+        "keepOutputs": False,
     }

@@ -20,7 +20,7 @@ import {
   type RuntimeKind,
   type SandboxProfile,
 } from "./protocol";
-import { bootstrap, workerMain } from "./sandbox";
+import { bootstrap, workerSource } from "./sandbox";
 import { onRender, setComponentValue, setFrameHeight, type RenderArgs } from "./streamlit";
 
 const RUNTIMES = "./runtimes";
@@ -204,7 +204,7 @@ function tearDown(): void {
 let opaqueBootstrap: Promise<{ script: string; csp: string }> | null = null;
 function opaqueFrameSource(): Promise<{ script: string; csp: string }> {
   opaqueBootstrap ??= (async () => {
-    const config = { parentOrigin: window.location.origin, workerSource: workerMain.toString() };
+    const config = { parentOrigin: window.location.origin, workerSource: workerSource() };
     const script =
       [acceptMessage, message, parseNumbers, fitShape, refuseFile, valuesToBytes].map((f) => f.toString()).join("\n") +
       `\n(${bootstrap.toString()})(${JSON.stringify(config)});`;
@@ -323,7 +323,8 @@ async function start(args: RenderArgs): Promise<void> {
   const params = (args.inference_params ?? {}) as Record<string, unknown>;
   const picker = args.file_picker as { accept: string[]; max_bytes: number; label: string; image?: unknown } | null;
   timeoutMs = Number(args.timeout_ms ?? 30_000);
-  const key = JSON.stringify([args.model_url, security, picker, params.input_name, params.shape, params.dtype, params.backend]);
+  const postprocess = args.postprocess ?? null;
+  const key = JSON.stringify([args.model_url, security, picker, params.input_name, params.shape, params.dtype, params.backend, postprocess]);
   const inputs = params.inputs ?? null;
   if (key !== modelKey) {
     mark("render");
@@ -349,6 +350,7 @@ async function start(args: RenderArgs): Promise<void> {
       inputName: (params.input_name as string | undefined) ?? null,
       shape: (params.shape as number[] | undefined) ?? [1, -1],
       dtype: (params.dtype as string | undefined) ?? "float32",
+      postprocess,
     };
     // The picker is shown as soon as the frame is up, disabled until the model is loaded.
     current.started.then(() => sandbox === current && post(current, "SETTINGS", { settings })).catch(() => undefined);

@@ -314,3 +314,96 @@ export function relaxedSimdSupported(): boolean {
 export function litertGlue(relaxedSimd: boolean): string {
   return relaxedSimd ? "litert_wasm_internal.js" : "litert_wasm_compat_internal.js";
 }
+
+/** Python's Postprocess, as the frame and worker receive it. */
+export interface PostprocessSpec {
+  output: string | null;
+  softmax: boolean;
+  topK: number;
+  labels: string[];
+  threshold: number | null;
+  keepOutputs: boolean;
+}
+
+export interface ScoredClass {
+  index: number;
+  label: string | null;
+  score: number;
+}
+
+/** The answer an app asked for instead of an output's values: softmax (optional), the top k, labels,
+ * those at or above the threshold. Softmax subtracts the maximum first (no overflow on large logits). */
+export function topClasses(values: ArrayLike<number>, spec: PostprocessSpec): ScoredClass[] {
+  let scores = Array.from(values, Number);
+  if (spec.labels.length > 0 && spec.labels.length !== scores.length) {
+    throw Object.assign(new Error(`postprocess has ${spec.labels.length} labels for an output of ${scores.length} values`), {
+      kind: "output",
+    });
+  }
+  if (spec.softmax) {
+    // A loop, not Math.max(...scores): spreading a large output overflows the stack.
+    const max = scores.reduce((a, b) => (b > a ? b : a), -Infinity);
+    const exps = scores.map((v) => Math.exp(v - max));
+    const sum = exps.reduce((a, b) => a + b, 0);
+    scores = exps.map((e) => e / sum);
+  }
+  // One pass keeping the k best in order (an output can hold 10^5-10^6 values; sorting them all
+  // cost more than sending them). Best first; ties by index, as numpy's stable argsort of the
+  // negated scores: a later index enters only with a strictly higher score. NaN never enters.
+  const best: number[] = [];
+  for (let i = 0; i < scores.length; i++) {
+    const score = scores[i];
+    if (!(best.length < spec.topK || score > scores[best[best.length - 1]])) continue;
+    if (Number.isNaN(score)) continue;
+    let at = best.length;
+    while (at > 0 && score > scores[best[at - 1]]) at--;
+    best.splice(at, 0, i);
+    if (best.length > spec.topK) best.pop();
+  }
+  return best
+    .filter((i) => spec.threshold === null || scores[i] >= spec.threshold)
+    .map((i) => ({ index: i, label: spec.labels.length > 0 ? spec.labels[i] : null, score: scores[i] }));
+}
+
+/** The source rectangle [x, y, width, height] of a picture cut to the model's aspect ratio around its
+ * centre ("center"), or the whole picture ("none"). */
+export function cropRect(width: number, height: number, outHeight: number, outWidth: number, crop: string): [number, number, number, number] {
+  if (crop !== "center") return [0, 0, width, height];
+  // Compared as products: no rounding for pictures that already have the model's aspect ratio.
+  if (width * outHeight > height * outWidth) {
+    const w = Math.round((height * outWidth) / outHeight);
+    return [Math.floor((width - w) / 2), 0, w, height];
+  }
+  const h = Math.round((width * outHeight) / outWidth);
+  return [0, Math.floor((height - h) / 2), width, h];
+}
+
+/** A region of a one-channel float picture resized to outHeight x outWidth, bilinear with pixel
+ * centres at +0.5 (OpenCV's INTER_LINEAR, no antialiasing); of the same size it is copied as is. */
+export function resampleBilinear(
+  source: Float32Array,
+  width: number,
+  rect: [number, number, number, number],
+  outHeight: number,
+  outWidth: number,
+): Float32Array {
+  const [x0, y0, w, h] = rect;
+  const out = new Float32Array(outHeight * outWidth);
+  const at = (x: number, y: number) => source[(y0 + y) * width + x0 + x];
+  for (let oy = 0; oy < outHeight; oy++) {
+    const sy = Math.min(Math.max((oy + 0.5) * (h / outHeight) - 0.5, 0), h - 1);
+    const ya = Math.floor(sy);
+    const yb = Math.min(ya + 1, h - 1);
+    const fy = sy - ya;
+    for (let ox = 0; ox < outWidth; ox++) {
+      const sx = Math.min(Math.max((ox + 0.5) * (w / outWidth) - 0.5, 0), w - 1);
+      const xa = Math.floor(sx);
+      const xb = Math.min(xa + 1, w - 1);
+      const fx = sx - xa;
+      const top = at(xa, ya) * (1 - fx) + at(xb, ya) * fx;
+      const bottom = at(xa, yb) * (1 - fx) + at(xb, yb) * fx;
+      out[oy * outWidth + ox] = top * (1 - fy) + bottom * fy;
+    }
+  }
+  return out;
+}

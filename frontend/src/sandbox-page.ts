@@ -2,7 +2,7 @@
 // (script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:). The component frames it with
 // allow="cross-origin-isolated", so ONNX Runtime Web can run threads. The component's origin comes in
 // the URL fragment (never sent to a server); everything else comes with the messages it accepts.
-import { bootstrap, workerMain } from "./sandbox";
+import { bootstrap, workerSource } from "./sandbox";
 
 const settings = JSON.parse(decodeURIComponent(window.location.hash.slice(1)) || "{}");
 if (typeof settings.parentOrigin !== "string" || !/^https?:\/\/[^/]+$/.test(settings.parentOrigin)) {
@@ -11,6 +11,6 @@ if (typeof settings.parentOrigin !== "string" || !/^https?:\/\/[^/]+$/.test(sett
   bootstrap({
     parentOrigin: settings.parentOrigin,
     runtimeBase: new URL("./runtimes/", window.location.href).href,
-    workerSource: workerMain.toString(),
+    workerSource: workerSource(),
   });
 }

@@ -1,7 +1,27 @@
 // Code that runs inside the sandboxed inference frame and its worker. It is shipped as source text:
 // the parent puts the bootstrap inline in the frame's srcdoc (allowed by its hash) and the worker
 // code into a blob worker, so the frame needs no network at all.
-import { acceptMessage, fitShape, message, parseNumbers, refuseFile, valuesToBytes, type RawTensor } from "./protocol";
+import dicomParserSource from "dicom-parser/dist/dicomParser.min.js?raw";
+import {
+  acceptMessage,
+  cropRect,
+  fitShape,
+  message,
+  parseNumbers,
+  refuseFile,
+  resampleBilinear,
+  topClasses,
+  valuesToBytes,
+  type PostprocessSpec,
+  type RawTensor,
+} from "./protocol";
+
+/** The worker's code as source text: dicom-parser (its UMD build sets self.dicomParser), the protocol
+ * functions the worker uses, then workerMain. Self-hosted: the sandbox has no network. */
+export function workerSource(): string {
+  const helpers = [cropRect, resampleBilinear, topClasses].map((f) => f.toString()).join("\n");
+  return `function () {\n(function () {\n${dicomParserSource}\n}).call(self);\n${helpers}\n(${workerMain.toString()})();\n}`;
+}
 
 /** Runs in the worker, after the runtime's scripts: ONNX Runtime Web's wasm or WebGPU bundle (global
  * `ort`), TF.js (`tf`) or LiteRT.js (`litert`). RUNTIME starts the runtime; INIT loads the model into it. */
@@ -62,36 +82,20 @@ export function workerMain(): void {
         });
       }
     });
-  /** A picked image as the model's input, by Python's ImagePreprocess: decoded by the browser
-   * (createImageBitmap: no colour management, alpha not premultiplied), drawn at the model's size on
-   * an OffscreenCanvas, then laid out and normalised. Errors are fixed text: the file stays here. */
-  const imageTensor = async (image: Blob, spec: Record<string, any>, name: string): Promise<Raw> => {
+  /** Pixels (0-255, or a DICOM's modality values) at the model's size laid out as its input, by
+   * Python's ImagePreprocess: NCHW or NHWC, RGB/BGR/GRAY, (pixel * scale - mean[c]) / std[c]. */
+  const layoutTensor = (pixel: (at: number, c: number) => number, spec: Record<string, any>, name: string): Raw => {
     const [height, width] = spec.size as [number, number];
-    let pixels: Uint8ClampedArray;
-    try {
-      const bitmap = await createImageBitmap(image, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
-      const canvas = new OffscreenCanvas(width, height);
-      const context = canvas.getContext("2d", { willReadFrequently: true })!;
-      context.imageSmoothingQuality = "high";
-      context.drawImage(bitmap, 0, 0, width, height);
-      bitmap.close();
-      pixels = context.getImageData(0, 0, width, height).data;
-    } catch {
-      throw Object.assign(new Error("the picked file could not be decoded as an image"), { kind: "file" });
-    }
-    const gray = spec.channels === "GRAY";
-    const channels = gray ? 1 : 3;
-    const order = spec.channels === "BGR" ? [2, 1, 0] : [0, 1, 2];
+    const channels = spec.channels === "GRAY" ? 1 : 3;
     const count = width * height * channels;
     const values = spec.dtype === "uint8" ? new Uint8Array(count) : new Float32Array(count);
     const nchw = spec.layout === "NCHW";
     for (let y = 0; y < height; y++) {
       for (let x = 0; x < width; x++) {
-        const p = (y * width + x) * 4;
         for (let c = 0; c < channels; c++) {
-          const pixel = gray ? (pixels[p] + pixels[p + 1] + pixels[p + 2]) / 3 : pixels[p + order[c]];
+          const value = pixel(y * width + x, c);
           const at = nchw ? c * width * height + y * width + x : (y * width + x) * channels + c;
-          values[at] = spec.dtype === "uint8" ? pixel : (pixel * spec.scale - spec.mean[c]) / spec.std[c];
+          values[at] = spec.dtype === "uint8" ? value : (value * spec.scale - spec.mean[c]) / spec.std[c];
         }
       }
     }
@@ -103,6 +107,137 @@ export function workerMain(): void {
     }
     const dims = nchw ? [1, channels, height, width] : [1, height, width, channels];
     return { name, dims, dtype: spec.dtype, data };
+  };
+  /** A picked image as the model's input, by Python's ImagePreprocess: decoded by the browser
+   * (createImageBitmap: no colour management, alpha not premultiplied), cut (crop "center") and drawn
+   * at the model's size on an OffscreenCanvas, then laid out and normalised. Errors are fixed text:
+   * the file stays here. */
+  const imageTensor = async (image: Blob, spec: Record<string, any>, name: string): Promise<Raw> => {
+    const [height, width] = spec.size as [number, number];
+    let pixels: Uint8ClampedArray;
+    try {
+      const bitmap = await createImageBitmap(image, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+      const [sx, sy, sw, sh] = cropRect(bitmap.width, bitmap.height, height, width, spec.crop ?? "none");
+      const canvas = new OffscreenCanvas(width, height);
+      const context = canvas.getContext("2d", { willReadFrequently: true })!;
+      context.imageSmoothingQuality = "high";
+      context.drawImage(bitmap, sx, sy, sw, sh, 0, 0, width, height);
+      bitmap.close();
+      pixels = context.getImageData(0, 0, width, height).data;
+    } catch {
+      throw Object.assign(new Error("the picked file could not be decoded as an image"), { kind: "file" });
+    }
+    const gray = spec.channels === "GRAY";
+    const order = spec.channels === "BGR" ? [2, 1, 0] : [0, 1, 2];
+    return layoutTensor(
+      (at, c) => (gray ? (pixels[at * 4] + pixels[at * 4 + 1] + pixels[at * 4 + 2]) / 3 : pixels[at * 4 + order[c]]),
+      spec,
+      name,
+    );
+  };
+  /** A picked DICOM file as the model's input (dicom-parser, self-hosted in this worker's source):
+   * uncompressed little endian (implicit or explicit VR), one sample per pixel, MONOCHROME1 or 2,
+   * 8 or 16 bits; the first frame. Modality values (RescaleSlope/Intercept), then a window if asked
+   * (0-255, as a PNG's pixel), cut and resized bilinearly. Every error is fixed text: a DICOM file
+   * names its patient, and dicom-parser's own messages could quote the file. */
+  const dicomTensor = async (file: Blob, spec: Record<string, any>, name: string): Promise<Raw> => {
+    const fail = (text: string) => Object.assign(new Error(text), { kind: "file" });
+    const parser = (self as any).dicomParser;
+    let bytes: Uint8Array;
+    try {
+      bytes = new Uint8Array(await file.arrayBuffer());
+    } catch {
+      throw fail("the picked file could not be read");
+    }
+    // Transfer syntaxes read: implicit VR little endian and explicit VR little endian (uncompressed).
+    const SUPPORTED = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"];
+    let dataSet: any;
+    try {
+      const header = parser.readPart10Header(bytes);
+      const syntax = String(header.string("x00020010") ?? "").replace(/\0/g, "").trim();
+      if (!SUPPORTED.includes(syntax)) dataSet = null;
+      else dataSet = parser.parseDicom(bytes);
+    } catch {
+      throw fail("the picked file could not be parsed as DICOM");
+    }
+    if (dataSet === null) {
+      throw fail(
+        "the picked DICOM file's transfer syntax is not supported: only uncompressed little endian " +
+          "(1.2.840.10008.1.2 implicit VR, 1.2.840.10008.1.2.1 explicit VR)",
+      );
+    }
+    const rows = dataSet.uint16("x00280010");
+    const columns = dataSet.uint16("x00280011");
+    const samples = dataSet.uint16("x00280002") ?? 1;
+    const bits = dataSet.uint16("x00280100");
+    const signed = dataSet.uint16("x00280103") === 1;
+    const photometric = String(dataSet.string("x00280004") ?? "").trim();
+    const element = dataSet.elements.x7fe00010;
+    if (!element || !rows || !columns) throw fail("the picked DICOM file has no pixel data");
+    if (samples !== 1 || !["MONOCHROME1", "MONOCHROME2"].includes(photometric) || (bits !== 8 && bits !== 16)) {
+      throw fail("the picked DICOM file's pixels are not supported: one sample per pixel, MONOCHROME1 or MONOCHROME2, 8 or 16 bits");
+    }
+    const count = rows * columns;
+    if (element.length < count * (bits / 8) || element.dataOffset + count * (bits / 8) > bytes.length) {
+      throw fail(`the picked DICOM file's pixel data is shorter than ${rows} x ${columns} pixels`);
+    }
+    const Stored = bits === 8 ? (signed ? Int8Array : Uint8Array) : signed ? Int16Array : Uint16Array;
+    // A copy: the pixel data need not sit at an offset the typed array's alignment allows.
+    const stored = new Stored(bytes.slice(element.dataOffset, element.dataOffset + count * (bits / 8)).buffer);
+    const slope = Number(dataSet.floatString("x00281053") ?? 1);
+    const intercept = Number(dataSet.floatString("x00281052") ?? 0);
+    if (!Number.isFinite(slope) || !Number.isFinite(intercept)) throw fail("the picked DICOM file's rescale slope or intercept is not a number");
+    const plane = new Float32Array(count);
+    let low = Infinity;
+    let high = -Infinity;
+    for (let i = 0; i < count; i++) {
+      plane[i] = stored[i] * slope + intercept;
+      low = Math.min(low, plane[i]);
+      high = Math.max(high, plane[i]);
+    }
+    let win: number[] | null = spec.window === "file" ? null : (spec.window ?? null);
+    if (spec.window === "file") {
+      const center = dataSet.floatString("x00281050", 0);
+      const width = dataSet.floatString("x00281051", 0);
+      if (!Number.isFinite(center) || !Number.isFinite(width) || width <= 0) {
+        throw fail("the picked DICOM file has no window centre and width");
+      }
+      win = [center, width];
+    }
+    const inverted = photometric === "MONOCHROME1";
+    for (let i = 0; i < count; i++) {
+      let value = plane[i];
+      if (win) {
+        // Linear, clipped to the window: 0-255 as a PNG's grey levels.
+        value = Math.min(Math.max((value - (win[0] - win[1] / 2)) / win[1], 0), 1) * 255;
+        if (inverted) value = 255 - value;
+      } else if (inverted) {
+        // MONOCHROME1: the lowest value is white; mirrored within the picture's own range.
+        value = low + high - value;
+      }
+      plane[i] = value;
+    }
+    const [height, width] = spec.size as [number, number];
+    const rect = cropRect(columns, rows, height, width, spec.crop ?? "none");
+    const resized = resampleBilinear(plane, columns, rect, height, width);
+    if (spec.dtype === "uint8") for (let i = 0; i < resized.length; i++) resized[i] = Math.min(Math.max(Math.round(resized[i]), 0), 255);
+    return layoutTensor((at) => resized[at], spec, name);
+  };
+  /** A result as the app asked for it: with Python's Postprocess, the classes (best first) and, unless
+   * it keeps them, no outputs. */
+  const answer = (result: Record<string, Omit<Raw, "name">>, post: any, outputNames: string[]) => {
+    if (!post) return { outputs: result };
+    const name = post.output ?? outputNames[0];
+    const output = result[name];
+    if (!output) throw Object.assign(new Error(`postprocess: the model has no output ${JSON.stringify(name)}`), { kind: "output" });
+    const typed = new ARRAYS[output.dtype](output.data);
+    const values = Array.from(typed as ArrayLike<number | bigint>, Number);
+    if (values.some((v) => Number.isNaN(v))) throw Object.assign(new Error("postprocess: the output holds NaN"), { kind: "output" });
+    const classes = topClasses(values, post);
+    if (classes.some((c) => !Number.isFinite(c.score))) {
+      throw Object.assign(new Error("postprocess: a score is NaN or infinite"), { kind: "output" });
+    }
+    return post.keepOutputs ? { classes, outputs: result } : { classes };
   };
   const isolatedNow = () => (self as unknown as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
   /** An error the frame reports with its kind: "model" (loading) or "input" (inference). */
@@ -190,7 +325,8 @@ export function workerMain(): void {
     try {
       if (type === "INFER" && payload.image) {
         if (!session && !graphModel && !tflite) throw Object.assign(new Error("the model is not loaded yet"), { kind: "input" });
-        payload.inputs = [await imageTensor(payload.image, payload.spec, payload.name)];
+        const make = payload.dicom ? dicomTensor : imageTensor;
+        payload.inputs = [await make(payload.image, payload.spec, payload.name)];
       }
       if (type === "INIT") {
         try {
@@ -282,7 +418,9 @@ export function workerMain(): void {
           for (const tensor of Object.values(feeds)) (tensor as { dispose: () => void }).dispose();
         }
         const inferenceMs = performance.now() - started;
-        self.postMessage({ type: "RESULT", requestId, payload: { outputs: result, inferenceMs } }, Object.values(result).map((r) => r.data));
+        const reply = answer(result, payload.post, Object.keys(result));
+        const sent = Object.values(reply.outputs ?? {}).map((r) => r.data);
+        self.postMessage({ type: "RESULT", requestId, payload: { ...reply, inferenceMs } }, sent);
       } else if (type === "INFER" && tflite && payload.synthetic) {
         // Benchmark input, as for ORT below: a fixed pattern of the given shape, inferred `runs` times.
         const { dims, runs } = payload.synthetic as { dims: number[]; runs: number };
@@ -326,7 +464,9 @@ export function workerMain(): void {
           for (const tensor of Object.values(feeds)) tensor.delete();
         }
         const inferenceMs = performance.now() - started;
-        self.postMessage({ type: "RESULT", requestId, payload: { outputs: result, inferenceMs } }, Object.values(result).map((r) => r.data));
+        const reply = answer(result, payload.post, Object.keys(result));
+        const sent = Object.values(reply.outputs ?? {}).map((r) => r.data);
+        self.postMessage({ type: "RESULT", requestId, payload: { ...reply, inferenceMs } }, sent);
       } else if (type === "INFER" && session && payload.synthetic) {
         // Benchmark input: a fixed pattern of the given shape, inferred `runs` times.
         const { dims, runs } = payload.synthetic as { dims: number[]; runs: number };
@@ -368,7 +508,9 @@ export function workerMain(): void {
           for (const tensor of Object.values(feeds)) tensor.dispose?.();
         }
         const inferenceMs = performance.now() - started;
-        self.postMessage({ type: "RESULT", requestId, payload: { outputs: result, inferenceMs } }, Object.values(result).map((r) => r.data));
+        const reply = answer(result, payload.post, Object.keys(result));
+        const sent = Object.values(reply.outputs ?? {}).map((r) => r.data);
+        self.postMessage({ type: "RESULT", requestId, payload: { ...reply, inferenceMs } }, sent);
       } else if (type === "INFER") {
         // A file picked, or values sent, before the model finished loading (the frame holds files
         // back until then; this is the worker's own guard).
@@ -406,6 +548,9 @@ interface ImageSpec {
   mean: number[];
   std: number[];
   dtype: "float32" | "float16" | "uint8";
+  crop: "none" | "center";
+  /** DICOM only: null, "file" (the file's own) or [center, width]. */
+  window: null | "file" | [number, number];
 }
 
 /** What the component sends before the model: the file picker's rules, the input's name, shape and
@@ -415,6 +560,8 @@ interface Settings {
   inputName: string | null;
   shape: number[];
   dtype: string;
+  /** Python's Postprocess: applied in the worker, so only the answer leaves the sandbox. */
+  postprocess: PostprocessSpec | null;
 }
 
 
@@ -427,7 +574,7 @@ export function bootstrap(config: Config): void {
   let glueUrl: string | null = null;
   let workerUrl: string | null = null;
   const blobUrls: string[] = [];
-  let settings: Settings = { filePicker: null, inputName: null, shape: [1, -1], dtype: "float32" };
+  let settings: Settings = { filePicker: null, inputName: null, shape: [1, -1], dtype: "float32", postprocess: null };
   let lastRequest = 0;
   /** The model is loaded: picked files go to the worker (before that they wait, the picker disabled). */
   let modelReady = false;
@@ -490,7 +637,8 @@ export function bootstrap(config: Config): void {
       return;
     }
     const spec = rules.image;
-    if (spec && /\.(png|jpe?g|webp)$/i.test(file.name)) {
+    const dicom = /\.(dcm|dicom)$/i.test(file.name);
+    if (spec && (dicom || /\.(png|jpe?g|webp)$/i.test(file.name))) {
       // Decoded and preprocessed in the worker; its errors are fixed text (fileError, imageTensor).
       const channels = spec.channels === "GRAY" ? 1 : 3;
       const [height, width] = spec.size;
@@ -500,7 +648,8 @@ export function bootstrap(config: Config): void {
         toParent("ERROR", requestId, { kind: "worker", message: "the inference worker is not running" });
         return;
       }
-      worker.postMessage({ type: "INFER", requestId, payload: { image: file, spec, name: settings.inputName } });
+      const post = settings.postprocess;
+      worker.postMessage({ type: "INFER", requestId, payload: { image: file, dicom, spec, name: settings.inputName, post } });
       return;
     }
     try {
@@ -517,7 +666,7 @@ export function bootstrap(config: Config): void {
       if (!worker) throw Object.assign(new Error("the inference worker is not running"), { kind: "worker" });
       // The file's content stays here: only the model's output leaves this frame.
       const inputs = [{ name: settings.inputName, dims, dtype: settings.dtype, data }];
-      worker.postMessage({ type: "INFER", requestId, payload: { inputs } }, [data]);
+      worker.postMessage({ type: "INFER", requestId, payload: { inputs, post: settings.postprocess } }, [data]);
     } catch (error) {
       // Our own checks give fixed text and positions; anything else is not passed on.
       const own = error as { kind?: string; message?: string };
@@ -627,7 +776,8 @@ export function bootstrap(config: Config): void {
       } else {
         // An unnamed input (Python's {"data", "dims"}) is the model's first.
         const inputs = (payload.inputs as RawTensor[]).map((t) => ({ ...t, name: t.name ?? settings.inputName }));
-        worker.postMessage({ type: "INFER", requestId: accepted.requestId, payload: { inputs } }, inputs.map((t) => t.data));
+        const post = settings.postprocess;
+        worker.postMessage({ type: "INFER", requestId: accepted.requestId, payload: { inputs, post } }, inputs.map((t) => t.data));
       }
     }
   });

@@ -9,6 +9,9 @@ import {
   jsonProblem,
   toBase64,
   valuesToBytes,
+  topClasses,
+  cropRect,
+  resampleBilinear,
   litertGlue,
   message,
   parseNumbers,
@@ -205,5 +208,51 @@ describe("LiteRT.js build choice", () => {
   it("names a glue script that the build ships", () => {
     expect(litertGlue(true)).toBe("litert_wasm_internal.js");
     expect(litertGlue(false)).toBe("litert_wasm_compat_internal.js");
+  });
+});
+
+describe("topClasses", () => {
+  const spec = { output: null, softmax: false, topK: 2, labels: [], threshold: null, keepOutputs: false };
+
+  it("gives the best classes first, ties by index", () => {
+    expect(topClasses([0.1, 0.7, 0.2, 0.7], spec)).toEqual([
+      { index: 1, label: null, score: 0.7 },
+      { index: 3, label: null, score: 0.7 },
+    ]);
+  });
+
+  it("applies softmax without overflow, labels and the threshold", () => {
+    const got = topClasses([1000, 1001, 0], { ...spec, softmax: true, labels: ["a", "b", "c"], threshold: 0.5 });
+    expect(got.map((c) => c.label)).toEqual(["b"]);
+    expect(got[0].score).toBeCloseTo(Math.E / (1 + Math.E), 12);
+  });
+
+  it("never ranks NaN (the worker refuses such an output before)", () => {
+    expect(topClasses([NaN, 0.2, 0.1], spec).map((c) => c.index)).toEqual([1, 2]);
+  });
+
+  it("takes outputs of any length (no spread of the values)", () => {
+    const values = new Float32Array(300_000).fill(0);
+    values[123_456] = 5;
+    expect(topClasses(values, { ...spec, softmax: true, topK: 1 })[0].index).toBe(123_456);
+  });
+
+  it("refuses labels that do not match the output, with numbers only", () => {
+    expect(() => topClasses([1, 2, 3], { ...spec, labels: ["a"] })).toThrow("postprocess has 1 labels for an output of 3 values");
+  });
+});
+
+describe("cropRect and resampleBilinear", () => {
+  it("cuts the centre of the model's aspect ratio", () => {
+    expect(cropRect(24, 16, 16, 16, "center")).toEqual([4, 0, 16, 16]);
+    expect(cropRect(10, 30, 10, 5, "center")).toEqual([0, 5, 10, 20]);
+    expect(cropRect(24, 16, 16, 16, "none")).toEqual([0, 0, 24, 16]);
+  });
+
+  it("copies a region of the same size and interpolates between pixel centres", () => {
+    const source = Float32Array.from([0, 1, 2, 3, 4, 5]);
+    expect(Array.from(resampleBilinear(source, 3, [1, 0, 2, 2], 2, 2))).toEqual([1, 2, 4, 5]);
+    // 1x2 -> 1x4: centres at -0.25, 0.25, 0.75, 1.25 of the source (clamped at the edges).
+    expect(Array.from(resampleBilinear(Float32Array.from([0, 4]), 2, [0, 0, 2, 1], 1, 4))).toEqual([0, 1, 3, 4]);
   });
 });
