@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--read-data-subset", default="", help="also read back this share of the data, e.g. 5%%")
     status = commands.add_parser("status", help="the last backup and check")
     status.add_argument("--json", action="store_true")
-    commands.add_parser("snapshots", help="the repository's snapshots (restic snapshots)")
+    snapshots = commands.add_parser("snapshots", help="the repository's snapshots (restic snapshots)")
+    snapshots.add_argument("--json", action="store_true")
     restore_parser = commands.add_parser("restore", help="restore apps and the platform from a snapshot")
     for target in (restore_parser, parser if program == "secure-streamlit-restore" else None):
         if target is None:
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"attention: {problem}")
         return 1 if report["attention"] else 0
     if command == "snapshots":
-        result = runner(_backup.restic(settings, "snapshots"), stdout=sys.stdout.buffer)
+        json_args = ["--json"] if args.json else []
+        result = runner(_backup.restic(settings, "snapshots", *json_args), stdout=sys.stdout.buffer)
         return result.returncode
     return restore(settings, args)
 
