@@ -200,13 +200,13 @@ def test_records_written_during_an_outage_all_arrive_after_it(app, loghost):
 
 
 INTRUDER_CONF = """
-global(workDirectory="/tmp/intruder/spool")
+global(workDirectory="/root/intruder/spool")
 module(load="imfile" mode="polling" pollingInterval="1")
-input(type="imfile" File="/tmp/intruder/in.log" Tag="intruder:" Ruleset="out")
+input(type="imfile" File="/root/intruder/in.log" Tag="intruder:" Ruleset="out")
 ruleset(name="out") {
   action(type="omrelp" target="loghost-contingency" port="2514" tls="on"
-         tls.caCert="/etc/rsyslog-logship/ca.crt" tls.myCert="/tmp/intruder/intruder.crt"
-         tls.myPrivKey="/tmp/intruder/intruder.key" tls.authMode="name" tls.permittedPeer=["loghost-contingency"]
+         tls.caCert="/etc/rsyslog-logship/ca.crt" tls.myCert="/root/intruder/intruder.crt"
+         tls.myPrivKey="/root/intruder/intruder.key" tls.authMode="name" tls.permittedPeer=["loghost-contingency"]
          action.resumeRetryCount="-1" action.resumeInterval="1")
 }
 """
@@ -217,22 +217,22 @@ def test_the_log_host_refuses_a_peer_without_a_certificate_of_its_ca(app, loghos
     the app host's own (sent after them) do."""
     marker = f"intruder-{uuid.uuid4().hex[:8]}"
     pki = os.environ["MOLECULE_EPHEMERAL_DIRECTORY"] + "/pki"
-    ok(app, "rm -rf /tmp/intruder && install -d -m 0700 /tmp/intruder /tmp/intruder/spool")
+    ok(app, "rm -rf /root/intruder && install -d -m 0700 /root/intruder /root/intruder/spool")
     for name in ("intruder.crt", "intruder.key"):
-        docker("cp", f"{pki}/{name}", f"app-contingency:/tmp/intruder/{name}")
-    ok(app, f"cat > /tmp/intruder/rsyslog.conf <<'EOF'\n{INTRUDER_CONF}\nEOF")
-    ok(app, "touch /tmp/intruder/in.log")
-    ok(app, "rsyslogd -f /tmp/intruder/rsyslog.conf -i /tmp/intruder/pid")
+        docker("cp", f"{pki}/{name}", f"app-contingency:/root/intruder/{name}")
+    ok(app, f"cat > /root/intruder/rsyslog.conf <<'EOF'\n{INTRUDER_CONF}\nEOF")
+    ok(app, "touch /root/intruder/in.log")
+    ok(app, "rsyslogd -f /root/intruder/rsyslog.conf -i /root/intruder/pid")
     try:
-        ok(app, f"for i in 1 2 3; do echo '{marker}-'$i >> /tmp/intruder/in.log; done")
+        ok(app, f"for i in 1 2 3; do echo '{marker}-'$i >> /root/intruder/in.log; done")
         time.sleep(10)
         ok(app, f"logger -t after-intruder '{marker}-legit'")
         assert wait_for(loghost, marker, 1) == {f"{marker}-legit"}
         time.sleep(5)
         assert received(loghost, marker) == {f"{marker}-legit"}
     finally:
-        app.run("kill $(cat /tmp/intruder/pid)")
-        app.run("rm -rf /tmp/intruder")
+        app.run("kill $(cat /root/intruder/pid)")
+        app.run("rm -rf /root/intruder")
 
 
 def test_the_log_host_keeps_six_years(loghost):
