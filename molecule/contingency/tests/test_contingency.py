@@ -92,9 +92,9 @@ def test_the_backup_service_records_success_and_prunes_nothing_it_needs(app, bac
     assert ok(app, f"stat -c %a {STATE}").strip() == "600"
     assert ok(app, "ls -A /srv/streamlit/backup-staging/db").strip() == ""
     status = app.run("secure-streamlit-backup status")
-    # No check has run yet: the status command says so.
     assert "backup: ok" in status.stdout
-    assert status.rc == 1
+    # Before the first check it asks for attention (exit code 1), and says why.
+    assert (status.rc == 1) == ("attention: no check has run yet" in status.stdout)
 
 
 def test_the_repository_is_encrypted_and_checked_on_its_own_timer(app, loghost, backed_up):
@@ -153,7 +153,7 @@ def test_a_bad_restore_request_changes_nothing(app, backed_up):
 
 # -- the audit trail off the host ----------------------------------------------------------------------------
 def received(loghost, marker: str) -> set[str]:
-    out = loghost.run(f"grep -rhoa -- '{marker}-[0-9]*' /var/log/remote/app-contingency/")
+    out = loghost.run(f"grep -rhoaE -- '{marker}-f?[0-9]+' /var/log/remote/app-contingency/")
     return set(out.stdout.split())
 
 
@@ -226,10 +226,10 @@ def test_the_log_host_refuses_a_peer_without_a_certificate_of_its_ca(app, loghos
     try:
         ok(app, f"for i in 1 2 3; do echo '{marker}-'$i >> /root/intruder/in.log; done")
         time.sleep(10)
-        ok(app, f"logger -t after-intruder '{marker}-legit'")
-        assert wait_for(loghost, marker, 1) == {f"{marker}-legit"}
+        ok(app, f"logger -t after-intruder '{marker}-9999'")
+        assert wait_for(loghost, marker, 1) == {f"{marker}-9999"}
         time.sleep(5)
-        assert received(loghost, marker) == {f"{marker}-legit"}
+        assert received(loghost, marker) == {f"{marker}-9999"}
     finally:
         app.run("kill $(cat /root/intruder/pid)")
         app.run("rm -rf /root/intruder")
