@@ -202,6 +202,7 @@ def test_records_written_during_an_outage_all_arrive_after_it(app, loghost):
 INTRUDER_CONF = """
 global(workDirectory="/root/intruder/spool")
 module(load="imfile" mode="polling" pollingInterval="1")
+module(load="omrelp")
 input(type="imfile" File="/root/intruder/in.log" Tag="intruder:" Ruleset="out")
 ruleset(name="out") {
   action(type="omrelp" target="loghost-contingency" port="2514" tls="on"
