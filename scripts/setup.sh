@@ -40,6 +40,8 @@ command -v chromium >/dev/null || { info "installing chromium (browser tests)"; 
 command -v nginx >/dev/null || { info "installing nginx (browser test of the edge's headers)"; apt_install nginx; }
 # The plain-git provider is tested over SSH against a real sshd (tests/unit/.../test__git_source.py).
 [ -x /usr/sbin/sshd ] || { info "installing openssh-server (the git provider's SSH test)"; apt_install openssh-server; }
+# The backup library is tested against a real restic repository (tests/unit/.../test__backup.py).
+command -v restic >/dev/null || { info "installing restic (the backup library's tests)"; apt_install restic; }
 component_hash=$(cat frontend/package-lock.json frontend/package.json frontend/*.ts frontend/index.html \
   frontend/scripts/* frontend/src/* component/pyproject.toml component/requirements-test.txt \
   component/streamlit_secure_context/*.py component/examples/make_models.py | sha256sum | cut -c1-16)

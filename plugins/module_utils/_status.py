@@ -47,6 +47,8 @@ WINDOW = 3600.0
 MONITOR_BUDGET = {"token": 4500, "anonymous": 54}
 DEPLOY_EVENTS = ("deploy_deployed", "deploy_failed")
 TAIL_BLOCK = 65536
+# Backups run daily and the check weekly (roles/backup): a success older than this needs a person.
+BACKUP_MAX_AGE = {"backup": 36 * 3600, "check": 8 * 86400}
 
 
 # -- settings ----------------------------------------------------------------------------------------------
@@ -72,6 +74,8 @@ class StatusSettings:
     deploys_shown: int = 5
     # The monitor counts as stopped when its last poll is older than this many effective intervals.
     monitor_stale_intervals: int = 5
+    # roles/backup's state file (_backup.py); empty: this host has no backups configured.
+    backup_state: str = ""
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> StatusSettings:
@@ -354,6 +358,7 @@ class Collector:
         certificates = self.certificates(now)
         disk = self.disk(now)
         audit = self.audit(monitor_state)
+        backup = self.backup(now) if settings.backup_state else None
         engine = {"asked": self.probe is not None, "error": self._engine_error}
         attention = engine_attention(engine)
         for app in apps:
@@ -368,6 +373,7 @@ class Collector:
         for name, verdict in audit.items():
             if not verdict["ok"]:
                 attention.append(f"audit chain {name}: {verdict['message']}")
+        attention += [f"backup: {problem}" for problem in (backup or {}).get("attention", [])]
         return {
             "schema": SCHEMA,
             "generated_at": _iso(now),
@@ -380,7 +386,33 @@ class Collector:
             "certificates": certificates,
             "disk": disk,
             "audit": audit,
+            "backup": backup,
         }
+
+    # -- backups (roles/backup)
+    def backup(self, now: float) -> dict[str, Any]:
+        """The last backup and check as the backup command recorded them; a failure or a stale success
+        needs a person."""
+        state = _mapping(read_json_file(Path(self.settings.backup_state)))
+        found: dict[str, Any] = {"attention": []}
+        for kind in ("backup", "check"):
+            entry = _mapping(state.get(kind))
+            last_success = entry.get("last_success")
+            found[kind] = {
+                "ok": entry.get("ok") is True,
+                "finished": _iso(entry["finished"]) if _number(entry.get("finished")) else None,
+                "last_success": _iso(last_success) if _number(last_success) else None,
+                "error": str(entry.get("error") or "")[:400],
+            }
+            if not entry:
+                found["attention"].append(f"no {kind} recorded in {self.settings.backup_state}")
+                continue
+            if entry.get("ok") is not True:
+                found["attention"].append(f"the last {kind} failed: {found[kind]['error'] or 'no reason recorded'}")
+            max_age = BACKUP_MAX_AGE[kind]
+            if not _number(last_success) or now - last_success > max_age:
+                found["attention"].append(f"no successful {kind} for more than {max_age // 3600:.0f} h")
+        return found
 
     # -- one app
     def app(
@@ -710,6 +742,12 @@ def render_text(report: Mapping[str, Any], *, app: str | None = None) -> str:
     lines += [f"  finding ({f['check']}): {f['message']}" for f in disk.get("findings", [])]
     for name, chain in (report.get("audit") or {}).items():
         lines.append(f"audit {name}: {chain['message']}")
+    backup = report.get("backup")
+    if backup:
+        for kind in ("backup", "check"):
+            entry = backup.get(kind) or {}
+            outcome = "ok" if entry.get("ok") else "FAILED" if entry.get("finished") else "never run"
+            lines.append(f"{kind}: {outcome}, last success {entry.get('last_success') or 'never'}")
     return "\n".join(lines) + "\n"
 
 

@@ -356,3 +356,39 @@ def test_days_are_counted_from_the_injected_clock(host):
     edge = next(c for c in report["certificates"] if c["kind"] == "edge")
     assert edge["days_left"] == 20.0
     assert edge["status"] == "expiring"
+
+
+# -- backups (roles/backup's state file, written by the real backup library) ------------------------------
+def _backup_state(host: Host, tmp_path, *, backup_ok: bool, check_ok: bool) -> str:
+    import dataclasses
+
+    from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _backup
+
+    state_dir = tmp_path / "backup-state"
+    state_dir.mkdir(mode=0o700)
+    settings = _backup.BackupSettings(repository="/srv/repo", state_file=str(state_dir / "state.json"))
+    run = _backup.BackupRun(settings, runner=None, clock=lambda: host.clock() - 3600)  # type: ignore[arg-type]
+    run._record("backup", {"ok": backup_ok, "error": "" if backup_ok else "restic backup (platform): exit code 1: x"})
+    run._record("check", {"ok": check_ok, "error": ""})
+    host.settings = dataclasses.replace(host.settings, backup_state=settings.state_file)
+    return settings.state_file
+
+
+def test_a_host_whose_backups_succeed_needs_no_attention_for_them(host, tmp_path):
+    _backup_state(host, tmp_path, backup_ok=True, check_ok=True)
+    report = report_of(host)
+    assert report["verdict"] == "ok", report["attention"]
+    assert report["backup"]["backup"]["ok"] is True
+    assert "backup: ok, last success" in _status.render_text(report)
+
+
+def test_a_failed_backup_needs_attention_and_says_why(host, tmp_path):
+    _backup_state(host, tmp_path, backup_ok=False, check_ok=True)
+    report = report_of(host)
+    assert report["verdict"] == "attention"
+    assert "backup: the last backup failed: restic backup (platform): exit code 1: x" in report["attention"]
+    assert "backup: no successful backup for more than 36 h" in report["attention"]
+
+
+def test_a_host_without_backups_configured_reports_none(host):
+    assert report_of(host)["backup"] is None
