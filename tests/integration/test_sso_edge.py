@@ -102,7 +102,7 @@ def render_edge(tmp: Path, port: int, upstream: str, sock: Path) -> Path:
         common, _tls_profiles={"intermediate": {"protocols": "TLSv1.2 TLSv1.3"}}, tls_profile="intermediate",
         _tls_routes=[], _tls_redirect_names=[], tls_server_name="localhost",
     )
-    identity = re.search(r"# JSON lines.*?'\"request_id\":\"\$request_id\"}';\n", http, re.S)
+    identity = re.search(r"# JSON lines.*?\"request_id\":\"\$request_id\"\}';\n", http, re.S)
     assert identity, "the http template's identity maps and log format"
     upgrade = re.search(r"map \$http_upgrade.*?\n}\n", http, re.S)
     site = env.get_template("streamlit-edge-site.conf.j2").make_module(
@@ -130,6 +130,8 @@ def render_edge(tmp: Path, port: int, upstream: str, sock: Path) -> Path:
     )
     (tmp / "logs").mkdir()
     (conf / "nginx.conf").write_text(f"""
+# Workers as root here: pytest's directories are root-only (on a host the socket's group is nginx's).
+user root root;
 pid {tmp}/nginx.pid;
 error_log {tmp}/logs/error.log warn;
 daemon off;
@@ -198,7 +200,8 @@ def edge(tmp_path_factory) -> Iterator[dict]:
             stderr=open(tmp / "sso.log", "w"),  # noqa: SIM115
         )
         processes.append(rp)
-        wait_for(sock.is_socket, "the SSO service")
+        wait_for(lambda: rp.poll() is None and sock.is_socket() or rp.poll() is not None, "the SSO service")
+        assert rp.poll() is None, (tmp / "sso.log").read_text()
 
         nginx_conf = render_edge(tmp, edge_port, f"127.0.0.1:{echo.server_address[1]}", sock)
         check = subprocess.run(["nginx", "-t", "-p", str(tmp), "-c", str(nginx_conf)], capture_output=True, text=True)
@@ -273,7 +276,8 @@ def test_sign_in_groups_identity_idle_logout(edge, browser) -> None:
     response = page.goto(f"{origin}/billing/")
     assert response.status == 403
     assert "alice@clinic.example may not open this app" in page.content()
-    denied = [r for r in access_log(edge) if r["uri"] == "/billing/" and r["status"] == 403]
+    # ($uri is the 403 page's after error_page's internal redirect; the service's record names the app.)
+    denied = [r for r in access_log(edge) if r["uri"] == "/_sso/forbidden" and r["status"] == 403]
     assert denied and denied[-1]["user"] == "alice@clinic.example"
     allowed = [r for r in access_log(edge) if r["uri"] == "/triage/page" and r["status"] == 200]
     assert allowed and allowed[-1]["user"] == "alice@clinic.example"

@@ -76,8 +76,10 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if url.path == "/auth":
                 self._auth(params.get("app", ""), cookies.get(SESSION_COOKIE))
-            elif url.path == "/_sso/login":
-                target, binding = self.rp.begin(self._host(), params.get("rd", "/"))
+            elif url.path in ("/_sso/login", "/_sso/start"):
+                # /_sso/start is nginx's internal redirect of a request without a session.
+                back = self.headers.get("X-Original-URI", "") if url.path == "/_sso/start" else params.get("rd", "/")
+                target, binding = self.rp.begin(self._host(), back or "/")
                 self._send(302, headers={"Location": target, "Set-Cookie": cookie(LOGIN_COOKIE, binding, LOGIN_TTL)})
             elif url.path == "/_sso/callback":
                 sid, back = self.rp.finish(self._host(), params, cookies.get(LOGIN_COOKIE))
