@@ -321,6 +321,7 @@ def test_other_group_user_gets_only_their_app(edge, browser) -> None:
 def test_a_stolen_state_or_forged_cookie_gets_nothing(edge) -> None:
     origin = edge["origin"]
     s = requests.Session()
+    s.trust_env = False  # REQUESTS_CA_BUNDLE would win over verify=False
     s.verify = False
     # A made-up session cookie is no session.
     r = s.get(f"{origin}/triage/", cookies={"__Host-streamlit-sso": "A" * 43}, allow_redirects=False)
