@@ -33,7 +33,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from authlib.integrations.requests_client import OAuth2Session
     from authlib.jose import JsonWebKey, JsonWebToken
-    from authlib.jose.errors import JoseError
     from authlib.oidc.core import CodeIDToken
 
 SESSION_COOKIE = "__Host-streamlit-sso"
@@ -165,7 +164,7 @@ class Decision:
 
 def _header_safe(value: str) -> str:
     """Printable ASCII only (what an HTTP header carries without ambiguity), at most 1,000 characters."""
-    return value[:1000] if HEADER_VALUE_RE.fullmatch(value) else value.encode("ascii", "replace").decode()[:1000]
+    return value[:1000] if HEADER_VALUE_RE.fullmatch(value) else re.sub(r"[^\x20-\x7e]", "?", value)[:1000]
 
 
 def verify_id_token(
@@ -196,8 +195,9 @@ def verify_id_token(
             claims_params={"nonce": nonce, "client_id": client_id, "access_token": access_token},
         )
         claims.validate(now=int(now), leeway=CLOCK_LEEWAY)
-    except (JoseError, ValueError, TypeError, KeyError) as exc:
-        # JoseError names what failed (bad_signature, invalid_claim: aud, expired_token); no token text.
+    except Exception as exc:  # noqa: BLE001 - whatever the verifier raises, the token is refused
+        # Authlib's errors name what failed (bad_signature, invalid_claim: aud, expired_token; from 1.7 on
+        # they are joserfc's classes, not authlib.jose's JoseError); no token text.
         raise IDTokenError(f"the ID token was refused: {type(exc).__name__}: {str(exc)[:200]}") from None
     return dict(claims)
 
