@@ -23,7 +23,9 @@ def _provider_given(provider: Mapping[str, Any]) -> bool:
     return any(provider.get(key) for key in ("issuer", "client_id", "client_secret"))
 
 
-def sso_errors(provider: Mapping[str, Any], specs: list[Mapping[str, Any]], lab: bool = False, secret_vaulted: bool = True) -> list[str]:
+def sso_errors(
+    provider: Mapping[str, Any], specs: list[Mapping[str, Any]], lab: bool = False, secret_vaulted: bool = True
+) -> list[str]:
     """Every problem of the provider's settings and the apps' access.oidc rules; [] when all is well.
     Nothing to check (and no error) when no provider is set and no app asks for one."""
     errors = rule_errors(specs, provider_configured=_provider_given(provider))
@@ -36,7 +38,11 @@ def sso_errors(provider: Mapping[str, Any], specs: list[Mapping[str, Any]], lab:
 
 
 def sso_service_config(
-    provider: Mapping[str, Any], specs: list[Mapping[str, Any]], server_name: str, port_suffix: str = "", lab: bool = False
+    provider: Mapping[str, Any],
+    specs: list[Mapping[str, Any]],
+    server_name: str,
+    port_suffix: str = "",
+    lab: bool = False,
 ) -> dict[str, Any]:
     """The service's configuration file (no secret) for the edge's names and the apps' rules."""
     try:

@@ -28,7 +28,9 @@ PROVIDER_KEYS = (
 CLAIM_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]{0,99}")
 SCOPE_RE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,100}")  # RFC 6749 scope-token
 CLIENT_ID_RE = re.compile(r"[\x21-\x7e]{1,255}")
-HOST_RE = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+HOST_RE = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 # Automatic logoff (45 CFR 164.312(a)(2)(iii)): 15 minutes idle by default, at most 12 hours in all.
 MAX_IDLE_TIMEOUT = 3600
 MAX_ABSOLUTE_LIFETIME = 86400
@@ -106,7 +108,9 @@ def parse_provider(raw: object, *, lab: bool = False, secret_vaulted: bool = Tru
     if not _is_int(idle) or not 60 <= idle <= MAX_IDLE_TIMEOUT:
         errors.append(f"sso_idle_timeout must be whole seconds within 60..{MAX_IDLE_TIMEOUT}, not {idle!r}")
     if not _is_int(absolute) or not 60 <= absolute <= MAX_ABSOLUTE_LIFETIME:
-        errors.append(f"sso_absolute_lifetime must be whole seconds within 60..{MAX_ABSOLUTE_LIFETIME}, not {absolute!r}")
+        errors.append(
+            f"sso_absolute_lifetime must be whole seconds within 60..{MAX_ABSOLUTE_LIFETIME}, not {absolute!r}"
+        )
     elif _is_int(idle) and absolute < idle:
         errors.append("sso_absolute_lifetime must not be shorter than sso_idle_timeout")
     if errors:

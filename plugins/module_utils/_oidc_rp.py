@@ -195,7 +195,7 @@ def verify_id_token(
             claims_params={"nonce": nonce, "client_id": client_id, "access_token": access_token},
         )
         claims.validate(now=int(now), leeway=CLOCK_LEEWAY)
-    except Exception as exc:  # noqa: BLE001 - whatever the verifier raises, the token is refused
+    except Exception as exc:
         # Authlib's errors name what failed (bad_signature, invalid_claim: aud, expired_token; from 1.7 on
         # they are joserfc's classes, not authlib.jose's JoseError); no token text.
         raise IDTokenError(f"the ID token was refused: {type(exc).__name__}: {str(exc)[:200]}") from None

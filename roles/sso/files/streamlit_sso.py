@@ -23,7 +23,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _oidc_rp import (  # noqa: E402
+from _oidc_rp import (
     LOGIN_COOKIE,
     LOGIN_TTL,
     SESSION_COOKIE,
@@ -50,7 +50,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "streamlit-sso"
     sys_version = ""
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         # nginx logs every request; the service logs denials and failures only (below).
         return
 
@@ -69,7 +69,7 @@ class Handler(BaseHTTPRequestHandler):
     def _host(self) -> str:
         return self.headers.get("X-Forwarded-Host") or self.headers.get("Host") or ""
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         params = dict(parse_qsl(url.query, keep_blank_values=True))
         cookies = parse_cookies(self.headers.get("Cookie"))
@@ -106,7 +106,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send(400, page("Sign-in failed", str(exc), '<p><a href="/">Start again</a></p>'))
         except (requests.RequestException, ValueError) as exc:
             # The provider is unreachable or answered nonsense: nobody passes.
-            print(json.dumps({"event": "sso_provider_error", "reason": type(exc).__name__}), file=sys.stderr, flush=True)
+            print(
+                json.dumps({"event": "sso_provider_error", "reason": type(exc).__name__}), file=sys.stderr, flush=True
+            )
             self._send(502, page("Sign-in unavailable", "The identity provider did not answer; try again later."))
 
     do_HEAD = do_GET
@@ -121,6 +123,8 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    # nginx opens one connection per check; socketserver's default backlog of 5 overflows under a burst.
+    request_queue_size = 128
 
     def get_request(self):  # type: ignore[no-untyped-def]
         request, _ = super().get_request()

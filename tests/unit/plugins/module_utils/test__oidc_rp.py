@@ -117,7 +117,10 @@ def rp(clock: Clock, idle: int = 900, absolute: int = 28800) -> RelyingParty:
             "idle_timeout": idle,
             "absolute_lifetime": absolute,
             "origins": {"edge.clinic.example": "https://edge.clinic.example"},
-            "apps": {"triage": {"groups": ["nurses"], "users": []}, "billing": {"groups": [], "users": ["Bob@Clinic.example"]}},
+            "apps": {
+                "triage": {"groups": ["nurses"], "users": []},
+                "billing": {"groups": [], "users": ["Bob@Clinic.example"]},
+            },
             "lab": False,
         },
         "secret",
@@ -173,7 +176,8 @@ def test_identity_headers_are_printable_ascii() -> None:
     party = rp(clock)
     sid = add_session(party, "al\r\nice@clinic.example", ("nurses",))
     headers = party.check("triage", sid).headers()
-    assert "\r" not in headers["X-Auth-User"] and "\n" not in headers["X-Auth-User"]
+    assert "\r" not in headers["X-Auth-User"]
+    assert "\n" not in headers["X-Auth-User"]
 
 
 def test_cookies() -> None:
