@@ -31,9 +31,8 @@ def signed_in_session(origin: str) -> requests.Session:
     page = s.get(f"{origin}/triage/", timeout=30)
     action = re.search(r'<form[^>]*action="([^"]+)"', page.text)
     assert action, "the provider's login form"
-    done = s.post(
-        urljoin(page.url, html.unescape(action.group(1))), data={"prompt": "login", "login": "alice", "password": "x"}, timeout=30
-    )
+    form = {"prompt": "login", "login": "alice", "password": "x"}
+    done = s.post(urljoin(page.url, html.unescape(action.group(1))), data=form, timeout=30)
     assert done.url == f"{origin}/triage/", (done.url, [r.url for r in done.history], done.text[:600])
     assert done.json()["x-auth-user"] == "alice@clinic.example"
     return s
