@@ -53,3 +53,15 @@ def test_bad_sso_setting_stops_before_any_change(inventory, extra_vars, message_
         assert part in message, message
     assert report["stats"]["validation-probe"]["changed"] == 0
     assert "TopS3cretValue" not in json.dumps(report)
+
+
+def test_a_lab_provider_and_an_app_rule_pass_the_checks(inventory) -> None:
+    extra = {"apps": [OIDC_APP], "sso_issuer": "http://127.0.0.1:9", "sso_client_id": "edge"}
+    extra |= {"sso_client_secret": "TopS3cretValue", "sso_lab": True}
+    rc, report = run_playbook_json(
+        "site.yml", "-i", str(inventory), "--check", "--tags", "always", "-e", json.dumps(extra)
+    )
+    assert rc == 0, json.dumps(report["stats"])
+    names = [t["task"]["name"].split(" : ")[-1] for t in report["plays"][0]["tasks"]]
+    assert SSO_RULE in names
+    assert "TopS3cretValue" not in json.dumps(report)
