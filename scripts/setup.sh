@@ -79,6 +79,18 @@ else
   echo "$observatory_hash" >scripts/observatory/node_modules/.secure-streamlit
 fi
 
+# The edge's single sign-on test (tests/integration/test_sso_edge.py): a real OpenID provider from npm,
+# the relying party on Debian's Authlib as on a host.
+step "OpenID provider for the SSO test (tests/sso_idp)"
+dpkg -s python3-authlib python3-requests >/dev/null 2>&1 || apt_install python3-authlib python3-requests
+idp_hash=$(cat tests/sso_idp/package.json tests/sso_idp/package-lock.json | sha256sum | cut -c1-16)
+if [ "$(cat tests/sso_idp/node_modules/.secure-streamlit 2>/dev/null)" = "$idp_hash" ]; then
+  info "up to date"
+else
+  (cd tests/sso_idp && npm install --no-audit --no-fund --loglevel=error --ignore-scripts)
+  echo "$idp_hash" >tests/sso_idp/node_modules/.secure-streamlit
+fi
+
 step "Ansible collections (galaxy.yml dependencies)"
 "$VENV/bin/python" scripts/install_collections.py
 

@@ -613,6 +613,9 @@ class AppSpec:
             "htpasswd_users": [user["name"] for user in self.access.get("htpasswd_users", [])],
             "client_cert_cns": list(self.access.get("client_cert_cns", [])),
         }
+        # Only when set: entries without single sign-on keep the shape they had before it existed.
+        if self.access.get("oidc") is not None:
+            out["access"]["oidc"] = _copy_oidc(self.access["oidc"])
         out.update(
             managed=self.managed,
             base_url_path=self.base_url_path,
@@ -645,6 +648,7 @@ class AppSpec:
             access={
                 "htpasswd_users": [{"name": str(user)} for user in access["htpasswd_users"]],
                 "client_cert_cns": [str(cn) for cn in access["client_cert_cns"]],
+                **({"oidc": _copy_oidc(access["oidc"])} if access.get("oidc") is not None else {}),
             },
         )
         errors = [
@@ -696,8 +700,19 @@ def _check_secrets(value: object) -> str | None:
 
 
 def _check_access(value: object) -> str | None:
-    if not isinstance(value, Mapping) or set(value) != {"htpasswd_users", "client_cert_cns"}:
-        return "must be a mapping of htpasswd_users and client_cert_cns"
+    if not isinstance(value, Mapping) or set(value) - {"oidc"} != {"htpasswd_users", "client_cert_cns"}:
+        return "must be a mapping of htpasswd_users, client_cert_cns and oidc"
+    oidc = value.get("oidc")
+    if oidc is not None and (
+        not isinstance(oidc, Mapping)
+        or set(oidc) != set(OIDC_KEYS)
+        or not _is_list(oidc["groups"])
+        or not all(isinstance(g, str) and OIDC_GROUP_RE.fullmatch(g) for g in oidc["groups"])
+        or not _is_list(oidc["users"])
+        or not all(isinstance(u, str) and OIDC_USER_RE.fullmatch(u) for u in oidc["users"])
+        or not (oidc["groups"] or oidc["users"])
+    ):
+        return "has a bad oidc rule"
     users, cns = value["htpasswd_users"], value["client_cert_cns"]
     if not _is_list(users) or not all(isinstance(u, str) and HTPASSWD_USER_RE.fullmatch(u) for u in users):
         return "has bad htpasswd user names"
@@ -1109,8 +1124,44 @@ def _parse_database(e: _Entry, value: object) -> None:
         e.error(f"env {', '.join(set_env)}: the platform sets these for an app with a database")
 
 
-ACCESS_KEYS = ("htpasswd_users", "client_cert_cns")
+ACCESS_KEYS = ("htpasswd_users", "client_cert_cns", "oidc")
 HTPASSWD_USER_KEYS = ("name", "password")
+# Single sign-on at the edge (roles/sso): who may pass, by the provider's groups claim or user name.
+OIDC_KEYS = ("groups", "users")
+# Group names as providers spell them: Entra object ids, Keycloak paths (/clinic/nurses), Google addresses.
+OIDC_GROUP_RE = re.compile(r"[A-Za-z0-9/][A-Za-z0-9 ._@/:+=-]{0,254}")
+OIDC_USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,254}")
+
+
+def _copy_oidc(value: object) -> dict[str, list[str]] | None:
+    if not isinstance(value, Mapping):
+        return None
+    return {key: [str(item) for item in value.get(key, [])] for key in OIDC_KEYS}
+
+
+def _parse_oidc(e: _Entry, value: object) -> dict[str, list[str]] | None:
+    if not isinstance(value, Mapping):
+        e.error(f"access.oidc must be a mapping {{groups, users}}, not {_kind(value)}")
+        return None
+    e.unknown_keys("access.oidc: ", value, OIDC_KEYS)
+    rule: dict[str, list[str]] = {"groups": [], "users": []}
+    for key, pattern in (("groups", OIDC_GROUP_RE), ("users", OIDC_USER_RE)):
+        items = value.get(key)
+        if items is None:
+            continue
+        if not _is_list(items):
+            e.error(f"access.oidc.{key} must be a list of names, not {_kind(items)}")
+            continue
+        for i, item in enumerate(items):
+            if not isinstance(item, str) or not pattern.fullmatch(item):
+                e.error(f"access.oidc.{key}[{i}] {show(item)} must match {pattern.pattern}")
+            elif item in rule[key]:
+                e.error(f"access.oidc.{key}[{i}] {item!r} appears twice")
+            else:
+                rule[key].append(item)
+    if not rule["groups"] and not rule["users"] and not any(k not in OIDC_KEYS for k in value):
+        e.error("access.oidc needs at least one of groups, users (who may sign in to this app)")
+    return rule
 
 
 def _parse_access(e: _Entry, value: object) -> None:
@@ -1119,7 +1170,7 @@ def _parse_access(e: _Entry, value: object) -> None:
     if value is None:
         return
     if not isinstance(value, Mapping):
-        e.error(f"access must be a mapping {{htpasswd_users, client_cert_cns}}, not {_kind(value)}")
+        e.error(f"access must be a mapping {{htpasswd_users, client_cert_cns, oidc}}, not {_kind(value)}")
         return
     e.unknown_keys("access: ", value, ACCESS_KEYS)
     users = value.get("htpasswd_users")
@@ -1155,6 +1206,8 @@ def _parse_access(e: _Entry, value: object) -> None:
                 e.error(f"access.client_cert_cns[{i}] {show(cn)} must match {CLIENT_CN_RE.pattern}")
             else:
                 access["client_cert_cns"].append(str(cn))
+    if value.get("oidc") is not None:
+        access["oidc"] = _parse_oidc(e, value["oidc"])
 
 
 def _parse_upstream(e: _Entry, value: object) -> None:
@@ -1192,7 +1245,7 @@ APP_KEYS: dict[str, KeyRule] = {
     "env": KeyRule(_parse_env, True, "NAME: text"),
     "secrets": KeyRule(_parse_secrets, True, "file name: variable name"),
     "route": KeyRule(_parse_route, False, "{path: /x/} or {host: x.example.org}"),
-    "access": KeyRule(_parse_access, False, "{htpasswd_users, client_cert_cns}"),
+    "access": KeyRule(_parse_access, False, "{htpasswd_users, client_cert_cns, oidc}"),
     "upload_max_mb": KeyRule(_parse_upload_max_mb, False, "the upload limit in MB"),
     "upstream": KeyRule(_parse_upstream, False, "host:port of an app served elsewhere"),
     "data": KeyRule(_parse_data, True, "true or {mount: /data}: a directory kept across deploys"),

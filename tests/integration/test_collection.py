@@ -131,6 +131,8 @@ def test_the_installed_tarball_documents_every_role_and_plugin(repo: Path, tmp_p
             "app_spec_errors",
             "app_specs",
             "csp_inline_script_hashes",
+            "sso_errors",
+            "sso_service_config",
             "status_app_repos",
             "with_status_app",
         },

@@ -1,0 +1,173 @@
+#!/usr/bin/python3
+"""The edge's single sign-on service: answers nginx's auth_request and serves /_sso/ (sign-in, the
+provider's callback, sign-out, the 403 and signed-out pages) on a unix socket only nginx can reach.
+
+Usage: streamlit_sso.py --config FILE --secret FILE --socket PATH [check-config]
+The protocol and the sessions live in _oidc_rp.py (installed beside this file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import socket
+import socketserver
+import sys
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _oidc_rp import (
+    LOGIN_COOKIE,
+    LOGIN_TTL,
+    SESSION_COOKIE,
+    RelyingParty,
+    RPConfig,
+    SignInError,
+    cookie,
+    denial_record,
+    parse_cookies,
+)
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>
+<body><main><h1>{title}</h1><p>{text}</p>{more}</main></body></html>
+"""
+
+
+def page(title: str, text: str, more: str = "") -> bytes:
+    return PAGE.format(title=html.escape(title), text=html.escape(text), more=more).encode()
+
+
+class Handler(BaseHTTPRequestHandler):
+    rp: RelyingParty
+    server_version = "streamlit-sso"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: object) -> None:
+        # nginx logs every request; the service logs denials and failures only (below).
+        return
+
+    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Cache-Control", "no-store")
+        if body:
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _host(self) -> str:
+        return self.headers.get("X-Forwarded-Host") or self.headers.get("Host") or ""
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        params = dict(parse_qsl(url.query, keep_blank_values=True))
+        cookies = parse_cookies(self.headers.get("Cookie"))
+        try:
+            if url.path == "/auth":
+                self._auth(params.get("app", ""), cookies.get(SESSION_COOKIE))
+            elif url.path in ("/_sso/login", "/_sso/start"):
+                # /_sso/start is nginx's internal redirect of a request without a session.
+                back = self.headers.get("X-Original-URI", "") if url.path == "/_sso/start" else params.get("rd", "/")
+                target, binding = self.rp.begin(self._host(), back or "/")
+                self._send(302, headers={"Location": target, "Set-Cookie": cookie(LOGIN_COOKIE, binding, LOGIN_TTL)})
+            elif url.path == "/_sso/callback":
+                sid, back = self.rp.finish(self._host(), params, cookies.get(LOGIN_COOKIE))
+                self.send_response(302)
+                self.send_header("Location", self.rp.origin_for(self._host()) + back)
+                self.send_header("Set-Cookie", cookie(SESSION_COOKIE, sid, self.rp.config.absolute_lifetime))
+                self.send_header("Set-Cookie", cookie(LOGIN_COOKIE, "", 0))
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif url.path == "/_sso/logout":
+                target = self.rp.logout(cookies.get(SESSION_COOKIE), self._host())
+                self._send(302, headers={"Location": target, "Set-Cookie": cookie(SESSION_COOKIE, "", 0)})
+            elif url.path == "/_sso/signed-out":
+                self._send(200, page("Signed out", "You are signed out.", '<p><a href="/">Home</a></p>'))
+            elif url.path == "/_sso/forbidden":
+                user = self.headers.get("X-Auth-User", "")
+                text = f"{user or 'You'} may not open this app. Ask its owner to add you or your group."
+                self._send(403, page("Access denied", text, '<p><a href="/_sso/logout">Sign out</a></p>'))
+            else:
+                self._send(404, page("Not found", "Nothing here."))
+        except SignInError as exc:
+            print(json.dumps({"event": "sso_sign_in_failed", "reason": str(exc)}), file=sys.stderr, flush=True)
+            self._send(400, page("Sign-in failed", str(exc), '<p><a href="/">Start again</a></p>'))
+        except (requests.RequestException, ValueError) as exc:
+            # The provider is unreachable or answered nonsense: nobody passes.
+            print(
+                json.dumps({"event": "sso_provider_error", "reason": type(exc).__name__}), file=sys.stderr, flush=True
+            )
+            self._send(502, page("Sign-in unavailable", "The identity provider did not answer; try again later."))
+
+    do_HEAD = do_GET
+
+    def _auth(self, app: str, sid: str | None) -> None:
+        decision = self.rp.check(app, sid)
+        if decision.status == 403:
+            uri = self.headers.get("X-Original-URI", "")
+            print(denial_record(app, decision, uri), file=sys.stderr, flush=True)
+        self._send(decision.status, headers=decision.headers())
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    # nginx opens one connection per check; socketserver's default backlog of 5 overflows under a burst.
+    request_queue_size = 128
+
+    def get_request(self):  # type: ignore[no-untyped-def]
+        request, _ = super().get_request()
+        # BaseHTTPRequestHandler expects an address pair.
+        return request, ("unix", 0)
+
+
+def load(config_path: str, secret_path: str) -> RPConfig:
+    with open(config_path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    with open(secret_path, encoding="utf-8") as handle:
+        secret = handle.read().strip()
+    return RPConfig.from_mapping(data, secret)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--secret", required=True, help="file holding the client secret (a systemd credential)")
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "check-config"])
+    args = parser.parse_args(argv)
+    try:
+        config = load(args.config, os.path.expandvars(args.secret))
+    except (OSError, ValueError) as exc:
+        print(f"streamlit-sso: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        return 0
+    Handler.rp = RelyingParty(config, http=requests.Session())
+    path = Path(args.socket)
+    if path.is_socket():
+        path.unlink()
+    server = Server(str(path), Handler)
+    # nginx (group www-data through the socket directory) connects; nobody else.
+    os.chmod(path, 0o660)
+    server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

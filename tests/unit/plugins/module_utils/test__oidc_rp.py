@@ -1,0 +1,190 @@
+"""The relying party's token validation (Authlib, real keys) and its session rules (injected clock)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import warnings
+
+import pytest
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from authlib.jose import JsonWebKey, JsonWebToken
+
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._oidc_rp import (
+    IDTokenError,
+    RelyingParty,
+    RPConfig,
+    Session,
+    cookie,
+    parse_cookies,
+    verify_id_token,
+)
+
+ISSUER = "https://idp.clinic.example"
+CLIENT = "streamlit-edge"
+NONCE = "n-0S6_WzA2Mj"
+
+
+def rsa_key(kid: str):
+    return JsonWebKey.generate_key("RSA", 2048, is_private=True, options={"kid": kid})
+
+
+KEY = rsa_key("k1")
+OTHER = rsa_key("k1")  # same kid, other key: a forged signature
+JWKS = {"keys": [KEY.as_dict(is_private=False)]}
+
+
+def token(key=KEY, alg="RS256", **claims) -> str:
+    now = int(time.time())
+    body = {"iss": ISSUER, "sub": "alice", "aud": CLIENT, "iat": now, "exp": now + 300, "nonce": NONCE}
+    body.update(claims)
+    body = {k: v for k, v in body.items() if v is not None}
+    return JsonWebToken([alg]).encode({"alg": alg, "kid": "k1"}, body, key).decode()
+
+
+def verify(id_token: str, **kwargs):
+    args = {"jwks": JWKS, "issuer": ISSUER, "client_id": CLIENT, "nonce": NONCE, "now": time.time()}
+    args.update(kwargs)
+    return verify_id_token(id_token, **args)
+
+
+def test_a_good_token_passes() -> None:
+    assert verify(token(email="alice@clinic.example"))["email"] == "alice@clinic.example"
+
+
+@pytest.mark.parametrize(
+    ("id_token", "why"),
+    [
+        (token(key=OTHER), "bad_signature"),
+        (token(aud="another-client"), "aud"),
+        (token(iss="https://evil.example"), "iss"),
+        (token(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200), "expired"),
+        (token(nonce="replayed"), "nonce"),
+        (token(nonce=None), "nonce"),
+    ],
+    ids=["wrong-signature", "wrong-audience", "wrong-issuer", "expired", "wrong-nonce", "no-nonce"],
+)
+def test_a_bad_token_is_refused(id_token: str, why: str) -> None:
+    with pytest.raises(IDTokenError, match=why):
+        verify(id_token)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_hmac_with_the_public_key_and_alg_none_are_refused() -> None:
+    # The classic confusion: "HS256" keyed with the provider's public key (made by hand: Authlib refuses).
+    now = int(time.time())
+    claims = {"iss": ISSUER, "sub": "a", "aud": CLIENT, "iat": now, "exp": now + 60, "nonce": NONCE}
+    signing_input = f"{b64(json.dumps({'alg': 'HS256', 'kid': 'k1'}).encode())}.{b64(json.dumps(claims).encode())}"
+    mac = hmac.new(KEY.as_pem(is_private=False), signing_input.encode(), hashlib.sha256).digest()
+    with pytest.raises(IDTokenError):
+        verify(f"{signing_input}.{b64(mac)}")
+    none = f"{b64(json.dumps({'alg': 'none'}).encode())}.{b64(json.dumps(claims).encode())}."
+    with pytest.raises(IDTokenError):
+        verify(none)
+
+
+def test_no_token_text_in_the_error() -> None:
+    bad = token(aud="x")
+    with pytest.raises(IDTokenError) as info:
+        verify(bad)
+    assert bad.split(".")[1] not in str(info.value)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rp(clock: Clock, idle: int = 900, absolute: int = 28800) -> RelyingParty:
+    config = RPConfig.from_mapping(
+        {
+            "issuer": ISSUER,
+            "client_id": CLIENT,
+            "scopes": ["openid"],
+            "groups_claim": "groups",
+            "username_claim": "email",
+            "idle_timeout": idle,
+            "absolute_lifetime": absolute,
+            "origins": {"edge.clinic.example": "https://edge.clinic.example"},
+            "apps": {
+                "triage": {"groups": ["nurses"], "users": []},
+                "billing": {"groups": [], "users": ["Bob@Clinic.example"]},
+            },
+            "lab": False,
+        },
+        "secret",
+    )
+    return RelyingParty(config, http=None, clock=clock)  # type: ignore[arg-type]
+
+
+def add_session(party: RelyingParty, user: str, groups: tuple[str, ...]) -> str:
+    sid = "S" * 43
+    now = party.clock()
+    party._sessions[sid] = Session(user, user, groups, "sub", "id-token", now, now)
+    return sid
+
+
+def test_groups_and_users_decide_per_app() -> None:
+    clock = Clock()
+    party = rp(clock)
+    sid = add_session(party, "alice@clinic.example", ("nurses",))
+    assert party.check("triage", sid).status == 200
+    assert party.check("billing", sid).status == 403
+    assert party.check("unknown", sid).status == 403
+    bob = rp(clock)
+    sid = add_session(bob, "bob@clinic.example", ())
+    assert bob.check("billing", sid).status == 200  # user names compare case-insensitively
+    assert bob.check("triage", sid).status == 403
+
+
+def test_idle_timeout_and_absolute_lifetime() -> None:
+    clock = Clock()
+    party = rp(clock, idle=900, absolute=3600)
+    sid = add_session(party, "alice@clinic.example", ("nurses",))
+    clock.now += 899
+    assert party.check("triage", sid).status == 200  # activity restarts the idle clock
+    clock.now += 899
+    assert party.check("triage", sid).status == 200
+    clock.now += 901
+    assert party.check("triage", sid).status == 401
+    sid = add_session(party, "alice@clinic.example", ("nurses",))
+    for _ in range(8):  # busy all along, still signed out after the absolute lifetime
+        clock.now += 500
+    assert party.check("triage", sid).status == 401
+
+
+def test_no_session_cookie_or_a_malformed_one_is_no_session() -> None:
+    party = rp(Clock())
+    assert party.check("triage", None).status == 401
+    assert party.check("triage", "short").status == 401
+    assert party.check("triage", "A" * 43).status == 401
+
+
+def test_identity_headers_are_printable_ascii() -> None:
+    clock = Clock()
+    party = rp(clock)
+    sid = add_session(party, "al\r\nice@clinic.example", ("nurses",))
+    headers = party.check("triage", sid).headers()
+    assert "\r" not in headers["X-Auth-User"]
+    assert "\n" not in headers["X-Auth-User"]
+
+
+def test_cookies() -> None:
+    assert cookie("__Host-x", "v", 60) == "__Host-x=v; Path=/; Max-Age=60; Secure; HttpOnly; SameSite=Lax"
+    assert parse_cookies("a=1; __Host-x=v; a=2") == {"a": "1", "__Host-x": "v"}
+
+
+def test_unknown_configuration_keys_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown keys"):
+        RPConfig.from_mapping({"issuer": ISSUER, "extra": 1}, "s")
