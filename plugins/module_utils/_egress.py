@@ -91,9 +91,10 @@ def entry_errors(index: int, raw: object) -> tuple[dict[str, Any] | None, list[s
                 )
             elif not wide and allow_any:
                 errors.append(
-                    f"{where}.allow_any applies only to networks wider than /8 (IPv4) or /16 (IPv6), such as 0.0.0.0/0, not {_shown(cidr)}"
+                    f"{where}.allow_any applies only to networks wider than /8 (IPv4) or /16 (IPv6), "
+                    f"such as 0.0.0.0/0, not {_shown(cidr)}"
                 )
-            elif network.is_loopback or network.is_unspecified and network.prefixlen != 0:
+            elif network.is_loopback or (network.is_unspecified and network.prefixlen != 0):
                 errors.append(f"{where}.cidr {_shown(cidr)} is the container itself, not a destination")
             else:
                 out["cidr"] = str(network)
