@@ -96,8 +96,8 @@ class Settings:
     secrets_dir: str = "/etc/streamlit-apps/secrets"
     data_dir: str = "/srv/streamlit/apps"  # the apps' persistent data, one directory each
     database_socket_dir: str = "/run/postgresql"  # the host's PostgreSQL listens here, on no TCP port
-    egress_dir: str = "/etc/streamlit-apps/egress"  # one nft part per app with egress (root only)
-    egress_ruleset: str = "/etc/streamlit-apps/egress.nft"  # the table, including every part
+    egress_dir: str = "/etc/streamlit-apps/egress/apps"  # one nft part per app with egress (root only)
+    egress_ruleset: str = "/etc/streamlit-apps/egress/table.nft"  # the table, including every part
     audit_log: str = "/var/log/streamlit/deploys.log"
     lock_dir: str = "/run/lock/streamlit-apps"
     results_dir: str = ""  # the monitor's spool results/ ("" = nobody to answer)
