@@ -23,7 +23,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
-from ansible_collections.secure_streamlit.hosting.plugins.module_utils._egress import egress_problem, parse_egress
+try:
+    from ansible_collections.secure_streamlit.hosting.plugins.module_utils._egress import egress_problem, parse_egress
+except ImportError:  # beside the monitor on a host: the libraries sit in one flat directory
+    from _egress import egress_problem, parse_egress  # type: ignore[no-redef]
 
 # -- patterns (always used with fullmatch) ---------------------------------------------------------------
 # App names end up in directory names, nginx zone names ("-" becomes "_"), Docker image references
