@@ -42,6 +42,7 @@ from typing import Any
 
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import SHA_RE, AppSpec
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._audit_log import AuditLog
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._egress import TABLE as EGRESS_TABLE
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._egress import (
     Rule,
     app_ruleset,
@@ -750,9 +751,13 @@ class Engine:
             return
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         text = app_ruleset(app.name, rules).encode()
-        if read_bytes(part) != text:
+        changed = read_bytes(part) != text
+        if changed:
             write_file_at(directory, part.name, text, 0o600)
-        self.reload_egress()
+        # Reloading resets every app's counters: only when the rules changed or the kernel lost them.
+        chain = f"app_{interface_name(app.name)}"
+        if changed or self.nft(["list", "chain", "inet", EGRESS_TABLE, chain]).returncode != 0:
+            self.reload_egress()
         self.ensure_network(app)
 
     def reload_egress(self) -> None:

@@ -578,8 +578,11 @@ def test_an_app_with_egress_runs_alone_on_its_own_bridge_behind_its_rules(world)
     assert f'include "{world.tmp}/egress/*.nft"' in (world.tmp / "egress.nft").read_text()
     # The edge reaches it on its own network.
     assert serving_address(world) == f"{container.address}:8501"
+    world.nft.clear()
     again = world.engine.deploy(with_egress(world))
     assert again.status == "unchanged"
+    # Unchanged rules still in the kernel are not reloaded (a reload resets every app's counters).
+    assert world.nft == [["list", "chain", "inet", "secure_streamlit_egress", f"app_{interface_name('hello')}"]]
 
 
 def test_a_name_that_does_not_resolve_fails_before_anything_starts(world):
@@ -634,3 +637,16 @@ def test_an_app_that_leaves_loses_its_rules_and_its_network(world):
     assert not (world.tmp / "egress/hello.nft").exists()
     assert world.docker.networks_by_name == {}
     assert world.nft[-1] == ["-f", str(world.tmp / "egress.nft")]
+
+
+def test_rules_the_kernel_lost_are_loaded_again_on_the_next_deploy(world):
+    world.engine.deploy(with_egress(world))
+    world.nft.clear()
+
+    def flushed(argv):
+        world.nft.append(list(argv))
+        return subprocess.CompletedProcess(argv, 1 if argv[0] == "list" else 0, "", "")
+
+    world.engine.nft = flushed
+    assert world.engine.deploy(with_egress(world)).status == "unchanged"
+    assert world.nft[1:] == [["-c", "-f", str(world.tmp / "egress.nft")], ["-f", str(world.tmp / "egress.nft")]]
