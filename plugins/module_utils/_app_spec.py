@@ -23,6 +23,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
+try:
+    from ansible_collections.secure_streamlit.hosting.plugins.module_utils._egress import egress_problem, parse_egress
+except ImportError:  # beside the monitor on a host: the libraries sit in one flat directory
+    from _egress import egress_problem, parse_egress  # type: ignore[no-redef]
+
 # -- patterns (always used with fullmatch) ---------------------------------------------------------------
 # App names end up in directory names, nginx zone names ("-" becomes "_"), Docker image references
 # (streamlit-apps/<name>: a trailing "-" is an "invalid reference format") and container names.
@@ -578,6 +583,8 @@ class AppSpec:
     # The edge's access rules: {"htpasswd_users": [{"name", "password"}], "client_cert_cns": [...]}.
     # Passwords are kept as given (the tls role hashes them); never in repr, to_dict or messages.
     access: dict[str, Any] = field(repr=False)
+    # Allowed destinations, normalised by _egress.parse_egress ([] = no route out, the default).
+    egress: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def managed(self) -> bool:
@@ -609,6 +616,7 @@ class AppSpec:
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = dict(value) if isinstance(value, dict) else value
+        out["egress"] = [dict(entry) for entry in self.egress]
         out["access"] = {
             "htpasswd_users": [user["name"] for user in self.access.get("htpasswd_users", [])],
             "client_cert_cns": list(self.access.get("client_cert_cns", [])),
@@ -751,6 +759,7 @@ _FIELD_CHECKS: dict[str, Callable[[object], str | None]] = {
     "data_mount": lambda v: None if v == "" else data_mount_problem(v),
     "database": lambda v: None if v == "" or v in DATABASE_KINDS else f"must be {' or '.join(DATABASE_KINDS)} or empty",
     "access": _check_access,
+    "egress": egress_problem,
 }
 
 
@@ -1124,6 +1133,14 @@ def _parse_database(e: _Entry, value: object) -> None:
         e.error(f"env {', '.join(set_env)}: the platform sets these for an app with a database")
 
 
+def _parse_egress(e: _Entry, value: object) -> None:
+    """`egress: [{host, port} or {cidr, port}]`: the destinations the app may reach (none when left out)."""
+    entries, errors = parse_egress(value)
+    for message in errors:
+        e.error(message)
+    e.values["egress"] = entries
+
+
 ACCESS_KEYS = ("htpasswd_users", "client_cert_cns", "oidc")
 HTPASSWD_USER_KEYS = ("name", "password")
 # Single sign-on at the edge (roles/sso): who may pass, by the provider's groups claim or user name.
@@ -1250,6 +1267,7 @@ APP_KEYS: dict[str, KeyRule] = {
     "upstream": KeyRule(_parse_upstream, False, "host:port of an app served elsewhere"),
     "data": KeyRule(_parse_data, True, "true or {mount: /data}: a directory kept across deploys"),
     "database": KeyRule(_parse_database, True, "postgresql: a database and role of the app's own"),
+    "egress": KeyRule(_parse_egress, True, "[{host, port} or {cidr, port}]: the only destinations it may reach"),
 }
 
 
@@ -1296,6 +1314,7 @@ def _parse_entry(
             secrets={},
             data_mount="",
             database="",
+            egress=[],
         )
     return AppSpec(index=index, **values), []
 

@@ -28,6 +28,7 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import time
@@ -41,6 +42,16 @@ from typing import Any
 
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import SHA_RE, AppSpec
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._audit_log import AuditLog
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._egress import TABLE as EGRESS_TABLE
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._egress import (
+    Rule,
+    app_ruleset,
+    extra_hosts,
+    interface_name,
+    main_ruleset,
+    network_name,
+    resolve,
+)
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._nginx_upstream import Edge, UpstreamError
 
 LABEL_APP = "secure_streamlit.app"
@@ -87,6 +98,8 @@ class Settings:
     secrets_dir: str = "/etc/streamlit-apps/secrets"
     data_dir: str = "/srv/streamlit/apps"  # the apps' persistent data, one directory each
     database_socket_dir: str = "/run/postgresql"  # the host's PostgreSQL listens here, on no TCP port
+    egress_dir: str = "/etc/streamlit-apps/egress/apps"  # one nft part per app with egress (root only)
+    egress_ruleset: str = "/etc/streamlit-apps/egress/table.nft"  # the table, including every part
     audit_log: str = "/var/log/streamlit/deploys.log"
     lock_dir: str = "/run/lock/streamlit-apps"
     results_dir: str = ""  # the monitor's spool results/ ("" = nobody to answer)
@@ -240,6 +253,21 @@ def ensure_data_dir(root: Path, name: str, uid: int) -> Path:
     return root / name
 
 
+def read_bytes(path: Path) -> bytes | None:
+    """A regular file's bytes, never through a link; None when it is missing or not a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read()
+    finally:
+        os.close(fd)
+
+
 def read_json(path: Path) -> dict[str, Any]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -385,6 +413,24 @@ def run_git(argv: Sequence[str], cwd: Path | None) -> subprocess.CompletedProces
     )
 
 
+NftRunner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
+
+
+def run_nft(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["/usr/sbin/nft", *argv], capture_output=True, text=True, check=False, timeout=120, env={"LANG": "C"}
+    )
+
+
+def lookup_ipv4(host: str) -> list[str]:
+    """The host's own resolver's IPv4 answers for a name (none when it does not resolve)."""
+    try:
+        answers = socket.getaddrinfo(host, None, family=socket.AF_INET, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return []
+    return sorted({str(answer[4][0]) for answer in answers})
+
+
 # -- the engine --------------------------------------------------------------------------------------------
 class Engine:
     """Deploys apps on this host. Every collaborator is injectable (tests use fakes for Docker and git)."""
@@ -401,6 +447,8 @@ class Engine:
         sleep: Callable[[float], None] = time.sleep,
         probe: Callable[[str, float], int] | None = None,
         log: Callable[[str], None] = lambda _message: None,
+        nft: NftRunner = run_nft,
+        lookup: Callable[[str], Sequence[str]] = lookup_ipv4,
     ) -> None:
         self.settings = settings
         self.docker = docker_client
@@ -414,6 +462,8 @@ class Engine:
         self.sleep = sleep
         self.probe = probe or http_status
         self.log = log
+        self.nft = nft
+        self.lookup = lookup
         self.audit = AuditLog(Path(settings.audit_log), clock)
 
     # -- per-app state
@@ -463,6 +513,11 @@ class Engine:
         container.reload()
         networks = container.attrs.get("NetworkSettings", {}).get("Networks", {}) or {}
         address = (networks.get(self.settings.network) or {}).get("IPAddress") or ""
+        app = (container.labels or {}).get(LABEL_APP, "") if hasattr(container, "labels") else ""
+        if not address and app:
+            # An app with egress runs alone on a network of its own.
+            with contextlib.suppress(ValueError):
+                address = (networks.get(network_name(app)) or {}).get("IPAddress") or ""
         return address
 
     def branch_head(self, app: AppSpec) -> str:
@@ -474,8 +529,11 @@ class Engine:
             raise DeployFailed("fetch", f"the server gave no commit for {app.branch}")
         return sha
 
-    def fingerprints(self, app: AppSpec, sha: str) -> tuple[str, str, str]:
-        """(Dockerfile text, build fingerprint, run fingerprint): a changed input or setting redeploys."""
+    def fingerprints(self, app: AppSpec, sha: str, rules: Sequence[Rule] | None = None) -> tuple[str, str, str]:
+        """(Dockerfile text, build fingerprint, run fingerprint): a changed input or setting redeploys. The
+        egress rules (names resolved) are part of the run: a name whose address moved redeploys."""
+        if rules is None:
+            rules = self.egress_rules(app)
         wheel = Path(self.settings.component_wheel)
         text = dockerfile(app, sha, self.settings, wheel.name)
         cas = sorted(sha256_file(p) for p in self.extra_cas())
@@ -495,7 +553,8 @@ class Engine:
             "pids": app.pids,
             "env": app.env,
             "secrets": sorted(app.secrets),
-            "network": self.settings.network,
+            "network": self.app_network(app),
+            "egress": [[r.network, r.port, r.host] for r in rules],
             "uid": self.settings.uid,
             "health": [
                 *healthcheck_command(app),
@@ -569,7 +628,10 @@ class Engine:
         return outcome
 
     def plan(self, app: AppSpec, sha: str, requested_by: str) -> Outcome:
-        _text, _build_fp, run_fp = self.fingerprints(app, sha)
+        try:
+            _text, _build_fp, run_fp = self.fingerprints(app, sha)
+        except DeployFailed as exc:
+            return Outcome(app.name, sha, "failed", f"{exc.step} failed: {exc.message}", exc.step)
         serving = self.serving_container(app.name)
         previous = [serving.labels.get(LABEL_SHA, "")] if serving else []
         status = "unchanged" if self.up_to_date(app, serving, sha, run_fp) else "would_deploy"
@@ -594,13 +656,26 @@ class Engine:
         return bool(address) and self.edge.current(app.name) == f"{address}:{PORT}"
 
     def _deploy_locked(self, app: AppSpec, sha: str, requested_by: str) -> Outcome:
-        text, build_fp, run_fp = self.fingerprints(app, sha)
+        try:
+            rules = self.egress_rules(app)
+        except DeployFailed as exc:
+            outcome = Outcome(app.name, sha, "failed", f"{exc.step} failed: {exc.message}", exc.step)
+            outcome.requested_by, outcome.commit_at_fault = requested_by, False
+            return outcome
+        text, build_fp, run_fp = self.fingerprints(app, sha, rules)
         name = f"{app.name}-{sha[:12]}-{run_fp[:6]}"
         image = f"{IMAGE_REPO}/{app.name}:{sha[:12]}-{build_fp[:8]}"
         old = self.containers(app.name)
         previous = sorted({c.labels.get(LABEL_SHA, "") for c in old if c.status == "running"} - {""})
         outcome = Outcome(app.name, sha, "deployed", previous=previous, container=name, requested_by=requested_by)
         existing = next((c for c in old if c.name == name), None)
+        try:
+            # Before anything starts on the app's network: its rules are in place (fail closed).
+            self.apply_egress(app, rules)
+        except DeployFailed as exc:
+            outcome.status, outcome.step, outcome.reason = "failed", exc.step, f"{exc.step} failed: {exc.message}"
+            outcome.tail, outcome.commit_at_fault = exc.tail, False
+            return outcome
         # Already serving with these settings, or serving but the edge lost it (a restart moved its address).
         if existing is not None and existing.status == "running":
             address = self.address(existing)
@@ -630,7 +705,7 @@ class Engine:
                 step = "build"
                 self.build(image, build_fp, build_dir)
                 step = "start"
-                new = self.start(app, sha, image, name, run_fp)
+                new = self.start(app, sha, image, name, run_fp, rules)
             step = "health"
             address = self.wait_healthy(app, new)
             if fresh:
@@ -664,6 +739,69 @@ class Engine:
             state["serving"] = {"sha": sha, "container": container, "since": iso(self.clock())}
         state["failed"].pop(sha, None)
         self.save_state(app, state)
+
+    # -- egress
+    def app_network(self, app: AppSpec) -> str:
+        """The shared internal network (no route out), or the app's own bridge when it has egress."""
+        return network_name(app.name) if app.egress else self.settings.network
+
+    def egress_rules(self, app: AppSpec) -> list[Rule]:
+        try:
+            return resolve(app.egress, self.lookup)
+        except ValueError as exc:
+            raise DeployFailed("egress", str(exc)) from exc
+
+    def apply_egress(self, app: AppSpec, rules: Sequence[Rule]) -> None:
+        """Write the app's part of the egress table (or remove it), reload the table, and make the app's
+        own network. An app without egress that never had any touches nothing."""
+        directory = Path(self.settings.egress_dir)
+        part = directory / f"{app.name}.nft"
+        if not app.egress:
+            if part.is_file() or part.is_symlink():
+                part.unlink()
+                self.reload_egress()
+            return
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        text = app_ruleset(app.name, rules).encode()
+        changed = read_bytes(part) != text
+        if changed:
+            write_file_at(directory, part.name, text, 0o600)
+        # Reloading resets every app's counters: only when the rules changed or the kernel lost them.
+        chain = f"app_{interface_name(app.name)}"
+        if changed or self.nft(["list", "chain", "inet", EGRESS_TABLE, chain]).returncode != 0:
+            self.reload_egress()
+        self.ensure_network(app)
+
+    def reload_egress(self) -> None:
+        """Rewrite the table file and load it: checked first (`nft -c`), then one atomic `nft -f`."""
+        ruleset = Path(self.settings.egress_ruleset)
+        ruleset.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        write_file_at(ruleset.parent, ruleset.name, main_ruleset(self.settings.egress_dir).encode(), 0o600)
+        for argv, what in ((["-c", "-f", str(ruleset)], "check"), (["-f", str(ruleset)], "load")):
+            result = self.nft(argv)
+            if result.returncode != 0:
+                raise DeployFailed("egress", f"nft could not {what} {ruleset}", tail_lines(result.stderr))
+
+    def ensure_network(self, app: AppSpec) -> None:
+        """The app's own bridge (not internal: it has a route out, filtered by the egress table), named so
+        that the table can key on its interface."""
+        name, interface = network_name(app.name), interface_name(app.name)
+        found = [n for n in self.docker.networks.list(names=[name]) if n.name == name]
+        if found:
+            options = (found[0].attrs or {}).get("Options") or {}
+            if options.get("com.docker.network.bridge.name") != interface:
+                raise DeployFailed("egress", f"network {name} exists without the bridge interface {interface}")
+            return
+        self.docker.networks.create(
+            name,
+            driver="bridge",
+            internal=False,
+            options={
+                "com.docker.network.bridge.name": interface,
+                "com.docker.network.bridge.enable_icc": "false",
+            },
+            labels={LABEL_APP: app.name},
+        )
 
     # -- steps
     def fetch(self, app: AppSpec, sha: str, dockerfile_text: str) -> Path:
@@ -753,7 +891,7 @@ class Engine:
         finally:
             shutil.rmtree(build_dir, ignore_errors=True)
 
-    def start(self, app: AppSpec, sha: str, image: str, name: str, run_fp: str) -> Any:
+    def start(self, app: AppSpec, sha: str, image: str, name: str, run_fp: str, rules: Sequence[Rule] = ()) -> Any:
         from docker.types import LogConfig, Mount
 
         settings = self.settings
@@ -804,7 +942,9 @@ class Engine:
             pids_limit=app.pids,
             environment=environment,
             mounts=mounts,
-            network=settings.network,
+            network=self.app_network(app),
+            # Allowed names, resolved on the host at deploy time: the container has no resolver to ask.
+            extra_hosts=extra_hosts(rules) or None,
             healthcheck={
                 "test": healthcheck_command(app),
                 "interval": duration_ns(settings.healthcheck_interval),
@@ -986,6 +1126,20 @@ class Engine:
                     removed.add(entry.name)
                     if not check_mode:
                         shutil.rmtree(entry)
+        egress_dir = Path(self.settings.egress_dir)
+        parts = [p for p in egress_dir.glob("*.nft") if p.stem not in keep] if egress_dir.is_dir() else []
+        removed.update(p.stem for p in parts)
+        if parts and not check_mode:
+            for part in parts:
+                part.unlink()
+            self.reload_egress()
+        for network in self.docker.networks.list(filters={"label": LABEL_APP}):
+            name = (network.attrs.get("Labels") or {}).get(LABEL_APP, "")
+            if name not in keep:
+                removed.add(name)
+                if not check_mode:
+                    with contextlib.suppress(Exception):
+                        network.remove()
         lock_dir = Path(self.settings.lock_dir)
         if lock_dir.is_dir() and not check_mode:
             for entry in lock_dir.glob("*.lock"):

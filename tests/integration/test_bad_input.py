@@ -316,6 +316,11 @@ READ_ONLY_TASKS = {
             ["apps[0] (name 'a')", "data.mount '/app/state'", "would cover /app"],
         ),
         (
+            '{"apps": [{"name": "a", "repo": "acme/a", "egress": [{"cidr": "0.0.0.0/0", "port": 443}]}]}',
+            APP_RULE,
+            ["apps[0] (name 'a')", "egress[0].cidr '0.0.0.0/0'", "allow_any: true"],
+        ),
+        (
             '{"apps": [{"name": "a", "repo": "acme/a"}], "apps_purge_data": ["gone", "a"]}',
             "Fail on a data purge that names a deployed app",
             ["apps_purge_data[1] 'a' is still an app"],

@@ -45,7 +45,9 @@ def containers(host, app: str) -> list[dict]:
 def serving(host, app: str) -> dict:
     """The one container of the app, checked to be the one the edge's upstream include points at."""
     (container,) = containers(host, app)
-    address = container["NetworkSettings"]["Networks"]["streamlit-apps"]["IPAddress"]
+    # The internal network, or the app's own bridge when it has egress.
+    (network,) = container["NetworkSettings"]["Networks"].values()
+    address = network["IPAddress"]
     include = host.file(f"{UPSTREAMS}/{app}.conf").content_string
     assert f"server {address}:8501;" in include
     return container
@@ -223,6 +225,87 @@ def test_internal_network_has_no_way_out(host):
     assert network["Options"]["com.docker.network.bridge.enable_icc"] == "false"
 
 
+EGRESS_TARGET = "198.18.0.10"
+EGRESS_TABLE = "inet secure_streamlit_egress"
+# What the app runs to try a destination: "open", or why not (the exception's type).
+REACH = (
+    "import socket, sys\n"
+    "try:\n"
+    "    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()\n"
+    "    print('open')\n"
+    "except OSError as exc:\n"
+    "    print(type(exc).__name__)\n"
+)
+
+
+def reach(host, container: str, target: str, port: int) -> str:
+    command = ["docker", "exec", container, "/opt/venv/bin/python", "-c", REACH, target, str(port)]
+    return host.check_output(shlex.join(command))
+
+
+def dropped(host, chain: str) -> int:
+    listing = host.check_output(f"nft list chain {EGRESS_TABLE} {chain}")
+    return sum(int(line.split()[2]) for line in listing.splitlines() if line.strip().startswith("counter packets"))
+
+
+def test_an_apps_allowed_egress_answers_and_every_other_destination_is_dropped(host):
+    extra = serving(host, "extra")
+    name = extra["Name"].lstrip("/")
+    (network_name,) = extra["NetworkSettings"]["Networks"]
+    assert network_name == "streamlit-egress-extra"
+    network = json.loads(host.check_output("docker network inspect streamlit-egress-extra"))[0]
+    assert network["Internal"] is False
+    interface = network["Options"]["com.docker.network.bridge.name"]
+    gateway = network["IPAM"]["Config"][0]["Gateway"]
+    # The allowed name was resolved at deploy time into the container's /etc/hosts.
+    assert f"{EGRESS_TARGET}\tegress-target.lab.test" in host.check_output(f"docker exec {name} cat /etc/hosts")
+    url = "http://egress-target.lab.test:8080/answer.txt"
+    fetched = host.check_output(
+        f"docker exec {name} /opt/venv/bin/python -c "
+        + shlex.quote(f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=30).read().decode())")
+    )
+    assert fetched == "egress-target-answer"
+    chain = f"app_{interface}"
+    before = dropped(host, chain)
+    hello = serving(host, "hello")["NetworkSettings"]["Networks"]["streamlit-apps"]["IPAddress"]
+    instance = host.check_output("hostname -I").split()[0]
+    refused = {
+        "the same host, another port": (EGRESS_TARGET, 8081),
+        "another app": (hello, 8501),
+        "the host's nginx on the app's bridge": (gateway, 443),
+        "the host's nginx on its own address": (instance, 443),
+        "the host's fake GitHub": (gateway, 9100),
+        "the host's PostgreSQL port": (gateway, 5432),
+        "somewhere else": ("192.0.2.1", 443),
+    }
+    answers = {what: reach(host, name, *target) for what, target in refused.items()}
+    assert all(answer in ("TimeoutError", "timeout") for answer in answers.values()), answers
+    # Every refused try reached the app's chain and was counted there (at least its first SYN).
+    assert dropped(host, chain) - before >= len(refused)
+    # No resolver answers the app: names outside its list do not resolve.
+    lookup = "import socket; socket.getaddrinfo('deb.debian.org', 443)"
+    assert host.run(f"docker exec {name} /opt/venv/bin/python -c {shlex.quote(lookup)}").rc != 0
+    # The same target is refused to an app without egress (no route out at all).
+    assert reach(host, hello_container(host), EGRESS_TARGET, 8080) != "open"
+
+
+def hello_container(host) -> str:
+    return serving(host, "hello")["Name"].lstrip("/")
+
+
+def test_the_egress_table_is_the_platforms_and_is_loaded_at_boot(host):
+    assert host.file("/etc/streamlit-apps/egress").mode == 0o700
+    part = host.file("/etc/streamlit-apps/egress/apps/extra.nft")
+    assert part.mode == 0o600
+    assert f"ip daddr {EGRESS_TARGET}/32 tcp dport 8080 counter accept" in part.content_string
+    assert not host.file("/etc/streamlit-apps/egress/apps/hello.nft").exists
+    assert host.service("streamlit-egress.service").is_enabled
+    assert host.run("nft -c -f /etc/streamlit-apps/egress/table.nft").rc == 0
+    # The refusals are logged with the app's name where the kernel log reaches (the VM's journal); in this
+    # instance (a network namespace of its own) the kernel does not log them, so the counters count.
+    assert 'log prefix "streamlit-egress drop extra: "' in host.check_output(f"nft list table {EGRESS_TABLE}")
+
+
 def test_streamlit_is_configured_in_the_image(host):
     container = serving(host, "hello")
     args = " ".join(container["Config"]["Entrypoint"] + (container["Config"]["Cmd"] or []))
@@ -385,6 +468,10 @@ def test_an_app_added_and_one_removed_by_editing_only_the_inventory(host, tmp_pa
     # The removed one: no container, image, route or upstream left.
     assert containers(host, "extra") == []
     assert not host.file(f"{UPSTREAMS}/extra.conf").exists
+    # Its egress closes with it: no rules, no network.
+    assert not host.file("/etc/streamlit-apps/egress/apps/extra.nft").exists
+    assert host.run("docker network inspect streamlit-egress-extra").rc != 0
+    assert "streamlit-egress drop extra" not in host.check_output(f"nft list table {EGRESS_TABLE}")
     assert status_of(host, "/second/") == 404
     assert host.run("docker images -q --filter label=secure_streamlit.app=extra").stdout.strip() == ""
     assert status_of(host, "/hello/_stcore/health") == 200

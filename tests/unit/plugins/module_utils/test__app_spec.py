@@ -472,6 +472,28 @@ HOSTILE: list[tuple[str, dict[str, Any], list[str]]] = [
         app(repo=DROP, upstream="127.0.0.1:8501", data=True),
         ["data does not apply to an app with a pinned upstream"],
     ),
+    # egress
+    ("egress mapping", app(egress={"host": "api.example.org", "port": 443}), ["egress must be a list"]),
+    ("egress any", app(egress=[{"cidr": "0.0.0.0/0", "port": 443}]), ["egress[0].cidr '0.0.0.0/0'", "allow_any"]),
+    ("egress any v6", app(egress=[{"cidr": "::/0", "port": 443}]), ["egress[0].cidr '::/0'", "allow_any"]),
+    ("egress half", app(egress=[{"cidr": "0.0.0.0/1", "port": 443}]), ["allow_any: true"]),
+    ("egress unknown key", app(egress=[{"host": "a.example.org", "port": 443, "proto": "udp"}]), ["'proto'"]),
+    ("egress port zero", app(egress=[{"host": "a.example.org", "port": 0}]), ["egress[0].port 0", "1..65535"]),
+    ("egress port big", app(egress=[{"host": "a.example.org", "port": 65536}]), ["1..65535"]),
+    ("egress port text", app(egress=[{"host": "a.example.org", "port": "443"}]), ["egress[0].port '443'"]),
+    ("egress no port", app(egress=[{"host": "a.example.org"}]), ["egress[0].port is missing"]),
+    ("egress host newline", app(egress=[{"host": "a.example.org\n", "port": 1}]), ["'a.example.org\\n'"]),
+    ("egress host url", app(egress=[{"host": "https://a.example.org", "port": 1}]), ["is not a host name"]),
+    ("egress host address", app(egress=[{"host": "10.1.2.3", "port": 1}]), ["write it as cidr"]),
+    ("egress both", app(egress=[{"host": "a.example.org", "cidr": "10.0.0.0/8", "port": 1}]), ["exactly one"]),
+    ("egress host bits", app(egress=[{"cidr": "10.0.0.5/8", "port": 1}]), ["is not a network"]),
+    ("egress loopback", app(egress=[{"cidr": "127.0.0.1", "port": 1}]), ["the container itself"]),
+    ("egress twice", app(egress=[{"cidr": "10.0.0.0/8", "port": 1}] * 2), ["egress[1] repeats egress[0]"]),
+    (
+        "egress and upstream",
+        app(repo=DROP, upstream="127.0.0.1:8501", egress=[{"cidr": "10.0.0.0/8", "port": 1}]),
+        ["egress does not apply to an app with a pinned upstream"],
+    ),
 ]
 
 
@@ -498,6 +520,36 @@ def test_there_are_many_hostile_cases():
 def test_every_known_key_has_a_hostile_case():
     covered = {key for _, entry, _ in HOSTILE if isinstance(entry, dict) for key in entry}
     assert set(APP_KEYS) <= covered
+
+
+def test_egress_is_normalised_and_survives_the_round_trip():
+    entry = app(
+        egress=[
+            {"host": "API.Example.org", "port": 443},
+            {"cidr": "10.20.0.0/16", "port": 5432},
+            {"cidr": "::/0", "port": 443, "allow_any": True},
+        ]
+    )
+    (spec,) = parse_apps([entry], DEFAULTS)
+    assert spec.egress == [
+        {"host": "api.example.org", "port": 443, "allow_any": False},
+        {"cidr": "10.20.0.0/16", "port": 5432, "allow_any": False},
+        {"cidr": "::/0", "port": 443, "allow_any": True},
+    ]
+    assert AppSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_no_egress_is_no_route_out():
+    (spec,) = parse_apps([app()], DEFAULTS)
+    assert spec.egress == []
+
+
+def test_a_tampered_egress_is_refused_when_read_back():
+    (spec,) = parse_apps([app()], DEFAULTS)
+    data = spec.to_dict()
+    data["egress"] = [{"cidr": "0.0.0.0/0", "port": 443, "allow_any": False}]
+    with pytest.raises(AppSpecError, match="egress"):
+        AppSpec.from_dict(data)
 
 
 def test_a_database_is_named_after_the_app():

@@ -27,6 +27,7 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy i
     ensure_data_dir,
     write_file_at,
 )
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._egress import interface_name
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._nginx_upstream import Edge
 from tests.git_server import GitServer
 
@@ -39,10 +40,11 @@ class FakeContainer:
         self.attrs = {"Image": image, "State": {"Status": "running"}, "RestartCount": 0}
         self.gate_answer = gate
         self.removed = False
+        self.network = "streamlit-apps"
 
     def reload(self) -> None:
         self.attrs["State"]["Status"] = self.status
-        self.attrs["NetworkSettings"] = {"Networks": {"streamlit-apps": {"IPAddress": self.address}}}
+        self.attrs["NetworkSettings"] = {"Networks": {self.network: {"IPAddress": self.address}}}
 
     def exec_run(self, command, **_kwargs):
         self.engine.execs.append(command)
@@ -73,6 +75,23 @@ class FakeDocker:
         self.build_error: Exception | None = None
         self.containers = SimpleNamespace(list=self._list, run=self._run)
         self.images = SimpleNamespace(get=self._get, build=self._build, list=self._images, remove=self._remove)
+        self.networks_by_name: dict[str, SimpleNamespace] = {}
+        self.networks = SimpleNamespace(list=self._networks, create=self._create_network)
+
+    def _networks(self, names=None, filters=None):
+        found = [n for n in self.networks_by_name.values() if names is None or n.name in names]
+        key = (filters or {}).get("label")
+        return [n for n in found if key is None or key in n.attrs["Labels"]]
+
+    def _create_network(self, name, *, driver, internal, options, labels):
+        def remove():
+            self.networks_by_name.pop(name, None)
+
+        network = SimpleNamespace(
+            name=name, internal=internal, attrs={"Options": options, "Labels": labels, "Driver": driver}, remove=remove
+        )
+        self.networks_by_name[name] = network
+        return network
 
     def _list(self, all: bool = False, filters: dict | None = None):
         key, _, value = (filters or {}).get("label", "").partition("=")
@@ -85,6 +104,8 @@ class FakeDocker:
         container.mounts = kwargs.get("mounts", [])
         container.environment = kwargs.get("environment", {})
         container.run_kwargs = kwargs
+        container.network = kwargs.get("network", "streamlit-apps")
+        container.extra_hosts = kwargs.get("extra_hosts")
         self.containers_by_name[name] = container
         self.created.append(name)
         return container
@@ -150,6 +171,8 @@ def world(tmp_path: Path):
         extra_ca_dir=str(tmp_path / "no-cas"),
         upstream_dir=str(tmp_path / "upstreams"),
         data_dir=str(tmp_path / "data"),
+        egress_dir=str(tmp_path / "egress"),
+        egress_ruleset=str(tmp_path / "egress.nft"),
         drain_seconds=0,
         health_timeout=5,
     )
@@ -161,10 +184,35 @@ def world(tmp_path: Path):
 
     docker = FakeDocker()
     edge = Edge(upstream_dir=tmp_path / "upstreams", check_candidate=None, run=nginx)
-    engine = Engine(settings, docker, edge=edge, sleep=lambda _s: None, probe=lambda _url, _t: 200)
+    nft_calls: list = []
+
+    def nft(argv):
+        nft_calls.append(list(argv))
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    names = {"target.lab.test": ["198.18.0.10"]}
+    engine = Engine(
+        settings,
+        docker,
+        edge=edge,
+        sleep=lambda _s: None,
+        probe=lambda _url, _t: 200,
+        nft=nft,
+        lookup=lambda host: names.get(host, []),
+    )
     # A local remote, as the lab's and the tests' git URLs are allowed to be.
     (app,) = parse_apps([{"name": "hello", "repo": f"file://{bare}"}], Defaults(git_allow_file_urls=True))
-    return SimpleNamespace(tmp=tmp_path, engine=engine, docker=docker, app=app, shas=shas, edge=edge, nginx=nginx_calls)
+    return SimpleNamespace(
+        tmp=tmp_path,
+        engine=engine,
+        docker=docker,
+        app=app,
+        shas=shas,
+        edge=edge,
+        nginx=nginx_calls,
+        nft=nft_calls,
+        names=names,
+    )
 
 
 def records(world) -> list[dict]:
@@ -519,3 +567,116 @@ def test_the_status_app_gets_the_snapshot_read_only_and_the_same_hardening_as_an
     assert hardening["security_opt"] == ["no-new-privileges:true"]
     assert hardening["user"] == "10001:10001"
     assert all("docker.sock" not in m["Source"] for m in status.mounts)
+
+
+# -- controlled egress
+EGRESS = [
+    {"allow_any": False, "host": "target.lab.test", "port": 8080},
+    {"allow_any": False, "cidr": "10.20.0.0/16", "port": 443},
+]
+
+
+def with_egress(world, egress=EGRESS):
+    return dataclasses.replace(world.app, egress=[dict(e) for e in egress])
+
+
+def test_an_app_without_egress_stays_on_the_internal_network_and_touches_no_rules(world):
+    world.engine.deploy(world.app)
+    (container,) = world.docker.containers_by_name.values()
+    assert container.network == "streamlit-apps"
+    assert container.extra_hosts is None
+    assert world.nft == []
+    assert world.docker.networks_by_name == {}
+
+
+def test_an_app_with_egress_runs_alone_on_its_own_bridge_behind_its_rules(world):
+    outcome = world.engine.deploy(with_egress(world))
+    assert outcome.status == "deployed", outcome
+    (container,) = world.docker.containers_by_name.values()
+    assert container.network == "streamlit-egress-hello"
+    # The name is resolved on the host at deploy time; the container gets it in /etc/hosts.
+    assert container.extra_hosts == {"target.lab.test": "198.18.0.10"}
+    network = world.docker.networks_by_name["streamlit-egress-hello"]
+    assert network.internal is False
+    assert network.attrs["Options"]["com.docker.network.bridge.name"] == interface_name("hello")
+    part = (world.tmp / "egress/hello.nft").read_text()
+    assert "ip daddr 198.18.0.10/32 tcp dport 8080 counter accept" in part
+    assert "ip daddr 10.20.0.0/16 tcp dport 443 counter accept" in part
+    assert oct((world.tmp / "egress/hello.nft").stat().st_mode & 0o777) == "0o600"
+    ruleset = str(world.tmp / "egress.nft")
+    assert world.nft == [["-c", "-f", ruleset], ["-f", ruleset]]  # checked, then loaded
+    assert f'include "{world.tmp}/egress/*.nft"' in (world.tmp / "egress.nft").read_text()
+    # The edge reaches it on its own network.
+    assert serving_address(world) == f"{container.address}:8501"
+    world.nft.clear()
+    again = world.engine.deploy(with_egress(world))
+    assert again.status == "unchanged"
+    # Unchanged rules still in the kernel are not reloaded (a reload resets every app's counters).
+    assert world.nft == [["list", "chain", "inet", "secure_streamlit_egress", f"app_{interface_name('hello')}"]]
+
+
+def test_a_name_that_does_not_resolve_fails_before_anything_starts(world):
+    outcome = world.engine.deploy(with_egress(world, [{"allow_any": False, "host": "gone.lab.test", "port": 1}]))
+    assert outcome.status == "failed"
+    assert outcome.step == "egress"
+    assert "gone.lab.test" in outcome.reason
+    assert world.docker.created == []
+    assert world.nft == []
+    assert records(world)[-1]["step"] == "egress"
+
+
+def test_a_ruleset_the_kernel_refuses_fails_the_deploy_before_the_container_starts(world):
+    def refuse(argv):
+        world.nft.append(list(argv))
+        return subprocess.CompletedProcess(argv, 1, "", "Error: syntax error, unexpected junk\n")
+
+    world.engine.nft = refuse
+    outcome = world.engine.deploy(with_egress(world))
+    assert (outcome.status, outcome.step) == ("failed", "egress")
+    assert outcome.tail == ["Error: syntax error, unexpected junk"]
+    assert world.docker.created == []
+
+
+def test_a_name_whose_address_moved_redeploys_with_the_new_rule(world):
+    world.engine.deploy(with_egress(world))
+    world.names["target.lab.test"] = ["198.18.0.11"]
+    assert world.engine.deploy(with_egress(world), check_mode=True).status == "would_deploy"
+    moved = world.engine.deploy(with_egress(world))
+    assert moved.status == "deployed", moved
+    container = world.docker.containers_by_name[moved.container]
+    assert container.extra_hosts == {"target.lab.test": "198.18.0.11"}
+    assert "ip daddr 198.18.0.11/32 tcp dport 8080" in (world.tmp / "egress/hello.nft").read_text()
+
+
+def test_dropping_egress_closes_the_route_and_moves_the_app_back(world):
+    world.engine.deploy(with_egress(world))
+    world.nft.clear()
+    outcome = world.engine.deploy(world.app)
+    assert outcome.status == "deployed", outcome
+    assert world.docker.containers_by_name[outcome.container].network == "streamlit-apps"
+    assert not (world.tmp / "egress/hello.nft").exists()
+    assert world.nft[-1] == ["-f", str(world.tmp / "egress.nft")]
+
+
+def test_an_app_that_leaves_loses_its_rules_and_its_network(world):
+    world.engine.deploy(with_egress(world))
+    world.nft.clear()
+    assert world.engine.remove_absent(set(), check_mode=True) == ["hello"]
+    assert (world.tmp / "egress/hello.nft").exists()
+    assert world.engine.remove_absent(set()) == ["hello"]
+    assert not (world.tmp / "egress/hello.nft").exists()
+    assert world.docker.networks_by_name == {}
+    assert world.nft[-1] == ["-f", str(world.tmp / "egress.nft")]
+
+
+def test_rules_the_kernel_lost_are_loaded_again_on_the_next_deploy(world):
+    world.engine.deploy(with_egress(world))
+    world.nft.clear()
+
+    def flushed(argv):
+        world.nft.append(list(argv))
+        return subprocess.CompletedProcess(argv, 1 if argv[0] == "list" else 0, "", "")
+
+    world.engine.nft = flushed
+    assert world.engine.deploy(with_egress(world)).status == "unchanged"
+    assert world.nft[1:] == [["-c", "-f", str(world.tmp / "egress.nft")], ["-f", str(world.tmp / "egress.nft")]]
