@@ -48,17 +48,20 @@ def check_certificate(url: str, ca: Path) -> None:
     checks. The browser below then skips its own check (its trust store is not the lab's)."""
     parts = urlsplit(url)
     context = ssl.create_default_context(cafile=str(ca))
-    with socket.create_connection((parts.hostname, parts.port or 443), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname=parts.hostname):
-            pass
+    with (
+        socket.create_connection((parts.hostname, parts.port or 443), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=parts.hostname),
+    ):
+        pass
 
 
 class Page:
     """One browser page on the app, reloaded to read the version it shows."""
 
     def __init__(self, url: str) -> None:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import Error, sync_playwright
 
+        self._error = Error
         self.url = url
         self._playwright = sync_playwright().start()
         self._browser = self._playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -71,7 +74,7 @@ class Page:
             heading = self._page.get_by_role("heading", name=TITLE_RE)
             heading.first.wait_for(timeout=timeout_s * 1000)
             match = TITLE_RE.search(heading.first.inner_text())
-        except Exception:  # noqa: BLE001 - a page not (yet) rendered is an answer here: not this version
+        except self._error:  # not rendered (yet): not this version
             return None
         return int(match.group(1)) if match else None
 
