@@ -1,11 +1,17 @@
 # The README's commands. Each prints its progress; all are idempotent.
-.PHONY: setup lab lab-down test lint unit component molecule docs
+.PHONY: setup lab lab-down lab-push lab-push-broken test lint unit component molecule docs
 
 setup:      ## venv, collections, Docker engine, base image
 	bash scripts/setup.sh
 
 lab:        ## create the lab host and run ansible-playbook site.yml on it
 	bash scripts/lab.sh up
+
+lab-push:   ## push a new version of the lab's example app; prints the seconds to serving
+	bash scripts/lab.sh push
+
+lab-push-broken: ## push a broken version; shows the old one serving and the deploy record
+	bash scripts/lab.sh push --broken
 
 lab-down:   ## remove the lab host
 	bash scripts/lab.sh down

@@ -3,6 +3,8 @@
 # site.yml provisions with the shipped inventory.
 #   scripts/lab.sh up     create the lab host if needed and run `ansible-playbook site.yml` on it
 #   scripts/lab.sh down   remove the lab host and its data
+#   scripts/lab.sh push [--broken]   push a new version of the example app to the lab git server and
+#                         time it to serving through the edge (scripts/lab_push.py)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
@@ -11,6 +13,8 @@ LAB_HTTP_PORT="${SSH_LAB_HTTP_PORT:-8080}"
 LAB_HTTPS_PORT="${SSH_LAB_HTTPS_PORT:-8443}"
 LAB_SANDBOX_PORT="${SSH_LAB_SANDBOX_PORT:-9443}"
 LAB_VOLUME="$LAB_CONTAINER-docker"
+# What the controller keeps of a lab (its CA), per lab container.
+LAB_DIR="$CACHE_DIR/lab/$LAB_CONTAINER"
 
 # The settings measured to run systemd as PID 1 and a Docker engine inside a container here
 # (docs/lab-and-tests.md, "The lab and the test bench"). .config/molecule/config.yml holds the same for the tests.
@@ -51,15 +55,41 @@ up() {
   fi
   wait_for_systemd
 
+  # Each play's recap line ("lab : ok=... changed=..."), summed for the summary.
+  local log
+  log=$(mktemp)
+  step "Lab git server (playbooks/lab_git_server.yml)"
+  "$VENV/bin/ansible-playbook" playbooks/lab_git_server.yml "$@" | tee "$log"
   step "ansible-playbook site.yml (inventory/hosts.yml)"
-  "$VENV/bin/ansible-playbook" site.yml "$@"
+  "$VENV/bin/ansible-playbook" site.yml "$@" | tee -a "$log"
+  local changed
+  changed=$(awk '/^lab[[:space:]]+:/ { for (i = 1; i <= NF; i++) if ($i ~ /^changed=/) { sub("changed=", "", $i); n += $i } } END { print n + 0 }' "$log")
+  rm -f "$log"
 
-  step "Where to look"
+  mkdir -p "$LAB_DIR"
+  docker exec "$LAB_CONTAINER" cat /etc/streamlit-edge/ca.crt >"$LAB_DIR/ca.crt"
+  step "What is where (changed=$changed)"
+  info "the example app:          https://localhost:$LAB_HTTPS_PORT/hello/"
+  info "the lab CA:               $LAB_DIR/ca.crt (in the lab host: /etc/streamlit-edge/ca.crt)"
+  info "  trust it for curl:      curl --cacert $LAB_DIR/ca.crt https://localhost:$LAB_HTTPS_PORT/hello/"
+  info "  or system-wide:         sudo cp $LAB_DIR/ca.crt /usr/local/share/ca-certificates/streamlit-lab.crt && sudo update-ca-certificates"
+  info "  in a browser:           import it as an authority (Chromium: Settings > Privacy and security > Security > Manage certificates)"
+  info "its git repository:       http://127.0.0.1:3000/lab/hello.git in the lab host (git-http-backend, lab-git.service)"
+  info "push a new version:       make lab-push          (prints the seconds from push to serving)"
+  info "push a broken version:    make lab-push-broken   (the old one keeps serving; prints the deploy record)"
+  info "deploy records:           docker exec $LAB_CONTAINER tail -n 3 /var/log/streamlit/deploys.log"
+  info "the monitor's audit log:  docker exec $LAB_CONTAINER tail -n 3 /var/log/github-repo-monitor/audit.jsonl"
   info "shell on the lab host:    docker exec -it $LAB_CONTAINER bash"
-  info "its Docker engine:        docker exec $LAB_CONTAINER docker info"
-  info "its daemon.json:          docker exec $LAB_CONTAINER cat /etc/docker/daemon.json"
-  info "HTTP/HTTPS (once the edge lands): http://127.0.0.1:$LAB_HTTP_PORT https://127.0.0.1:$LAB_HTTPS_PORT"
+  info "HTTP (redirects):         http://localhost:$LAB_HTTP_PORT -> https://localhost:$LAB_HTTPS_PORT"
   info "tear down:                make lab-down"
+}
+
+push() {
+  [ "$(docker inspect -f '{{.State.Running}}' "$LAB_CONTAINER" 2>/dev/null)" = true ] || die "no lab host: run make lab first"
+  mkdir -p "$LAB_DIR"
+  docker exec "$LAB_CONTAINER" cat /etc/streamlit-edge/ca.crt >"$LAB_DIR/ca.crt"
+  "$COMPONENT_VENV/bin/python" scripts/lab_push.py --container "$LAB_CONTAINER" --ca "$LAB_DIR/ca.crt" \
+    --url "https://localhost:$LAB_HTTPS_PORT/hello/" "$@"
 }
 
 down() {
@@ -70,6 +100,7 @@ down() {
 
 case "${1:-up}" in
   up) shift || true; up "$@" ;;
-  down) down ;;
-  *) die "usage: scripts/lab.sh up [ansible-playbook options] | down" ;;
+  down) down; rm -rf "$LAB_DIR" ;;
+  push) shift; push "$@" ;;
+  *) die "usage: scripts/lab.sh up [ansible-playbook options] | down | push [--broken]" ;;
 esac

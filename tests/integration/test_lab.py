@@ -1,11 +1,14 @@
-"""The README's main command end to end: `scripts/lab.sh up` makes a lab host, runs site.yml on it
-with the shipped inventory, and a second run changes nothing; `down` removes it all.
+"""The README's main command end to end: `scripts/lab.sh up` makes a lab host, runs the lab git server's
+play and site.yml on it with the shipped inventory, and the example app serves over HTTPS through the edge;
+a second run changes nothing; a push to the lab git server goes live (seen in Chromium) and a broken push
+does not; `down` removes it all.
 
 Uses its own container name and ports so a developer's running lab is left alone.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -35,9 +38,14 @@ def lab(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def recap(output: str) -> dict[str, int]:
-    match = re.search(r"^lab\s+:\s+(.*)$", output, re.MULTILINE)
-    assert match, output
-    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
+    """The recaps of the lab's plays (the lab git server's, then site.yml's), summed."""
+    lines = re.findall(r"^lab\s+:\s+(.*)$", output, re.MULTILINE)
+    assert len(lines) == 2, output
+    total: dict[str, int] = {}
+    for line in lines:
+        for key, value in re.findall(r"(\w+)=(\d+)", line):
+            total[key] = total.get(key, 0) + int(value)
+    return total
 
 
 def docker(*args: str) -> str:
@@ -55,7 +63,32 @@ def first_run() -> Iterator[subprocess.CompletedProcess[str]]:
 def test_lab_up_provisions_the_lab_host(first_run):
     assert first_run.returncode == 0, first_run.stdout[-3000:] + first_run.stderr[-2000:]
     assert recap(first_run.stdout)["failed"] == 0
-    assert "Where to look" in first_run.stdout
+    assert "What is where" in first_run.stdout
+    assert "https://localhost:18443/hello/" in first_run.stdout
+    assert "make lab-push" in first_run.stdout
+
+
+def test_lab_serves_the_example_app_from_its_git_server(first_run, tmp_path):
+    ca = tmp_path / "lab-ca.crt"
+    ca.write_text(docker("exec", LAB, "cat", "/etc/streamlit-edge/ca.crt") + "\n")
+    # Streamlit's page and its health, through the edge, with the lab CA.
+    page = requests.get("https://localhost:18443/hello/", verify=str(ca), timeout=30)
+    assert page.status_code == 200
+    assert "<title>Streamlit</title>" in page.text
+    assert requests.get("https://localhost:18443/hello/_stcore/health", verify=str(ca), timeout=30).text == "ok"
+    # The commit serving is the head of the lab git server's main.
+    head = docker("exec", LAB, "git", "ls-remote", "http://127.0.0.1:3000/lab/hello.git", "refs/heads/main")
+    labels = docker(
+        "exec",
+        LAB,
+        "docker",
+        "ps",
+        "--filter",
+        "label=org.opencontainers.image.revision",
+        "--format",
+        '{{.Label "org.opencontainers.image.revision"}}',
+    )
+    assert head.split()[0] in labels.split()
 
 
 def test_lab_host_runs_the_hardened_engine(first_run):
@@ -88,6 +121,30 @@ def test_second_lab_run_changes_nothing(first_run):
     again = lab("up")
     assert again.returncode == 0, again.stdout[-3000:]
     assert recap(again.stdout)["changed"] == 0
+
+
+def test_push_goes_live_and_a_broken_push_does_not(first_run, tmp_path):
+    """make lab-push: a new version pushed to the lab git server, found by the monitor (plain-git provider),
+    deployed by the host's deployer, seen in Chromium through the edge. make lab-push-broken: the deploy is
+    refused, the previous version still serves, and the deploy record says why. Screenshots: tmp_path."""
+    good = lab("push", "--screenshots", str(tmp_path / "push"))
+    assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-3000:]
+    seen = re.search(r"^version (\d+) serving ([0-9.]+) s after the push$", good.stdout, re.MULTILINE)
+    assert seen, good.stdout
+    version = int(seen.group(1))
+    assert (tmp_path / "push/after.png").stat().st_size > 0
+
+    broken = lab("push", "--broken", "--screenshots", str(tmp_path / "broken"))
+    assert broken.returncode == 0, broken.stdout[-3000:] + broken.stderr[-3000:]
+    assert f"pushed broken version {version + 1}: " in broken.stdout
+    assert f"still serving: version {version}" in broken.stdout
+    sha = re.search(r"^pushed broken version \d+: ([0-9a-f]{40})$", broken.stdout, re.MULTILINE).group(1)
+    # The audit trail, read here and not from the script: the failed deploy of that commit, and why.
+    records = [json.loads(line) for line in docker("exec", LAB, "cat", "/var/log/streamlit/deploys.log").splitlines()]
+    failed = [r for r in records if r.get("sha") == sha]
+    assert [r["status"] for r in failed] == ["failed"], failed
+    assert "clinic_risk_scores" in json.dumps(failed[0]), failed[0]
+    assert (tmp_path / "broken/after-broken.png").stat().st_size > 0
 
 
 def test_lab_down_removes_host_and_data(first_run):
