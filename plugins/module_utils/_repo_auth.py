@@ -55,9 +55,10 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def read_secret_file(path: Path, *, owner: int | None = 0) -> str:
+def read_secret_file(path: Path, *, owner: int | None = 0, forbidden: int = 0o077) -> str:
     """A credential file's text, stripped. Refused (RepoAuthError) when it is a symlink, not a regular file,
-    readable by group or others, not owned by `owner` (root by default), empty or too large."""
+    has a `forbidden` mode bit (group or others; a systemd credential's group bits are its ACL mask, so the
+    monitor passes 0o007), is not owned by `owner` (root by default; None: any), is empty or too large."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -68,7 +69,7 @@ def read_secret_file(path: Path, *, owner: int | None = 0) -> str:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise RepoAuthError(f"{path} is not a regular file")
-        if info.st_mode & 0o077:
+        if info.st_mode & forbidden:
             raise RepoAuthError(
                 f"{path} is readable by others (mode {stat.S_IMODE(info.st_mode):04o}); it must be 0600"
             )
