@@ -994,7 +994,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     token = None
     try:
-        reads = args.command != "check-config" or bool(os.environ.get("CREDENTIALS_DIRECTORY"))
+        # Only polling needs the repositories' credentials (systemd hands them to the unit, not to an
+        # admin's verify-audit or status).
+        reads = args.command in ("run", "once") or bool(os.environ.get("CREDENTIALS_DIRECTORY"))
         config = load_config(args.config, credentials=reads)
         if args.command in ("check-config", "run", "once"):
             token = read_token(config)
