@@ -126,3 +126,10 @@ def test_a_bad_auth_in_the_config_is_refused_naming_the_app(tmp_path, auth, erro
     with pytest.raises(grm.ConfigError) as caught:
         monitor_for(tmp_path, app)
     assert any(e.startswith("apps[0] (name 'demo'): ") and error in e for e in caught.value.errors), caught.value.errors
+
+
+def test_the_pinned_host_keys_come_from_systemd_s_credential_when_the_unit_has_it(tmp_path):
+    config = {"repo_credentials_dir": str(tmp_path), "ssh_known_hosts": "/etc/streamlit-apps/ssh_known_hosts"}
+    assert grm.known_hosts(config) == "/etc/streamlit-apps/ssh_known_hosts"
+    (tmp_path / "ssh-known-hosts").write_text("127.0.0.1 ssh-ed25519 AAAA\n")
+    assert grm.known_hosts(config) == str(tmp_path / "ssh-known-hosts")

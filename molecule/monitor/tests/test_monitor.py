@@ -267,6 +267,7 @@ def test_the_deploy_key_is_ed25519_and_the_forge_s_host_key_is_pinned_strictly(h
     unit = host.file("/etc/systemd/system/github-repo-monitor.service").content_string
     assert f"LoadCredential=repo-secret-ssh-key:{REPO_AUTH}/secret-ssh/id_ed25519" in unit
     assert f"LoadCredential=repo-secret-http-token:{REPO_AUTH}/secret-http/token" in unit
+    assert "LoadCredential=ssh-known-hosts:/etc/streamlit-apps/ssh_known_hosts" in unit
 
 
 def test_a_private_repo_over_ssh_is_polled_with_its_deploy_key(host):

@@ -273,6 +273,15 @@ def repo_remote(
     return _git_source.GitRemote(url, branch, allow_file=allow_file), tokens
 
 
+def known_hosts(config: dict[str, Any]) -> str | None:
+    """The pinned SSH host keys: systemd's credential ssh-known-hosts when the unit has it (the file itself
+    may sit in a directory the service cannot enter), else the configured path."""
+    directory = config.get("repo_credentials_dir")
+    if directory and (Path(directory) / "ssh-known-hosts").is_file():
+        return str(Path(directory) / "ssh-known-hosts")
+    return config.get("ssh_known_hosts")
+
+
 def read_token(config: dict[str, Any]) -> str | None:
     """From the config's token_file, else systemd's credential `github-token`; None when neither is set.
 
@@ -1017,7 +1026,7 @@ def main(argv: list[str] | None = None) -> int:
         print(verdict.message)
         return 0 if verdict.ok else 1
     client = github_client.GitHubClient(config["api_url"], token, graphql_url=config["graphql_url"])
-    git_source = _git_source.GitSource(timeout=float(config["git_timeout"]), ssh_known_hosts=config["ssh_known_hosts"])
+    git_source = _git_source.GitSource(timeout=float(config["git_timeout"]), ssh_known_hosts=known_hosts(config))
     monitor = Monitor(config, client, authenticated=token is not None, git_source=git_source)
     if args.command == "once":
         return 0 if monitor.cycle() else 1
