@@ -279,8 +279,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--create", action="append", default=[])
+    parser.add_argument("--users-file", type=Path, help="lines of name:password: Basic auth required")
     args = parser.parse_args(argv)
-    server = GitServer(args.root)
+    users = None
+    if args.users_file:
+        lines = args.users_file.read_text().splitlines()
+        users = dict(line.split(":", 1) for line in lines if ":" in line)
+    server = GitServer(args.root, users=users)
     server.port = args.port
     for name in args.create:
         if not (server.root / f"{name}.git").exists():

@@ -585,6 +585,11 @@ class AppSpec:
     access: dict[str, Any] = field(repr=False)
     # Allowed destinations, normalised by _egress.parse_egress ([] = no route out, the default).
     egress: list[dict[str, Any]] = field(default_factory=list)
+    # How the repository is read when it is private ({} = no credential): {"kind": "deploy_key"},
+    # {"kind": "token", "username", "token_var"} or {"kind": "github_app", "app_id", "installation_id",
+    # "private_key_var"}. Names of vault variables only, never a secret: the values reach the host as
+    # root-only files (the apps role) and are read there by the engine and the monitor.
+    repo_auth: dict[str, Any] = field(default_factory=dict)
 
     @property
     def managed(self) -> bool:
@@ -760,6 +765,7 @@ _FIELD_CHECKS: dict[str, Callable[[object], str | None]] = {
     "database": lambda v: None if v == "" or v in DATABASE_KINDS else f"must be {' or '.join(DATABASE_KINDS)} or empty",
     "access": _check_access,
     "egress": egress_problem,
+    "repo_auth": lambda v: repo_auth_problem(v),
 }
 
 
@@ -1142,6 +1148,150 @@ def _parse_egress(e: _Entry, value: object) -> None:
 
 
 ACCESS_KEYS = ("htpasswd_users", "client_cert_cns", "oidc")
+
+
+AUTH_KINDS = ("deploy_key", "token", "github_app")
+AUTH_TOKEN_KEYS = ("token", "username")
+GITHUB_APP_KEYS = ("app_id", "installation_id", "private_key")
+AUTH_USERNAME_DEFAULT = "x-access-token"  # what GitHub expects with a token; GitLab takes "oauth2"
+AUTH_USERNAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+# Forms of a credential written in place of a variable name (GitHub's and GitLab's token prefixes, a PEM
+# block): refused without being shown.
+_SECRET_LOOKING_RE = re.compile(r"(?:gh[pousr]_|github_pat_|glpat-|-----BEGIN)", re.IGNORECASE)
+
+
+def _ssh_url(url: str) -> bool:
+    return url.startswith("ssh://") or ("://" not in url and GIT_SCP_RE.fullmatch(url) is not None)
+
+
+def _vault_variable(e: _Entry, where: str, value: object, what: str) -> str | None:
+    """The name of the vault variable that holds a credential, or None after an error that never shows
+    what was written (it is often the credential itself)."""
+    if not isinstance(value, str) or not VARIABLE_RE.fullmatch(value) or _SECRET_LOOKING_RE.match(value):
+        e.error(
+            f"{where}: the value (not shown, {_kind(value)}) must be the name of a variable holding {what} "
+            "(e.g. vault_triage_repo_token, from a vault), never the credential itself nor a template of it"
+        )
+        return None
+    if e.defined is not None and value not in e.defined:
+        # Not shown either: a token without a telling prefix looks like a variable name.
+        e.error(f"{where}: the value (not shown) names no defined variable: put {what} in a vault, give its name")
+        return None
+    return value
+
+
+def _positive_id(e: _Entry, where: str, value: object) -> int | None:
+    number = _number_from(value, integer=True)
+    if number is None or isinstance(number, bool) or not 1 <= int(number) <= 2**53:
+        e.error(f"{where} {show(value)} must be a positive whole number (GitHub shows it on the App's page)")
+        return None
+    return int(number)
+
+
+def _parse_auth(e: _Entry, value: object) -> None:
+    """`auth`: how a private repository is read. Exactly one of deploy_key (an SSH key generated on the
+    host), token (HTTPS, the name of a vault variable) or github_app (an App's id, its installation's id
+    and the name of the vault variable holding its private key)."""
+    e.values["repo_auth"] = {}
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        e.error(
+            "auth must be a mapping: {deploy_key: true}, {token: VAULT_VARIABLE} or "
+            f"{{github_app: {{app_id, installation_id, private_key}}}}, not {_kind(value)}"
+        )
+        return
+    e.unknown_keys("auth: ", value, (*AUTH_KINDS, "username"))
+    kinds = [k for k in AUTH_KINDS if k in value]
+    if len(kinds) != 1:
+        e.error(f"auth takes exactly one of {', '.join(AUTH_KINDS)} (found {', '.join(kinds) or 'none'})")
+        return
+    kind = kinds[0]
+    if "username" in value and kind != "token":
+        e.error("auth.username goes with auth.token only")
+        return
+    url = e.values.get("url")
+    if kind == "deploy_key":
+        key = value["deploy_key"]
+        if key is not True:
+            # Not shown: a path or the key itself. A key from elsewhere would have to pass through the
+            # controller and Ansible's output; a key made on the host never leaves it.
+            e.error(
+                f"auth.deploy_key (not shown, {_kind(key)}) must be true: the key is generated on the host "
+                "(ed25519, root-only) and its public half printed for the repository's deploy keys; a key "
+                "path or key text is refused"
+            )
+            return
+        if isinstance(url, str) and not _ssh_url(url):
+            e.error(
+                f"auth.deploy_key needs an SSH repo URL (ssh://git@HOST/owner/name.git or git@HOST:owner/name.git), "
+                f"not {shown_repo(url)}"
+            )
+            return
+        e.values["repo_auth"] = {"kind": "deploy_key"}
+        return
+    if isinstance(url, str) and not url.startswith(("https://", "http://")):
+        e.error(f"auth.{kind} needs an https:// repo URL, not {shown_repo(url)} (SSH takes auth.deploy_key)")
+        return
+    if kind == "token":
+        username = value.get("username", AUTH_USERNAME_DEFAULT)
+        if not isinstance(username, str) or not AUTH_USERNAME_RE.fullmatch(username):
+            e.error(f"auth.username {show(username)} must match {AUTH_USERNAME_RE.pattern}")
+            return
+        variable = _vault_variable(e, "auth.token", value["token"], "the token")
+        if variable is not None:
+            e.values["repo_auth"] = {"kind": "token", "username": username, "token_var": variable}
+        return
+    app = value["github_app"]
+    if not isinstance(app, Mapping):
+        e.error(f"auth.github_app must be a mapping {{app_id, installation_id, private_key}}, not {_kind(app)}")
+        return
+    e.unknown_keys("auth.github_app: ", app, GITHUB_APP_KEYS)
+    missing = [k for k in GITHUB_APP_KEYS if app.get(k) is None]
+    if missing:
+        e.error(f"auth.github_app needs {', '.join(missing)}")
+        return
+    if e.values.get("provider") not in (None, "github"):
+        e.error("auth.github_app needs a GitHub repo (provider github): its tokens come from GitHub's API")
+        return
+    app_id = _positive_id(e, "auth.github_app.app_id", app["app_id"])
+    installation = _positive_id(e, "auth.github_app.installation_id", app["installation_id"])
+    variable = _vault_variable(e, "auth.github_app.private_key", app["private_key"], "the App's private key")
+    if app_id is not None and installation is not None and variable is not None:
+        e.values["repo_auth"] = {
+            "kind": "github_app",
+            "app_id": app_id,
+            "installation_id": installation,
+            "private_key_var": variable,
+        }
+
+
+def repo_auth_problem(value: object) -> str | None:
+    """Why `value` is not an AppSpec's repo_auth (as _parse_auth makes it), or None."""
+    if not isinstance(value, Mapping):
+        return "must be a mapping"
+    if not value:
+        return None
+    shapes: dict[str, dict[str, Callable[[object], bool]]] = {
+        "deploy_key": {},
+        "token": {
+            "username": lambda v: isinstance(v, str) and AUTH_USERNAME_RE.fullmatch(v) is not None,
+            "token_var": lambda v: isinstance(v, str) and VARIABLE_RE.fullmatch(v) is not None,
+        },
+        "github_app": {
+            "app_id": lambda v: _is_int(v) and 1 <= v <= 2**53,  # type: ignore[operator]
+            "installation_id": lambda v: _is_int(v) and 1 <= v <= 2**53,  # type: ignore[operator]
+            "private_key_var": lambda v: isinstance(v, str) and VARIABLE_RE.fullmatch(v) is not None,
+        },
+    }
+    shape = shapes.get(value.get("kind"))  # type: ignore[arg-type]
+    if shape is None or set(value) != {"kind", *shape}:
+        return "must be {}, {kind: deploy_key}, {kind: token, ...} or {kind: github_app, ...}"
+    if not all(check(value[key]) for key, check in shape.items()):
+        return f"has a bad value for {value['kind']}"
+    return None
+
+
 HTPASSWD_USER_KEYS = ("name", "password")
 # Single sign-on at the edge (roles/sso): who may pass, by the provider's groups claim or user name.
 OIDC_KEYS = ("groups", "users")
@@ -1268,6 +1418,7 @@ APP_KEYS: dict[str, KeyRule] = {
     "data": KeyRule(_parse_data, True, "true or {mount: /data}: a directory kept across deploys"),
     "database": KeyRule(_parse_database, True, "postgresql: a database and role of the app's own"),
     "egress": KeyRule(_parse_egress, True, "[{host, port} or {cidr, port}]: the only destinations it may reach"),
+    "auth": KeyRule(_parse_auth, True, "{deploy_key: true}, {token: VAULT_VARIABLE} or {github_app: {...}}"),
 }
 
 
@@ -1315,6 +1466,7 @@ def _parse_entry(
             data_mount="",
             database="",
             egress=[],
+            repo_auth={},
         )
     return AppSpec(index=index, **values), []
 

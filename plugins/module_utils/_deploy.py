@@ -52,7 +52,9 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._egress i
     network_name,
     resolve,
 )
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._git_source import AuthRefusedError, classify
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._nginx_upstream import Edge, UpstreamError
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._repo_auth import RepoAuthError, RepoCredentials
 
 LABEL_APP = "secure_streamlit.app"
 LABEL_SHA = "secure_streamlit.sha"
@@ -125,6 +127,10 @@ class Settings:
     # read-only. "" = none.
     status_app: str = ""
     status_snapshot_dir: str = ""
+    # Private repositories: per-app credentials (root-only), the pinned SSH host keys, GitHub's API.
+    repo_auth_dir: str = "/etc/streamlit-apps/repo-auth"
+    ssh_known_hosts: str = "/etc/streamlit-apps/ssh_known_hosts"
+    github_api_url: str = "https://api.github.com"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
@@ -390,11 +396,14 @@ def duration_ns(text: str) -> int:
 
 
 # -- git ---------------------------------------------------------------------------------------------------
-GitRunner = Callable[[Sequence[str], "Path | None"], "subprocess.CompletedProcess[str]"]
+GitRunner = Callable[..., "subprocess.CompletedProcess[str]"]  # (argv, cwd, env=None)
 
 
-def run_git(argv: Sequence[str], cwd: Path | None) -> subprocess.CompletedProcess[str]:
-    env = {
+def run_git(
+    argv: Sequence[str], cwd: Path | None, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """git with a clean environment; `env` adds a private repository's credential settings (never argv)."""
+    base = {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG": "C.UTF-8",
         "HOME": "/nonexistent",
@@ -405,7 +414,7 @@ def run_git(argv: Sequence[str], cwd: Path | None) -> subprocess.CompletedProces
     return subprocess.run(
         ["git", "-c", "core.hooksPath=/dev/null", *argv],
         cwd=cwd,
-        env=env,
+        env={**base, **(env or {})},
         capture_output=True,
         text=True,
         check=False,
@@ -449,8 +458,12 @@ class Engine:
         log: Callable[[str], None] = lambda _message: None,
         nft: NftRunner = run_nft,
         lookup: Callable[[str], Sequence[str]] = lookup_ipv4,
+        credentials: RepoCredentials | None = None,
     ) -> None:
         self.settings = settings
+        self.credentials = credentials or RepoCredentials(
+            settings.repo_auth_dir, settings.ssh_known_hosts, settings.github_api_url, clock=clock
+        )
         self.docker = docker_client
         self.edge = edge or Edge(
             upstream_dir=Path(settings.upstream_dir),
@@ -520,10 +533,35 @@ class Engine:
                 address = (networks.get(network_name(app)) or {}).get("IPAddress") or ""
         return address
 
+    def remote_env(self, app: AppSpec) -> dict[str, str]:
+        """git's environment additions for this app's repository ({} when it is public)."""
+        try:
+            return self.credentials.git_env(app.name, app.repo_auth)
+        except RepoAuthError as exc:
+            raise DeployFailed("fetch", f"no usable credential for the repository: {exc}") from None
+
+    def remote_git(self, app: AppSpec, argv: Sequence[str], cwd: Path | None) -> subprocess.CompletedProcess[str]:
+        env = self.remote_env(app)
+        return self.git(argv, cwd, env) if env else self.git(argv, cwd)
+
+    def refused(self, app: AppSpec, stderr: str) -> DeployFailed | None:
+        """A clear failure when the server refused the fetch for want of (valid) credentials."""
+        if classify(stderr, str(app.url)) is not AuthRefusedError:
+            return None
+        kind = app.repo_auth.get("kind")
+        hint = (
+            f"the server refused the credential of auth.{kind} (is it still valid and allowed to read the repo?)"
+            if kind
+            else "the server asks for credentials: a private repository needs auth (deploy_key, token, github_app)"
+        )
+        return DeployFailed("fetch", hint, tail_lines(stderr))
+
     def branch_head(self, app: AppSpec) -> str:
-        result = self.git(["ls-remote", "--exit-code", str(app.url), f"refs/heads/{app.branch}"], None)
+        result = self.remote_git(app, ["ls-remote", "--exit-code", str(app.url), f"refs/heads/{app.branch}"], None)
         if result.returncode != 0:
-            raise DeployFailed("fetch", f"cannot read the head of {app.branch}", tail_lines(result.stderr))
+            raise self.refused(app, result.stderr or "") or DeployFailed(
+                "fetch", f"cannot read the head of {app.branch}", tail_lines(result.stderr)
+            )
         sha = result.stdout.split()[0] if result.stdout.split() else ""
         if not SHA_RE.fullmatch(sha):
             raise DeployFailed("fetch", f"the server gave no commit for {app.branch}")
@@ -813,10 +851,14 @@ class Engine:
             shutil.rmtree(repo, ignore_errors=True)
             self._git_ok(["init", "--bare", "--quiet", str(repo)], None, "fetch", "cannot create the local mirror")
         refspec = f"+refs/heads/{app.branch}:refs/remotes/origin/{app.branch}"
-        fetched = self.git(["fetch", "--quiet", "--no-tags", str(app.url), refspec], repo)
+        # By URL, never a configured remote: the mirror's config holds no URL and no credential.
+        fetched = self.remote_git(app, ["fetch", "--quiet", "--no-tags", str(app.url), refspec], repo)
+        denied = self.refused(app, fetched.stderr or "") if fetched.returncode != 0 else None
+        if denied is not None:
+            raise denied
         if not self._has_commit(repo, sha):
             # Not on the branch (a manual rollback to an older or another commit): ask for it by name.
-            by_name = self.git(["fetch", "--quiet", "--no-tags", str(app.url), sha], repo)
+            by_name = self.remote_git(app, ["fetch", "--quiet", "--no-tags", str(app.url), sha], repo)
             if not self._has_commit(repo, sha):
                 tail = tail_lines((fetched.stderr or "") + "\n" + (by_name.stderr or ""))
                 raise DeployFailed("fetch", f"commit {sha} is not on the server", tail)

@@ -76,6 +76,8 @@ class StatusSettings:
     monitor_stale_intervals: int = 5
     # roles/backup's state file (_backup.py); empty: this host has no backups configured.
     backup_state: str = ""
+    # Private repositories: each deploy key's public half (the operator adds it to the repository).
+    repo_auth_dir: str = "/etc/streamlit-apps/repo-auth"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> StatusSettings:
@@ -466,7 +468,22 @@ class Collector:
             if monitor_app
             else None,
             "attention": attention,
+            "deploy_key": self.deploy_key(name),
         }
+
+    def deploy_key(self, name: str) -> str | None:
+        """The public half of the app's deploy key (one line of id_ed25519.pub), or None without one."""
+        if not self.settings.repo_auth_dir:
+            return None
+        path = Path(self.settings.repo_auth_dir) / name / "id_ed25519.pub"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as handle:
+            text = handle.read(1024).decode("ascii", "replace").strip()
+        # A public key line only: never a private key, whatever lies there.
+        return text if text.startswith("ssh-ed25519 ") and "PRIVATE" not in text and "\n" not in text else None
 
     def health(self, name: str, serving: Mapping[str, Any] | None) -> dict[str, Any]:
         if self.probe is None:
@@ -707,6 +724,8 @@ def render_text(report: Mapping[str, Any], *, app: str | None = None) -> str:
                     f"    {deploy['time']}  {_short(deploy['sha']):<12}  {deploy['outcome']:<9} {seconds:>8}"
                     f"  by {deploy['requested_by'] or '-'}{reason}"
                 )
+        if entry.get("deploy_key"):
+            lines.append(f"  deploy key (add it to the repository, read-only): {entry['deploy_key']}")
         monitor_app = entry.get("monitor") or {}
         if monitor_app.get("last_error"):
             lines.append(f"  monitor error: {monitor_app['last_error']}")

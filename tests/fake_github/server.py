@@ -8,6 +8,10 @@ What it serves (the parts change detection uses):
 - rate-limit headers with GitHub's budgets per hour (60 without a token, 5,000 with; REST "core" and
   "graphql" separately); an authenticated 304 does not count, everything else does; past the budget the
   answer is 403 with `x-ratelimit-remaining: 0`, as GitHub does;
+- GitHub App installation tokens: `POST /app/installations/{id}/access_tokens` with `Authorization: Bearer
+  <JWT>`; the JWT's RS256 signature is checked with the public key of the App it names (`add_app`), its
+  iat/exp against the fake's clock (at most 10 minutes, not expired); the answer is 201 with a new
+  `ghs_` token and `expires_at` (`token_lifetime` seconds later), which the fake then accepts as a token;
 - faults injected in order: a status with headers, a delay (for timeouts), a malformed body, a large body
   (`size` bytes, written in pieces; `no_length`: without Content-Length, ended by closing the connection).
 
@@ -40,6 +44,7 @@ ALIAS_RE = re.compile(
     r"(\w+)\s*:\s*repository\(\s*owner:\s*\$(\w+)\s*,\s*name:\s*\$(\w+)\s*\)\s*\{\s*ref\(qualifiedName:\s*\$(\w+)"
 )
 HOUR = 3600
+ACCESS_TOKENS_RE = re.compile(r"/app/installations/([0-9]{1,20})/access_tokens")
 
 
 def new_sha() -> str:
@@ -88,6 +93,10 @@ class FakeGitHub:
         self.window_start = clock()
         self.lock = threading.Lock()
         self.state_file = state_file
+        self.app_keys: dict[int, bytes] = {}  # GitHub App id -> its public key (PEM)
+        self.installations: dict[int, int] = {}  # installation id -> App id
+        self.token_lifetime = 3600.0
+        self.installation_tokens: dict[str, float] = {}  # issued token -> its expiry
         self._state_signature: tuple[int, int, int] | None = None
         self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self.server.daemon_threads = True
@@ -122,6 +131,59 @@ class FakeGitHub:
         return sha
 
     force_push = push
+
+    def add_app(self, app_id: int, public_key_pem: bytes, installation_id: int) -> None:
+        """A GitHub App (its public key) installed once (installation_id)."""
+        with self.lock:
+            self.app_keys[app_id] = public_key_pem
+            self.installations[installation_id] = app_id
+
+    def check_jwt(self, jwt: str, installation_id: int) -> str | None:
+        """Why GitHub would refuse this App JWT for this installation, or None."""
+        import base64
+
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        def decode(part: str) -> bytes:
+            return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+        try:
+            header_b64, payload_b64, signature_b64 = jwt.split(".")
+            header, claims = json.loads(decode(header_b64)), json.loads(decode(payload_b64))
+            signature = decode(signature_b64)
+        except ValueError:
+            return "A JSON web token could not be decoded"
+        if header.get("alg") != "RS256":
+            return "JWT algorithm must be RS256"
+        app_id = int(claims.get("iss", "0")) if str(claims.get("iss", "")).isdigit() else 0
+        with self.lock:
+            public = self.app_keys.get(app_id)
+            installed = self.installations.get(installation_id)
+        if public is None:
+            return "Integration not found"
+        key = serialization.load_pem_public_key(public)
+        try:
+            key.verify(signature, f"{header_b64}.{payload_b64}".encode(), padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr,call-arg]
+        except InvalidSignature:
+            return "A JSON web token could not be decoded"
+        now = self.clock()
+        iat, exp = claims.get("iat"), claims.get("exp")
+        if not isinstance(iat, int) or not isinstance(exp, int) or exp - iat > 600 or iat > now + 60:
+            return "'Issued at' claim ('iat') must be an Integer representing a time in the past"
+        if exp <= now:
+            return "'Expiration time' claim ('exp') is too far in the past"
+        if installed != app_id:
+            return "Not Found"
+        return None
+
+    def issue_installation_token(self) -> tuple[str, float]:
+        token = "ghs_" + secrets.token_hex(18)
+        expires = self.clock() + self.token_lifetime
+        with self.lock:
+            self.installation_tokens[token] = expires
+        return token, expires
 
     def delete_branch(self, owner: str, name: str, branch: str = "main") -> None:
         with self.lock:
@@ -249,6 +311,11 @@ def _handler_for(gh: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                 return False
             if value in (f"Bearer {gh.token}", f"token {gh.token}"):
                 return True
+            scheme, _, given = value.partition(" ")
+            with gh.lock:
+                expires = gh.installation_tokens.get(given)
+            if scheme in ("Bearer", "token") and expires is not None and expires > gh.clock():
+                return True
             self._answer(401, json.dumps({"message": "Bad credentials"}), {}, False)
             return None
 
@@ -310,6 +377,10 @@ def _handler_for(gh: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
             self.resource = "graphql" if self.path == "/graphql" else "core"
+            exchange = ACCESS_TOKENS_RE.fullmatch(self.path)
+            if exchange:
+                self._access_token(int(exchange[1]))
+                return
             authenticated = self._prologue()
             if authenticated is None:
                 return
@@ -343,6 +414,27 @@ def _handler_for(gh: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                     data[alias] = {"ref": {"target": {"oid": sha}} if sha else None}
             body = {"data": data, **({"errors": errors} if errors else {})}
             self._answer(200, json.dumps(body), {"Content-Type": "application/json"}, authenticated)
+
+        def _access_token(self, installation_id: int) -> None:
+            """An installation token for an App's JWT (never an ordinary token), as GitHub answers it."""
+            with gh.lock:
+                fault = gh.faults.pop(0) if gh.faults else None
+            if fault is not None and fault.status != 200:
+                self._answer(fault.status, fault.body or "{}", fault.headers, False)
+                return
+            value = self.headers.get("Authorization", "")
+            if not value.startswith("Bearer "):
+                self._answer(401, json.dumps({"message": "A JSON web token could not be decoded"}), {}, False)
+                return
+            problem = gh.check_jwt(value.removeprefix("Bearer "), installation_id)
+            if problem is not None:
+                status = 404 if problem == "Not Found" else 401
+                self._answer(status, json.dumps({"message": problem}), {}, False)
+                return
+            token, expires = gh.issue_installation_token()
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+            body = {"token": token, "expires_at": stamp, "permissions": {"contents": "read"}}
+            self._answer(201, json.dumps(body), {"Content-Type": "application/json"}, False)
 
     return Handler
 

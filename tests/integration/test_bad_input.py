@@ -64,6 +64,19 @@ READ_ONLY_TASKS = {
             ["apps[0] (name 'plain')", "value not shown", "must not carry a credential"],
             id="git-url-with-a-credential",
         ),
+        pytest.param(
+            '{"apps": [{"name": "priv", "repo": "acme/priv", "auth": {"token": "ghp_TopS3cretValue"}}]}',
+            APP_RULE,
+            ["apps[0] (name 'priv')", "auth.token: the value (not shown", "never the credential itself"],
+            id="repo-token-as-a-literal",
+        ),
+        pytest.param(
+            '{"apps": [{"name": "priv", "repo": "git@github.com:acme/priv.git", '
+            '"auth": {"deploy_key": "/root/.ssh/id_ed25519"}}]}',
+            APP_RULE,
+            ["apps[0] (name 'priv')", "auth.deploy_key (not shown, text) must be true", "key path"],
+            id="deploy-key-path-outside-the-vault",
+        ),
         (
             '{"apps": [{"name": "plain", "repo": "file:///srv/git/acme/plain.git"}]}',
             APP_RULE,
@@ -336,6 +349,13 @@ READ_ONLY_TASKS = {
             "Fail on a secret variable that does not hold text",
             ["must hold text", "vault_a_token"],
             id="secret-variable-not-text",
+        ),
+        pytest.param(
+            '{"vault_p_token": "TopS3cret Value", "apps": [{"name": "p", "repo": "acme/p", '
+            '"auth": {"token": "vault_p_token"}}]}',
+            "Fail on a repository credential variable that does not hold one line of text",
+            ["Not usable: vault_p_token"],
+            id="repo-token-variable-not-a-token",
         ),
     ],
 )

@@ -227,3 +227,94 @@ def test_ansible_output_never_shows_the_token():
     )
     assert result.returncode == 0, result.stdout[-2000:]
     assert TOKEN not in result.stdout + result.stderr
+    assert "glpat-molecule0nlyRepoT0kenNeverLogged" not in result.stdout + result.stderr
+    assert "PRIVATE KEY" not in result.stdout + result.stderr
+
+
+# -- private repositories (prepare.yml's forges, docs/private-repositories.md) --------------------------------
+REPO_TOKEN = "glpat-molecule0nlyRepoT0kenNeverLogged"
+REPO_AUTH = "/etc/streamlit-apps/repo-auth"
+
+
+def push_private(host, work: str, remote: str) -> str:
+    return host.check_output(
+        f"cd {work} && git -c user.name=t -c user.email=t@lab.test commit -q --allow-empty -m change "
+        f"&& git push -q --force {remote} HEAD:main && git rev-parse HEAD"
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "owner", "mode"),
+    [
+        (REPO_AUTH, "root", 0o700),
+        (f"{REPO_AUTH}/secret-ssh", "root", 0o700),
+        (f"{REPO_AUTH}/secret-ssh/id_ed25519", "root", 0o600),
+        (f"{REPO_AUTH}/secret-http/token", "root", 0o600),
+        ("/etc/streamlit-apps/ssh_known_hosts", "root", 0o644),
+    ],
+)
+def test_repository_credentials_are_root_s_only(host, path, owner, mode):
+    assert host.file(path).user == owner
+    assert host.file(path).mode == mode
+
+
+def test_the_deploy_key_is_ed25519_and_the_forge_s_host_key_is_pinned_strictly(host):
+    assert host.file(f"{REPO_AUTH}/secret-ssh/id_ed25519.pub").content_string.startswith("ssh-ed25519 ")
+    config = json.loads(host.file("/etc/github-repo-monitor/config.json").content_string)
+    private = {app["name"]: app for app in config["apps"] if "auth" in app}
+    assert private["secret-ssh"]["auth"] == {"kind": "deploy_key"}
+    assert private["secret-http"]["auth"] == {"kind": "token", "username": "oauth2"}  # the variable's name: not here
+    unit = host.file("/etc/systemd/system/github-repo-monitor.service").content_string
+    assert f"LoadCredential=repo-secret-ssh-key:{REPO_AUTH}/secret-ssh/id_ed25519" in unit
+    assert f"LoadCredential=repo-secret-http-token:{REPO_AUTH}/secret-http/token" in unit
+    assert "LoadCredential=ssh-known-hosts:/etc/streamlit-apps/ssh_known_hosts" in unit
+
+
+def test_a_private_repo_over_ssh_is_polled_with_its_deploy_key(host):
+    host.run("systemctl restart github-repo-monitor")  # no backoff left from before the key was added
+    first = requested_sha(host, "secret-ssh", timeout=60)
+    deployer_reports(host, "secret-ssh", first, "deployed")
+    # as the forge's user: git refuses to push into a repository another user owns
+    newer = host.check_output(
+        "runuser -u git -- sh -c 'cd /srv/git-ssh-work && git -c user.name=t -c user.email=t@lab.test commit -q "
+        "--allow-empty -m change && git push -q --force /srv/git-ssh/acme/secret-ssh.git HEAD:main "
+        "&& git rev-parse HEAD'"
+    )
+    wait_for_request_of(host, "secret-ssh", newer, timeout=60)
+
+
+def test_a_private_repo_over_http_is_polled_with_its_token(host):
+    first = requested_sha(host, "secret-http", timeout=60)
+    deployer_reports(host, "secret-http", first, "deployed")
+    work = "/var/lib/git-server-private/work/acme/secret-http"
+    newer = push_private(host, work, "origin")
+    wait_for_request_of(host, "secret-http", newer, timeout=60)
+
+
+def test_without_the_token_the_forge_refuses_and_the_monitor_says_so(host):
+    result = host.run("git ls-remote http://127.0.0.1:9201/acme/secret-http.git 2>&1")
+    assert result.rc != 0
+    # a git without the credential is refused; the forge's git-shell user opens no shell either
+    shell = host.run(
+        f"ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/etc/streamlit-apps/ssh_known_hosts "
+        f"-i {REPO_AUTH}/secret-ssh/id_ed25519 git@127.0.0.1 id"
+    )
+    assert shell.rc != 0
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "journalctl --no-pager -o cat",
+        "cat /var/log/github-repo-monitor/audit.jsonl /var/lib/github-repo-monitor/state.json",
+        "cat /etc/github-repo-monitor/config.json /etc/systemd/system/github-repo-monitor.service",
+        "ps auxwwe",
+        "cat /proc/$(systemctl show -p MainPID --value github-repo-monitor)/environ | tr '\\0' '\\n'",
+        "find /etc /var /run /usr/local /opt /tmp /root -xdev -type f -perm -o=r "
+        "-exec grep -l glpat-molecule {} + 2>/dev/null || true",
+    ],
+)
+def test_the_repository_token_appears_nowhere(host, where):
+    out = host.run(where).stdout
+    assert REPO_TOKEN not in out
+    assert "glpat-molecule" not in out

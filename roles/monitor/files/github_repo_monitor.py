@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -48,12 +49,14 @@ try:
         _app_spec,
         _audit_log,
         _git_source,
+        _repo_auth,
         github_client,
     )
 except ImportError:  # installed on a host: the libraries sit beside this file
     import _app_spec  # type: ignore[no-redef]
     import _audit_log  # type: ignore[no-redef]
     import _git_source  # type: ignore[no-redef]
+    import _repo_auth  # type: ignore[no-redef]
     import github_client  # type: ignore[no-redef]
 
 # The app rules live in one place (the app model); the monitor's config is written from it.
@@ -79,8 +82,13 @@ CONFIG_KEYS = {
     "token_file",
     "allow_file_urls",
     "git_timeout",
+    "ssh_known_hosts",
+    "repo_credentials_dir",
 }
-APP_KEYS = {"name", "repo", "branch", "provider"}
+APP_KEYS = {"name", "repo", "branch", "provider", "auth"}
+# A private repository's credential reaches the service as a systemd credential (LoadCredential= of the
+# root-only file the apps role keeps): repo-<app>-<what> in $CREDENTIALS_DIRECTORY, or repo_credentials_dir.
+AUTH_CREDENTIALS = {"deploy_key": "key", "token": "token", "github_app": "app-key"}
 AUDIT_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_RESULT_BYTES = 65536
 REQUEST_HISTORY = 20  # SHAs per app whose results are still understood
@@ -102,8 +110,10 @@ def now_iso(clock: Callable[[], float]) -> str:
 
 
 # -- configuration ------------------------------------------------------------------------------------------
-def load_config(path: Path) -> dict[str, Any]:
-    """Read and validate; every problem is reported, each naming the entry and the rule."""
+def load_config(path: Path, *, credentials: bool = True) -> dict[str, Any]:
+    """Read and validate; every problem is reported, each naming the entry and the rule. Without
+    `credentials` (check-config of a new file, before systemd hands the service its credentials) the
+    private repositories' credentials are checked for shape only, not read."""
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -122,7 +132,10 @@ def load_config(path: Path) -> dict[str, Any]:
         "token_file": raw.get("token_file"),
         "allow_file_urls": raw.get("allow_file_urls", False),
         "git_timeout": raw.get("git_timeout", _git_source.DEFAULT_TIMEOUT),
+        "ssh_known_hosts": raw.get("ssh_known_hosts"),
+        "repo_credentials_dir": raw.get("repo_credentials_dir") or os.environ.get("CREDENTIALS_DIRECTORY"),
         "apps": [],
+        "read_credentials": credentials,
     }
     if not isinstance(config["allow_file_urls"], bool):
         errors.append(f"allow_file_urls must be true or false (is {config['allow_file_urls']!r})")
@@ -138,9 +151,9 @@ def load_config(path: Path) -> dict[str, Any]:
     jitter = config["jitter"]
     if not is_number(jitter) or not 0 <= jitter <= 0.5:
         errors.append(f"jitter must be a fraction within 0..0.5 (is {jitter!r})")
-    for key in ("state_dir", "spool_dir", "audit_log", "token_file"):
+    for key in ("state_dir", "spool_dir", "audit_log", "token_file", "ssh_known_hosts", "repo_credentials_dir"):
         value = config[key]
-        if value is None and key == "token_file":
+        if value is None and key in ("token_file", "ssh_known_hosts", "repo_credentials_dir"):
             continue
         if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
             errors.append(f"{key} must be an absolute path (is {value!r})")
@@ -180,9 +193,14 @@ def load_config(path: Path) -> dict[str, Any]:
                 shown = _app_spec.shown_repo(app["repo"])
                 errors.append(f"{label}: repo {shown}: a git URL {problem} ({_app_spec.GIT_URL_RULE})")
                 continue
-            remote = _git_source.GitRemote(app["repo"], app.get("branch", "main"), allow_file=config["allow_file_urls"])
+            try:
+                remote, app_tokens = repo_remote(config, name, app)
+            except (ValueError, _repo_auth.RepoAuthError) as exc:
+                errors.append(f"{label}: {exc}")
+                continue
             config["apps"].append(
                 {"name": name, "repo": remote.url, "branch": remote.branch, "provider": "git", "ref": remote}
+                | ({"app_tokens": app_tokens} if app_tokens is not None else {})
             )
             continue
         try:
@@ -215,6 +233,53 @@ def url_errors(key: str, value: object, *, required: bool) -> list[str]:
     if not value.startswith(LOCAL_OR_HTTPS) or not parts.hostname or parts.query or parts.fragment:
         return [f"{key} must be an https:// URL (is {value!r})"]
     return []
+
+
+def repo_remote(
+    config: dict[str, Any], name: str, app: dict[str, Any]
+) -> tuple[_git_source.GitRemote, _repo_auth.GitHubAppTokens | None]:
+    """The git remote of an app, with its private repository's credential (read once here; a GitHub App's
+    installation token is bought at poll time and again before it expires)."""
+    url, branch, auth = app["repo"], app.get("branch", "main"), app.get("auth")
+    allow_file = config["allow_file_urls"]
+    if auth is None:
+        return _git_source.GitRemote(url, branch, allow_file=allow_file), None
+    if not isinstance(auth, dict) or auth.get("kind") not in AUTH_CREDENTIALS:
+        raise ValueError(f"auth must be an object with kind {', '.join(AUTH_CREDENTIALS)}")
+    kind = auth["kind"]
+    known = {"deploy_key": {"kind"}, "token": {"kind", "username"}, "github_app": {"kind", "app_id", "installation_id"}}
+    unknown = sorted(set(auth) - known[kind])
+    if unknown:
+        raise ValueError(f"auth: unknown key {unknown[0]!r}")
+    directory = config["repo_credentials_dir"]
+    if not config.get("read_credentials", True) and not directory:
+        return _git_source.GitRemote(url, branch, allow_file=allow_file), None
+    if not directory:
+        raise ValueError("a private repository needs its credential (systemd's LoadCredential or repo_credentials_dir)")
+    path = Path(directory) / f"repo-{name}-{AUTH_CREDENTIALS[kind]}"
+    # Group bits on a systemd credential are its ACL mask (its directory is the service's alone).
+    secret = _repo_auth.read_secret_file(path, owner=None, forbidden=0o007)
+    if kind == "deploy_key":
+        return _git_source.GitRemote(url, branch, allow_file=allow_file, ssh_key_file=str(path)), None
+    if kind == "token":
+        auth_pair = _git_source.HttpAuth(str(auth.get("username", "x-access-token")), secret)
+        return _git_source.GitRemote(url, branch, allow_file=allow_file, auth=auth_pair), None
+    for key in ("app_id", "installation_id"):
+        if isinstance(auth.get(key), bool) or not isinstance(auth.get(key), int) or auth[key] < 1:
+            raise ValueError(f"auth.{key} must be a positive whole number")
+    tokens = _repo_auth.GitHubAppTokens(
+        auth["app_id"], auth["installation_id"], secret.encode() + b"\n", api_url=config["api_url"]
+    )
+    return _git_source.GitRemote(url, branch, allow_file=allow_file), tokens
+
+
+def known_hosts(config: dict[str, Any]) -> str | None:
+    """The pinned SSH host keys: systemd's credential ssh-known-hosts when the unit has it (the file itself
+    may sit in a directory the service cannot enter), else the configured path."""
+    directory = config.get("repo_credentials_dir")
+    if directory and (Path(directory) / "ssh-known-hosts").is_file():
+        return str(Path(directory) / "ssh-known-hosts")
+    return config.get("ssh_known_hosts")
 
 
 def read_token(config: dict[str, Any]) -> str | None:
@@ -625,10 +690,20 @@ class Monitor:
         False when a remote failed (not when a branch is missing: that is an answer)."""
         now = self.clock()
         due: dict[str, Any] = {}
-        for app in self.git_apps.values():
+        for name, app in self.git_apps.items():
             remote = app["ref"]
-            if self.git_backoff.get(remote.key, (0, 0.0))[1] <= now:
-                due.setdefault(remote.key, remote)
+            if self.git_backoff.get(remote.key, (0, 0.0))[1] > now:
+                continue
+            if app.get("app_tokens") is not None:
+                # A GitHub App's installation token: the cached one, or a new one before it expires.
+                try:
+                    token = app["app_tokens"].token()
+                except _repo_auth.RepoAuthError as exc:
+                    self.audit.write("poll_error", provider="git", app=name, reason=str(exc))
+                    log(f"{name}: no installation token ({exc})")
+                    continue
+                remote = app["ref"] = dataclasses.replace(remote, auth=_git_source.HttpAuth("x-access-token", token))
+            due.setdefault(remote.key, remote)
         if not due:
             return True
         self.last_poll = now
@@ -928,7 +1003,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     token = None
     try:
-        config = load_config(args.config)
+        # Only polling needs the repositories' credentials (systemd hands them to the unit, not to an
+        # admin's verify-audit or status).
+        reads = args.command in ("run", "once") or bool(os.environ.get("CREDENTIALS_DIRECTORY"))
+        config = load_config(args.config, credentials=reads)
         if args.command in ("check-config", "run", "once"):
             token = read_token(config)
     except ConfigError as exc:
@@ -948,7 +1026,7 @@ def main(argv: list[str] | None = None) -> int:
         print(verdict.message)
         return 0 if verdict.ok else 1
     client = github_client.GitHubClient(config["api_url"], token, graphql_url=config["graphql_url"])
-    git_source = _git_source.GitSource(timeout=float(config["git_timeout"]))
+    git_source = _git_source.GitSource(timeout=float(config["git_timeout"]), ssh_known_hosts=known_hosts(config))
     monitor = Monitor(config, client, authenticated=token is not None, git_source=git_source)
     if args.command == "once":
         return 0 if monitor.cycle() else 1

@@ -494,6 +494,52 @@ HOSTILE: list[tuple[str, dict[str, Any], list[str]]] = [
         app(repo=DROP, upstream="127.0.0.1:8501", egress=[{"cidr": "10.0.0.0/8", "port": 1}]),
         ["egress does not apply to an app with a pinned upstream"],
     ),
+    # auth (private repositories)
+    ("auth text", app(auth="vault_ok"), ["auth must be a mapping"]),
+    ("auth empty", app(auth={}), ["auth takes exactly one of deploy_key, token, github_app (found none)"]),
+    ("auth two kinds", app(auth={"token": "vault_ok", "deploy_key": True}), ["found deploy_key, token"]),
+    ("auth unknown key", app(auth={"token": "vault_ok", "passwd": "x"}), ["auth: unknown key 'passwd'"]),
+    ("auth token literal", app(auth={"token": SECRET}), ["auth.token: the value (not shown) names no defined"]),
+    ("auth token github form", app(auth={"token": "ghp_" + SECRET}), ["never the credential itself"]),
+    ("auth token templated", app(auth={"token": "{{ " + SECRET + " }}"}), ["must be the name of a variable"]),
+    ("auth token undefined", app(auth={"token": "vault_missing"}), ["names no defined variable"]),
+    ("auth token number", app(auth={"token": 12345}), ["(not shown, a number)"]),
+    ("auth token over ssh", app(repo="git@git.example.org:acme/x.git", auth={"token": "vault_ok"}), ["https://"]),
+    ("auth username bad", app(auth={"token": "vault_ok", "username": "a b"}), ["auth.username 'a b'"]),
+    ("auth username for key", app(auth={"deploy_key": True, "username": "git"}), ["goes with auth.token"]),
+    ("auth deploy key path", app(auth={"deploy_key": "/root/.ssh/" + SECRET}), ["must be true", "path"]),
+    ("auth deploy key pem", app(auth={"deploy_key": "-----BEGIN " + SECRET}), ["(not shown, text)"]),
+    ("auth deploy key https", app(auth={"deploy_key": True}), ["needs an SSH repo URL"]),
+    ("auth app not mapping", app(auth={"github_app": 12}), ["auth.github_app must be a mapping"]),
+    ("auth app missing", app(auth={"github_app": {"app_id": 1}}), ["needs installation_id, private_key"]),
+    (
+        "auth app unknown key",
+        app(auth={"github_app": {"app_id": 1, "installation_id": 2, "private_key": "vault_ok", "secret": 1}}),
+        ["auth.github_app: unknown key 'secret'"],
+    ),
+    (
+        "auth app bad id",
+        app(auth={"github_app": {"app_id": -1, "installation_id": 2, "private_key": "vault_ok"}}),
+        ["auth.github_app.app_id -1 must be a positive whole number"],
+    ),
+    (
+        "auth app key literal",
+        app(auth={"github_app": {"app_id": 1, "installation_id": 2, "private_key": "-----BEGIN " + SECRET}}),
+        ["auth.github_app.private_key: the value (not shown"],
+    ),
+    (
+        "auth app on plain git",
+        app(
+            repo="https://git.example.org/acme/x.git",
+            auth={"github_app": {"app_id": 1, "installation_id": 2, "private_key": "vault_ok"}},
+        ),
+        ["needs a GitHub repo"],
+    ),
+    (
+        "auth and upstream",
+        app(repo=DROP, upstream="127.0.0.1:8501", auth={"token": "vault_ok"}),
+        ["auth does not apply to an app with a pinned upstream"],
+    ),
 ]
 
 
@@ -846,3 +892,40 @@ def test_sha_pattern_takes_full_lower_hex_only():
     assert SHA_RE.fullmatch("a" * 40)
     assert not SHA_RE.fullmatch("a" * 40 + "\n")
     assert not SHA_RE.fullmatch("A" * 40)
+
+
+def test_private_repository_credentials_are_names_of_vault_variables():
+    key, token, gh_app = parse_apps(
+        [
+            app(name="k", repo="git@github.com:acme/k.git", auth={"deploy_key": True}),
+            app(name="t", repo="https://git.example.org/acme/t.git", auth={"token": "vault_ok", "username": "oauth2"}),
+            app(name="g", auth={"github_app": {"app_id": "12", "installation_id": 34, "private_key": "vault_other"}}),
+        ],
+        DEFAULTS,
+        defined_variables=DEFINED,
+    )
+    assert key.repo_auth == {"kind": "deploy_key"}
+    assert token.repo_auth == {"kind": "token", "username": "oauth2", "token_var": "vault_ok"}
+    assert gh_app.repo_auth == {
+        "kind": "github_app",
+        "app_id": 12,
+        "installation_id": 34,
+        "private_key_var": "vault_other",
+    }
+    (public,) = parse_apps([app()], DEFAULTS)
+    assert public.repo_auth == {}
+    for spec in (key, token, gh_app, public):
+        assert AppSpec.from_dict(spec.to_dict()) == spec
+    (default_user,) = parse_apps([app(auth={"token": "vault_ok"})], DEFAULTS)
+    assert default_user.repo_auth["username"] == "x-access-token"
+
+
+@pytest.mark.parametrize(
+    "repo_auth",
+    [{"kind": "token"}, {"kind": "ssh"}, {"kind": "deploy_key", "path": "/x"}, {"kind": "token", "username": "u",
+     "token_var": "ghp x"}, []],
+)  # fmt: skip
+def test_a_spec_read_back_refuses_a_bad_repo_auth(repo_auth):
+    (spec,) = parse_apps([app()], DEFAULTS)
+    with pytest.raises(AppSpecError, match="repo_auth"):
+        AppSpec.from_dict({**spec.to_dict(), "repo_auth": repo_auth})

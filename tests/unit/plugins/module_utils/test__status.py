@@ -4,6 +4,7 @@ a stand-in (the installed command against a real engine runs in molecule/apps)."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from types import SimpleNamespace
@@ -392,3 +393,22 @@ def test_a_failed_backup_needs_attention_and_says_why(host, tmp_path):
 
 def test_a_host_without_backups_configured_reports_none(host):
     assert report_of(host)["backup"] is None
+
+
+def test_a_deploy_key_s_public_half_is_shown_and_nothing_else_of_it(host, tmp_path):
+    keys = tmp_path / "repo-auth"
+    (keys / "hello").mkdir(parents=True)
+    public = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleExampleExampleExampleExample0 secure-streamlit hello@lab"
+    (keys / "hello/id_ed25519.pub").write_text(public + "\n")
+    (keys / "hello/id_ed25519").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nsecret\n")
+    (keys / "extra").mkdir()
+    (keys / "extra/id_ed25519.pub").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nplanted\n")
+    host.settings = dataclasses.replace(host.settings, repo_auth_dir=str(keys))
+    report = report_of(host)
+    by_name = {app["name"]: app for app in report["apps"]}
+    assert by_name["hello"]["deploy_key"] == public
+    assert by_name["extra"]["deploy_key"] is None
+    text = _status.render_text(report)
+    assert f"deploy key (add it to the repository, read-only): {public}" in text
+    assert "PRIVATE" not in text
+    assert "secret" not in json.dumps(report)
