@@ -765,7 +765,7 @@ _FIELD_CHECKS: dict[str, Callable[[object], str | None]] = {
     "database": lambda v: None if v == "" or v in DATABASE_KINDS else f"must be {' or '.join(DATABASE_KINDS)} or empty",
     "access": _check_access,
     "egress": egress_problem,
-    "repo_auth": lambda v: repo_auth_problem(v),
+    "repo_auth": lambda v: repo_auth_problem(v),  # pylint: disable=unnecessary-lambda  # defined below
 }
 
 

@@ -188,7 +188,7 @@ def resolve(entries: Sequence[Mapping[str, Any]], lookup: Lookup) -> list[Rule]:
         host = str(entry["host"])
         addresses = sorted(
             {a for a in lookup(host) if ipaddress.ip_address(a).version == 4},
-            key=lambda a: ipaddress.ip_address(a),
+            key=ipaddress.ip_address,
         )
         if not addresses:
             raise ValueError(f"egress[{index}].host {host!r} has no IPv4 address on this host")

@@ -311,9 +311,9 @@ class RelyingParty:
         origin = self.origin_for(host)
         if not RETURN_PATH_RE.fullmatch(return_to):
             return_to = "/"
-        state, nonce, verifier, binding = (self.token(32) for _ in range(4))
+        state, nonce, verifier, binding = (self.token(32) for _i in range(4))
         verifier = verifier + self.token(32)  # RFC 7636: 43..128 characters
-        url, _ = self._oauth(origin).create_authorization_url(
+        url, _state = self._oauth(origin).create_authorization_url(
             self.metadata()["authorization_endpoint"], state=state, nonce=nonce, code_verifier=verifier
         )
         now = self.clock()

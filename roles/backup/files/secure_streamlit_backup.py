@@ -94,7 +94,7 @@ def restore(settings: _backup.BackupSettings, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     program = Path(sys.argv[0]).name
-    parser = argparse.ArgumentParser(prog=program, description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=program, description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     commands = parser.add_subparsers(dest="command", required=program != "secure-streamlit-restore")
     commands.add_parser("run", help="dump the databases, back up, prune, record the outcome")

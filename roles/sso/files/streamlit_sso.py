@@ -127,7 +127,7 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     request_queue_size = 128
 
     def get_request(self):  # type: ignore[no-untyped-def]
-        request, _ = super().get_request()
+        request, _address = super().get_request()
         # BaseHTTPRequestHandler expects an address pair.
         return request, ("unix", 0)
 
