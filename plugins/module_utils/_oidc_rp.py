@@ -26,14 +26,19 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import requests
+try:
+    import requests
 
-with warnings.catch_warnings():
-    # Authlib 1.7+ points at joserfc; Debian 12's python3-authlib (1.2) has only authlib.jose.
-    warnings.simplefilter("ignore")
-    from authlib.integrations.requests_client import OAuth2Session
-    from authlib.jose import JsonWebKey, JsonWebToken
-    from authlib.oidc.core import CodeIDToken
+    with warnings.catch_warnings():
+        # Authlib 1.7+ points at joserfc; Debian 12's python3-authlib (1.2) has only authlib.jose.
+        warnings.simplefilter("ignore")
+        from authlib.integrations.requests_client import OAuth2Session
+        from authlib.jose import JsonWebKey, JsonWebToken
+        from authlib.oidc.core import CodeIDToken
+except ImportError as exc:  # the SSO service's host has Debian's python3-authlib; the controller needs neither
+    IMPORT_ERROR: ImportError | None = exc
+else:
+    IMPORT_ERROR = None
 
 SESSION_COOKIE = "__Host-streamlit-sso"
 LOGIN_COOKIE = "__Host-streamlit-sso-login"
