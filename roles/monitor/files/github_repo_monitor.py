@@ -813,8 +813,8 @@ class Monitor:
             log(f"{why}: next poll after {now_iso(lambda: until)}")
             self.audit.write("poll_deferred", until=round(until), spent=len(self.spent), budget=self.hourly_budget)
 
-    def _consider(self, name: str, head: Any, **audit_extra: Any) -> None:
-        """Act on the head just read (GitHub's HeadResult or the git source's, one shape)."""
+    def _consider(self, name: str, head: github_client.HeadResult[Any] | None, **audit_extra: Any) -> None:
+        """Act on the head just read (from GitHub or from the git source)."""
         app_state = self.state[name]
         app_state["last_checked"] = now_iso(self.clock)
         sha = getattr(head, "sha", None)
