@@ -12,22 +12,14 @@ screenshots' paths. The test asserts on it; a page that never renders fails with
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-# The flags of component/tests/conftest.py: headless in a container, nothing fetched in the background.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts import headless_chromium
+
 # A loaded 2-core machine needed 15-45 s for Streamlit's first page: wait on what is shown, generously.
 TIMEOUT_MS = 240_000
 MAIN = "[data-testid='stMain']"
@@ -79,8 +71,7 @@ def run(page: Page, base: str, stage: str, seen: dict, shot) -> None:
 def main(base: str, out: Path, stage: str) -> int:
     out.mkdir(parents=True, exist_ok=True)
     seen: dict[str, object] = {"screenshots": []}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with headless_chromium.browser() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
 
         def shot(name: str) -> None:
@@ -95,8 +86,6 @@ def main(base: str, out: Path, stage: str) -> int:
             seen.update(error=str(exc), failed_at=page.url, shown=page.inner_text("body"))
             print(json.dumps(seen))
             return 1
-        finally:
-            browser.close()
     print(json.dumps(seen))
     return 0
 
