@@ -329,6 +329,11 @@ READ_ONLY_TASKS = {
             ["apps[0] (name 'a')", "data.mount '/app/state'", "would cover /app"],
         ),
         (
+            '{"apps": [{"name": "a", "repo": "acme/a", "data": {"size": "10GB"}}]}',
+            APP_RULE,
+            ["apps[0] (name 'a')", "data.size '10GB'", "such as 500M or 10G"],
+        ),
+        (
             '{"apps": [{"name": "a", "repo": "acme/a", "egress": [{"cidr": "0.0.0.0/0", "port": 443}]}]}',
             APP_RULE,
             ["apps[0] (name 'a')", "egress[0].cidr '0.0.0.0/0'", "allow_any: true"],
