@@ -138,9 +138,9 @@ def mount_of(path: str, mounts: list[Mount]) -> Mount | None:
     best: Mount | None = None
     for mount in mounts:
         point = mount.mount_point.rstrip("/") or "/"
-        if path == point or path.startswith(point.rstrip("/") + "/"):
-            if best is None or len(point) >= len(best.mount_point.rstrip("/") or "/"):
-                best = mount
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best.mount_point.rstrip("/") or "/")):
+            best = mount
     return best
 
 
@@ -327,3 +327,39 @@ def apply(
     finally:
         os.close(mount_fd)
     return Applied(app, size, True, changed, "", projid)
+
+
+def apply_sizes(
+    sized: list[tuple[str, int]],
+    data_dir: str,
+    mounts: list[Mount],
+    *,
+    check_mode: bool = False,
+    limit_ops: tuple[Callable[[int, int], int], Callable[[int, int, int], None]] = (get_limit, set_limit),
+) -> tuple[list[Applied], list[str]]:
+    """Apply each (app, bytes) to `data_dir/<app>` (apps without a directory yet are skipped: the next run
+    limits them); return what was done and one warning per reason a size is not enforced."""
+    clashes = project_id_clashes([name for name, _ in sized])
+    if clashes:
+        raise QuotaError(f"apps {'; '.join(clashes)} would share one project id: rename one of them")
+    # One verdict for the data location (every app's directory is on it), so one warning, not one per app.
+    found = support(data_dir, mounts) if os.path.isdir(data_dir) else Support(False, None, f"{data_dir} is missing")
+    done = []
+    for name, size in sized:
+        directory = os.path.join(data_dir, name)
+        if not os.path.isdir(directory) or os.path.islink(directory):
+            continue
+        if found.enforced:
+            done.append(apply(directory, name, size, mounts, check_mode=check_mode, limit_ops=limit_ops))
+        else:
+            done.append(Applied(name, size, False, False, found.reason, project_id(name)))
+    by_reason: dict[str, list[str]] = {}
+    for applied in done:
+        if not applied.enforced:
+            by_reason.setdefault(applied.reason, []).append(applied.app)
+    warnings = [
+        f"the data sizes of {', '.join(apps)} are not enforced: {reason}; `secure-streamlit status` shows "
+        "their usage against the size"
+        for reason, apps in by_reason.items()
+    ]
+    return done, warnings
