@@ -41,12 +41,9 @@ engine = Engine(Settings.from_mapping(config["settings"]), docker.from_env(timeo
 sha = engine.load_state(app)["serving"]["sha"]
 variants = {"with": spec, "without": dataclasses.replace(spec, database="")}
 results = []
-# An uncounted warm-up without, then rounds alternating which variant goes first; ends with "with".
-plan = [("without", False)]
-for i in range(runs):
-    plan += [("with", True), ("without", True)] if i % 2 else [("without", True), ("with", True)]
-if plan[-1][0] != "with":
-    plan.append(("with", False))
+# Strictly alternating (a deploy of the same settings twice would be "unchanged"): an uncounted warm-up
+# without, then with, without, ... `runs` of each, and an uncounted "with" last to leave the app as it was.
+plan = [("without", False)] + [(v, True) for _ in range(runs) for v in ("with", "without")] + [("with", False)]
 for variant, counted in plan:
     start = time.monotonic()
     outcome = engine.deploy(variants[variant], sha, requested_by="database_deploy_bench")
@@ -54,7 +51,7 @@ for variant, counted in plan:
     results.append({"variant": variant, "counted": counted, "seconds": round(took, 2),
                     "status": outcome.status, "reason": outcome.reason})
     print(json.dumps(results[-1]), file=sys.stderr, flush=True)
-    if outcome.status != "deployed":
+    if outcome.status == "failed" or (counted and outcome.status != "deployed"):
         sys.exit(f"{variant}: {outcome.status} {outcome.reason}")
 print(json.dumps(results))
 """
