@@ -1,5 +1,3 @@
-# Copyright (c) secure_streamlit.hosting contributors
-# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Size limits of the apps' data directories: project quotas where the file system has them.
 
 A data directory with `data: {size: 10G}` gets a project of its own (`project_id`, derived from the app's
