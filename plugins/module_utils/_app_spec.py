@@ -25,8 +25,10 @@ from urllib.parse import urlsplit
 
 try:
     from ansible_collections.secure_streamlit.hosting.plugins.module_utils._egress import egress_problem, parse_egress
+    from ansible_collections.secure_streamlit.hosting.plugins.module_utils._quota import size_problem
 except ImportError:  # beside the monitor on a host: the libraries sit in one flat directory
     from _egress import egress_problem, parse_egress  # type: ignore[no-redef]
+    from _quota import size_problem  # type: ignore[no-redef]
 
 # -- patterns (always used with fullmatch) ---------------------------------------------------------------
 # App names end up in directory names, nginx zone names ("-" becomes "_"), Docker image references
@@ -91,7 +93,7 @@ DATA_MOUNT_RESERVED_TOP: frozenset[str] = frozenset(
         "var",
     }
 )
-DATA_KEYS = ("mount",)
+DATA_KEYS = ("mount", "size")
 DATABASE_KINDS = ("postgresql",)
 # What the platform gives an app with a database: files in /run/secrets and libpq's settings in env.
 DATABASE_SECRET_FILES = ("pgpass", "database-url")
@@ -590,6 +592,9 @@ class AppSpec:
     # "private_key_var"}. Names of vault variables only, never a secret: the values reach the host as
     # root-only files (the apps role) and are read there by the engine and the monitor.
     repo_auth: dict[str, Any] = field(default_factory=dict)
+    # The data directory's size limit ("10G"; "" = none): a project quota where the file system has them
+    # (_quota.py), else only compared with the usage by the status command.
+    data_size: str = ""
 
     @property
     def managed(self) -> bool:
@@ -762,6 +767,7 @@ _FIELD_CHECKS: dict[str, Callable[[object], str | None]] = {
     "upload_max_mb": _check_int(*UPLOAD_MAX_MB_RANGE),
     "upstream": lambda v: None if v is None else upstream_problem(v),
     "data_mount": lambda v: None if v == "" else data_mount_problem(v),
+    "data_size": lambda v: None if v == "" else size_problem(v),
     "database": lambda v: None if v == "" or v in DATABASE_KINDS else f"must be {' or '.join(DATABASE_KINDS)} or empty",
     "access": _check_access,
     "egress": egress_problem,
@@ -1098,17 +1104,25 @@ def data_mount_problem(mount: object) -> str | None:
 
 
 def _parse_data(e: _Entry, value: object) -> None:
-    """`data: true` or `data: {mount: /data}`: a directory that outlives deploys, mounted read-write."""
+    """`data: true` or `data: {mount: /data, size: 10G}`: a directory that outlives deploys, mounted
+    read-write, limited in size where the file system has project quotas."""
     e.values["data_mount"] = ""
+    e.values["data_size"] = ""
     if value is None or value is False:
         return
     if value is True:
         e.values["data_mount"] = DATA_MOUNT_DEFAULT
         return
     if not isinstance(value, Mapping):
-        e.error(f"data must be true or a mapping {{mount}}, not {_kind(value)}")
+        e.error(f"data must be true or a mapping {{mount, size}}, not {_kind(value)}")
         return
     e.unknown_keys("data: ", value, DATA_KEYS)
+    if "size" in value:
+        problem = size_problem(value["size"])
+        if problem:
+            e.error(f"data.size {show(value['size'])} {problem}")
+        else:
+            e.values["data_size"] = value["size"]
     mount = value.get("mount", DATA_MOUNT_DEFAULT)
     problem = data_mount_problem(mount)
     if problem:
@@ -1415,7 +1429,7 @@ APP_KEYS: dict[str, KeyRule] = {
     "access": KeyRule(_parse_access, False, "{htpasswd_users, client_cert_cns, oidc}"),
     "upload_max_mb": KeyRule(_parse_upload_max_mb, False, "the upload limit in MB"),
     "upstream": KeyRule(_parse_upstream, False, "host:port of an app served elsewhere"),
-    "data": KeyRule(_parse_data, True, "true or {mount: /data}: a directory kept across deploys"),
+    "data": KeyRule(_parse_data, True, "true or {mount: /data, size: 10G}: a directory kept across deploys"),
     "database": KeyRule(_parse_database, True, "postgresql: a database and role of the app's own"),
     "egress": KeyRule(_parse_egress, True, "[{host, port} or {cidr, port}]: the only destinations it may reach"),
     "auth": KeyRule(_parse_auth, True, "{deploy_key: true}, {token: VAULT_VARIABLE} or {github_app: {...}}"),
@@ -1467,6 +1481,7 @@ def _parse_entry(
             database="",
             egress=[],
             repo_auth={},
+            data_size="",
         )
     return AppSpec(index=index, **values), []
 

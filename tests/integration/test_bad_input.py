@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import subprocess
 
 import pytest
 
@@ -329,6 +330,11 @@ READ_ONLY_TASKS = {
             ["apps[0] (name 'a')", "data.mount '/app/state'", "would cover /app"],
         ),
         (
+            '{"apps": [{"name": "a", "repo": "acme/a", "data": {"size": "10GB"}}]}',
+            APP_RULE,
+            ["apps[0] (name 'a')", "data.size '10GB'", "such as 500M or 10G"],
+        ),
+        (
             '{"apps": [{"name": "a", "repo": "acme/a", "egress": [{"cidr": "0.0.0.0/0", "port": 443}]}]}',
             APP_RULE,
             ["apps[0] (name 'a')", "egress[0].cidr '0.0.0.0/0'", "allow_any: true"],
@@ -470,3 +476,24 @@ def test_bad_operator_certificate_stops_before_any_change(inventory, case, faile
     assert report["stats"]["validation-probe"]["changed"] == 0
     # The key never shows in the report.
     assert key.splitlines()[1] not in json.dumps(report)
+
+
+def test_an_egress_to_the_host_s_own_address_stops_before_any_change(inventory):
+    # A real address of this machine, as Ansible's facts list it: the apps role refuses it, the reason named.
+    shown = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True, check=False
+    )
+    addresses = [line.split()[3].split("/")[0] for line in shown.stdout.splitlines() if len(line.split()) > 3]
+    if not addresses:
+        pytest.skip("this machine has no global IPv4 address")
+    apps = json.dumps({"apps": [{"name": "a", "repo": "acme/a", "egress": [{"cidr": addresses[0], "port": 5432}]}]})
+    rc, report = run_playbook_json("site.yml", "-i", str(inventory), "--check", "--tags", "always", "-e", apps)
+    assert rc != 0
+    tasks = report["plays"][0]["tasks"]
+    failed = [t for t in tasks if t["hosts"].get("validation-probe", {}).get("failed")]
+    assert [t["task"]["name"].split(" : ")[-1] for t in failed] == [
+        "Fail on an egress destination that is this host's own address"
+    ]
+    message = failed[0]["hosts"]["validation-probe"]["msg"]
+    assert message.startswith(f"apps[0] (name 'a'): egress[0].cidr '{addresses[0]}/32' is this host itself")
+    assert report["stats"]["validation-probe"]["changed"] == 0
