@@ -344,6 +344,12 @@ READ_ONLY_TASKS = {
             ["apps_data_dir must be an absolute path", "/srv/../etc"],
         ),
         pytest.param(
+            '{"apps": [{"name": "a", "repo": "acme/a"}, {"name": "x", "repo": "acme/x", "hosts": ["web9"]}]}',
+            "Fail on an app placed where the inventory has no host",
+            ["apps[1] (name 'x'): hosts 'web9': neither a host nor a group of the inventory"],
+            id="app-placed-on-unknown-host",
+        ),
+        pytest.param(
             '{"vault_a_token": ["TopS3cretValue"],'
             ' "apps": [{"name": "a", "repo": "acme/a", "secrets": {"api-token": "vault_a_token"}}]}',
             "Fail on a secret variable that does not hold text",
