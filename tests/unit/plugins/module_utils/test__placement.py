@@ -63,7 +63,8 @@ def test_each_host_gets_only_the_apps_placed_on_it_by_host_or_group():
 
 def test_the_model_keeps_hosts_and_the_label_of_the_entry_as_written():
     out = specs({"name": "a"}, {"name": "b", "hosts": ["clinic_a"]})
-    assert out[0]["hosts"] == [] and out[0]["per_host_state"] is False
+    assert out[0]["hosts"] == []
+    assert out[0]["per_host_state"] is False
     assert out[1]["hosts"] == ["clinic_a"]
     assert apps_on_host(out, "web1", INV) == [out[0]]
     # The selection keeps each spec's index: messages after it still name apps[1].
