@@ -70,6 +70,9 @@ CLIENT_CN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}")
 # image or the platform needs (the app's code, the venv, /tmp, the secrets mount, the system).
 DATA_MOUNT_RE = re.compile(r"(?:/[a-z0-9][a-z0-9._-]{0,63}){1,8}")
 DATA_MOUNT_DEFAULT = "/data"
+# An inventory host or group name an app is placed on (plugins/module_utils/_placement.py checks that it
+# exists): no leading "-" (argv), no spaces or glob and pattern characters (":", "*", "!", "&", "~").
+PLACEMENT_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}")
 DATA_MOUNT_RESERVED_TOP: frozenset[str] = frozenset(
     {
         "app",
@@ -595,6 +598,10 @@ class AppSpec:
     # The data directory's size limit ("10G"; "" = none): a project quota where the file system has them
     # (_quota.py), else only compared with the usage by the status command.
     data_size: str = ""
+    # The inventory hosts and groups the app runs on ([] = every host of the play), and whether the
+    # operator accepts that each of several hosts keeps its own copy of the app's data and database.
+    hosts: list[str] = field(default_factory=list)
+    per_host_state: bool = False
 
     @property
     def managed(self) -> bool:
@@ -627,6 +634,7 @@ class AppSpec:
             value = getattr(self, f.name)
             out[f.name] = dict(value) if isinstance(value, dict) else value
         out["egress"] = [dict(entry) for entry in self.egress]
+        out["hosts"] = list(self.hosts)
         out["access"] = {
             "htpasswd_users": [user["name"] for user in self.access.get("htpasswd_users", [])],
             "client_cert_cns": list(self.access.get("client_cert_cns", [])),
@@ -772,6 +780,8 @@ _FIELD_CHECKS: dict[str, Callable[[object], str | None]] = {
     "access": _check_access,
     "egress": egress_problem,
     "repo_auth": lambda v: repo_auth_problem(v),  # pylint: disable=unnecessary-lambda  # defined below
+    "hosts": lambda v: hosts_problem(v),  # pylint: disable=unnecessary-lambda  # defined below
+    "per_host_state": lambda v: None if isinstance(v, bool) else "must be true or false",
 }
 
 
@@ -1402,6 +1412,43 @@ def _parse_upstream(e: _Entry, value: object) -> None:
         e.values["upstream"] = str(value)
 
 
+def hosts_problem(value: object) -> str | None:
+    """Why a placement list is wrong, or None: inventory host or group names, each once."""
+    if not _is_list(value):
+        return f"must be a list of inventory host or group names, not {_kind(value)}"
+    for item in value:  # type: ignore[attr-defined]
+        if not isinstance(item, str) or not PLACEMENT_NAME_RE.fullmatch(item):
+            return f"item {show(item)} is not an inventory host or group name (fullmatch {PLACEMENT_NAME_RE.pattern})"
+    if len(set(value)) != len(value):  # type: ignore[arg-type]
+        return "names a host or group twice"
+    return None
+
+
+def _parse_hosts(e: _Entry, value: object) -> None:
+    """`hosts: [web1, clinic_a]`: the inventory hosts and groups the app runs on (left out: every host)."""
+    e.values["hosts"] = []
+    if value is None:
+        return
+    if _is_list(value) and not value:
+        e.error("hosts is empty: leave it out to run the app on every host of the play, or name where it runs")
+        return
+    problem = hosts_problem(value)
+    if problem:
+        e.error(f"hosts {problem}")
+    else:
+        e.values["hosts"] = [str(item) for item in value]  # type: ignore[attr-defined]
+
+
+def _parse_per_host_state(e: _Entry, value: object) -> None:
+    e.values["per_host_state"] = False
+    if value is None:
+        return
+    if not isinstance(value, bool):
+        e.error(f"per_host_state {show(value)} must be true or false")
+    else:
+        e.values["per_host_state"] = value
+
+
 @dataclass(frozen=True)
 class KeyRule:
     """How one key of an app entry is read: its parser, and whether it is only for managed apps (those
@@ -1433,6 +1480,10 @@ APP_KEYS: dict[str, KeyRule] = {
     "database": KeyRule(_parse_database, True, "postgresql: a database and role of the app's own"),
     "egress": KeyRule(_parse_egress, True, "[{host, port} or {cidr, port}]: the only destinations it may reach"),
     "auth": KeyRule(_parse_auth, True, "{deploy_key: true}, {token: VAULT_VARIABLE} or {github_app: {...}}"),
+    "hosts": KeyRule(_parse_hosts, False, "[host or group, ...]: where the app runs (every host when left out)"),
+    "per_host_state": KeyRule(
+        _parse_per_host_state, True, "true: each of several hosts keeps its own copy of data and database"
+    ),
 }
 
 
@@ -1482,6 +1533,7 @@ def _parse_entry(
             egress=[],
             repo_auth={},
             data_size="",
+            per_host_state=False,
         )
     return AppSpec(index=index, **values), []
 

@@ -350,6 +350,12 @@ READ_ONLY_TASKS = {
             ["apps_data_dir must be an absolute path", "/srv/../etc"],
         ),
         pytest.param(
+            '{"apps": [{"name": "a", "repo": "acme/a"}, {"name": "x", "repo": "acme/x", "hosts": ["web9"]}]}',
+            "Fail on an app placed where the inventory has no host",
+            ["apps[1] (name 'x'): hosts 'web9': neither a host nor a group of the inventory"],
+            id="app-placed-on-unknown-host",
+        ),
+        pytest.param(
             '{"vault_a_token": ["TopS3cretValue"],'
             ' "apps": [{"name": "a", "repo": "acme/a", "secrets": {"api-token": "vault_a_token"}}]}',
             "Fail on a secret variable that does not hold text",
@@ -497,3 +503,56 @@ def test_an_egress_to_the_host_s_own_address_stops_before_any_change(inventory):
     message = failed[0]["hosts"]["validation-probe"]["msg"]
     assert message.startswith(f"apps[0] (name 'a'): egress[0].cidr '{addresses[0]}/32' is this host itself")
     assert report["stats"]["validation-probe"]["changed"] == 0
+
+
+def two_host_inventory(tmp_path, groups: str) -> str:
+    """Two hosts of streamlit_hosts on this machine (local connections), and the groups given."""
+    local = "ansible_connection: local, ansible_python_interpreter: '{{ ansible_playbook_python }}'"
+    path = tmp_path / "two-hosts.yml"
+    path.write_text(
+        "all:\n  children:\n    streamlit_hosts:\n      hosts:\n"
+        f"        validation-probe: {{{local}}}\n        probe-2: {{{local}}}\n" + groups
+    )
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("groups", "extra_vars", "failed_task", "message_parts"),
+    [
+        pytest.param(
+            "    swarm_managers:\n      hosts:\n        validation-probe:\n        probe-2:\n",
+            "{}",
+            "Fail on a number of managers other than 1 or 3",
+            ["swarm_managers has 2 hosts (validation-probe, probe-2)", "quorum", "3 survive the loss of one"],
+            id="two-swarm-managers",
+        ),
+        pytest.param(
+            "    swarm_managers:\n      hosts:\n        validation-probe:\n",
+            "{}",
+            "Fail on a swarm member whose engine keeps containers across restarts",
+            ["docker_daemon_live_restore is true", "refuses swarm mode"],
+            id="swarm-with-live-restore",
+        ),
+        pytest.param(
+            "",
+            '{"apps": [{"name": "a", "repo": "acme/a", "data": true}]}',
+            "Fail on an app placed where the inventory has no host, or with its state on several hosts",
+            ["apps[0] (name 'a'): data on 2 hosts (every host of the play", "per_host_state: true"],
+            id="data-on-two-hosts",
+        ),
+    ],
+)
+def test_bad_multi_host_setting_stops_before_any_change(tmp_path, groups, extra_vars, failed_task, message_parts):
+    rc, report = run_playbook_json("site.yml", "-i", two_host_inventory(tmp_path, groups), "--check", "-e", extra_vars)
+
+    assert rc != 0
+    tasks = report["plays"][0]["tasks"]
+    ran = [t for t in tasks if "validation-probe" in t["hosts"] and not t["hosts"]["validation-probe"].get("skipped")]
+    failed = [t for t in ran if t["hosts"]["validation-probe"].get("failed")]
+    assert len(failed) == 1
+    assert failed[0]["task"]["name"].split(" : ")[-1].startswith(failed_task)
+    message = failed[0]["hosts"]["validation-probe"].get("msg", "")
+    for part in message_parts:
+        assert part in message, message
+    assert report["stats"]["validation-probe"]["changed"] == 0
+    assert report["stats"]["probe-2"]["changed"] == 0

@@ -126,10 +126,12 @@ def test_the_installed_tarball_documents_every_role_and_plugin(repo: Path, tmp_p
         "module": {p.stem for p in (repo / "plugins" / "modules").glob("*.py")},
         "filter": {
             "app_database_secret_files",
+            "app_placement_errors",
             "app_purge_errors",
             "app_secret_files",
             "app_spec_errors",
             "app_specs",
+            "apps_on_host",
             "csp_inline_script_hashes",
             "sso_errors",
             "sso_service_config",
