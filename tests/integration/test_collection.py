@@ -133,6 +133,7 @@ def test_the_installed_tarball_documents_every_role_and_plugin(repo: Path, tmp_p
             "app_specs",
             "apps_on_host",
             "csp_inline_script_hashes",
+            "egress_host_local_errors",
             "sso_errors",
             "sso_service_config",
             "status_app_repos",
