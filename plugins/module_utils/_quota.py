@@ -337,7 +337,7 @@ def apply_sizes(
 ) -> tuple[list[Applied], list[str]]:
     """Apply each (app, bytes) to `data_dir/<app>` (apps without a directory yet are skipped: the next run
     limits them); return what was done and one warning per reason a size is not enforced."""
-    clashes = project_id_clashes([name for name, _ in sized])
+    clashes = project_id_clashes([name for name, _size in sized])
     if clashes:
         raise QuotaError(f"apps {'; '.join(clashes)} would share one project id: rename one of them")
     # One verdict for the data location (every app's directory is on it), so one warning, not one per app.
