@@ -1,5 +1,3 @@
-# Copyright (c) secure_streamlit.hosting contributors
-# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Controlled egress: an app's allowed destinations, their addresses, and the nftables rules that open them.
 
 An app without `egress` stays on the internal network (no route out). An app with it runs alone on a
