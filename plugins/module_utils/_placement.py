@@ -84,5 +84,6 @@ def placement_errors(specs: Sequence[Mapping[str, Any]], inventory: Inventory, *
 
 
 def apps_on_host(specs: Sequence[Mapping[str, Any]], host: str, inventory: Inventory) -> list[Mapping[str, Any]]:
-    """The specs placed on `host`, in their order."""
-    return [spec for spec in specs if host in resolve(spec.get("hosts") or [], inventory)[0]]
+    """The specs placed on `host`, in their order. An app without `hosts` runs on every host of the play,
+    which the asking host always is (also when a play names it otherwise, as the edge's render test does)."""
+    return [spec for spec in specs if not spec.get("hosts") or host in resolve(spec["hosts"], inventory)[0]]

@@ -43,8 +43,10 @@ def test_an_app_without_hosts_runs_on_every_host_of_the_play():
     assert resolve([], INV) == (["web1", "web2", "web3"], [])
     for host in PLAY:
         assert placed(host, {"name": "a"}) == ["a"]
-    # A host outside the play is not "every host of the play".
-    assert placed("db1", {"name": "a"}) == []
+    # The asking host is in the play by definition, also where a play renames it (the edge's render test
+    # sets inventory_hostname to the edge's name): an app without hosts is placed on it.
+    assert placed("edge.local.test", {"name": "a"}) == ["a"]
+    assert placed("db1", {"name": "a", "hosts": ["web1"]}) == []
 
 
 def test_each_host_gets_only_the_apps_placed_on_it_by_host_or_group():
