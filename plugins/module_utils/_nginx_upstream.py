@@ -78,7 +78,13 @@ class Edge:
 
     def switch(self, app: str, server: str, *, reload: bool = True) -> bool:
         """Point `app` at `server`; return whether anything changed. Raises UpstreamError (old one kept)."""
-        text = render(app, server)
+        return self.install(app, render(app, server), reload=reload)
+
+    def install(self, app: str, text: str, *, reload: bool = True) -> bool:
+        """Put an already rendered include for `app` in place by the same checked switch (the swarm edge's
+        upstreams have many servers). Unchanged bytes change nothing and do not reload."""
+        if not NAME_RE.fullmatch(app):
+            raise ValueError(f"not an app name: {app[:60]!r}")
         target = self.path(app)
         try:
             previous: str | None = self._read(target)
