@@ -96,6 +96,7 @@ class Stack:
         return len(log.read_text().splitlines()) if log.exists() else 0
 
     def session(self) -> requests.Session:
+        """A new client: its own connections (so the current nginx workers), no cookie yet."""
         s = requests.Session()
         s.trust_env = False  # REQUESTS_CA_BUNDLE would win over verify=False
         s.verify = False
@@ -128,13 +129,25 @@ def write_nginx(tmp: Path, port: int) -> Path:
     (conf / "upstreams").mkdir()
     (tmp / "logs").mkdir()
     env = jinja2.Environment(  # noqa: S701 - nginx configuration, not HTML
-        loader=jinja2.FileSystemLoader(REPO / "roles/tls/templates"), undefined=jinja2.StrictUndefined
+        loader=jinja2.FileSystemLoader(REPO / "roles/tls/templates"), keep_trailing_newline=True
     )
+    common = {"ansible_managed": "test"}
     (conf / "snippets" / "streamlit-edge-proxy.conf").write_text(
-        env.get_template("snippets/streamlit-edge-proxy.conf.j2").render(ansible_managed="test")
+        env.get_template("snippets/streamlit-edge-proxy.conf.j2").render(common)
+    )
+    # The role's header snippet is replaced by a test-only header naming the replica that answered.
+    (conf / "snippets" / "streamlit-edge-app-headers.conf").write_text(
+        "add_header X-Test-Upstream $upstream_addr always;\n"
     )
     (conf / "streamlit-swarm-edge.conf").write_text(http_conf())
     (conf / "snippets" / "streamlit-swarm-edge-cookie.conf").write_text(location_conf())
+    # The app's locations as the tls role writes them (the site template's macro), for a swarm app.
+    site = env.get_template("streamlit-edge-site.conf.j2").make_module(
+        {**common, "tls_rate_limit_burst": 1000, "tls_websocket_timeout": "600s", "_tls_swarm_edge_names": [APP]}
+    )
+    app = {"name": APP, "path": "/", "oidc": False, "htpasswd_users": [], "client_cert_cns": [], "upload_max_mb": 1}
+    locations = site.app_locations(app)
+    assert "include snippets/streamlit-swarm-edge-cookie.conf;" in locations
     subprocess.run(
         [
             "openssl",
@@ -171,19 +184,14 @@ http {{
         "" close;
     }}
     include {conf}/streamlit-swarm-edge.conf;
+    limit_req_zone $binary_remote_addr zone=streamlit_app_{APP}:1m rate=1000r/s;
     include {conf}/upstreams/*.conf;
     server {{
         listen 127.0.0.1:{port} ssl;
         server_name localhost;
         ssl_certificate {conf}/cert.pem;
         ssl_certificate_key {conf}/key.pem;
-        location / {{
-            include snippets/streamlit-swarm-edge-cookie.conf;
-            add_header X-Test-Upstream $upstream_addr always;
-            include snippets/streamlit-edge-proxy.conf;
-            proxy_read_timeout 600s;
-            proxy_pass http://streamlit_app_{APP};
-        }}
+{locations}
     }}
 }}
 """)
