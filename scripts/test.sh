@@ -11,7 +11,9 @@ export ANSIBLE_COLLECTIONS_PATH="$REPO_ROOT/collections"
 export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-$([ -t 1 ] && echo 1 || echo 0)}"
 export PY_COLORS="${PY_COLORS:-$ANSIBLE_FORCE_COLOR}"
 
-lint() {
+# The quick linters (seconds) and the slow ones (ansible-lint and ansible-test sanity: minutes, most of
+# the lint time), apart so that `make test` can run the slow ones beside the tests.
+lint_quick() {
   step "Lint: yamllint"
   yamllint --strict .
   step "Lint: ruff"
@@ -19,17 +21,35 @@ lint() {
   ruff format --check .
   step "Lint: changelog fragments (antsibull-changelog)"
   antsibull-changelog lint
+}
+
+lint_slow() {
   step "Lint: ansible-lint (production profile)"
   ansible-lint --profile production
   step "Lint: ansible-test sanity (the collection as it ships)"
   bash scripts/sanity.sh
 }
 
+lint() {
+  lint_quick
+  lint_slow
+}
+
 unit() {
-  # One worker per test file: the lab, the bad-input plays and the unit tests run side by side.
-  local workers=${PYTEST_WORKERS:-3}
-  step "Unit and integration tests (pytest tests/, $workers workers)"
-  pytest -q -n "$workers" --dist loadfile --durations=10 tests
+  # One worker per test file: the bad-input plays and the unit tests run side by side. The lab (one
+  # file, most of the pytest time) runs from the start in a pytest of its own: in one xdist run it
+  # started last, behind minutes of other files (xdist hands out the files with the most tests first).
+  local workers=${PYTEST_WORKERS:-3} lab_log="$CACHE_DIR/pytest-lab.log" lab_pid failed=0
+  [ "$workers" -ge 2 ] || workers=2
+  step "Unit and integration tests (pytest tests/: the lab apart, the rest on $((workers - 1)) workers)"
+  pytest -q --durations=5 tests/integration/test_lab.py >"$lab_log" 2>&1 &
+  lab_pid=$!
+  pytest -q -n "$((workers - 1))" --dist loadfile --durations=10 --ignore=tests/integration/test_lab.py tests ||
+    failed=1
+  wait "$lab_pid" || failed=1
+  step "The lab's tests (tests/integration/test_lab.py; log in $lab_log)"
+  cat "$lab_log"
+  [ "$failed" = 0 ] || die "pytest: a test failed (its output is above)"
 }
 
 component() {
@@ -92,17 +112,23 @@ molecule_all() {
 }
 
 # Molecule's scenarios spend much of their time waiting (package and PyPI downloads, image builds,
-# health checks, polls): pytest and the component suite run beside them. Each side runs as a job of
-# its own, so `set -e` stops that side at its first failure and `wait` reports it.
+# health checks, polls): pytest, the slow linters and the component suite run beside them, in three
+# jobs (docs/testing.md). The quick linters come first, so that most mistakes stop the run within a
+# minute. Each job runs on its own, so `set -e` stops that job at its first failure and `wait`
+# reports it.
 all_side_by_side() {
-  local failed=0 molecule_pid tests_pid
-  timed lint
+  local failed=0 pid
+  local -a pids=()
+  timed lint_quick
   timed molecule_all &
-  molecule_pid=$!
-  (timed unit; timed component) &
-  tests_pid=$!
-  wait "$tests_pid" || failed=1
-  wait "$molecule_pid" || failed=1
+  pids+=($!)
+  timed unit &
+  pids+=($!)
+  (timed lint_slow; timed component) &
+  pids+=($!)
+  for pid in "${pids[@]}"; do
+    wait "$pid" || failed=1
+  done
   [ "$failed" = 0 ] || die "make test: a part failed (its output is above)"
 }
 

@@ -32,11 +32,18 @@ except ImportError:  # installed on a host: the libraries sit side by side
     from _oidc_config import Provider  # type: ignore[no-redef]
 
 try:
+    import authlib.deprecate  # noqa: F401  (its import puts an "always" filter for its warnings first)
     import requests
 
     with warnings.catch_warnings():
-        # Authlib 1.7+ points at joserfc; Debian 12's python3-authlib (1.2) has only authlib.jose.
-        warnings.simplefilter("ignore")
+        # Authlib 1.7+ points at joserfc; Debian 12's python3-authlib (1.2) has only authlib.jose. Only
+        # that notice, for this import, is hidden; it must go in after Authlib's own filter to count.
+        warnings.filterwarnings(
+            "ignore",
+            message=r"authlib\.jose module is deprecated",
+            category=DeprecationWarning,
+            module=re.escape(__name__) + r"\Z",
+        )
         from authlib.integrations.requests_client import OAuth2Session
         from authlib.jose import JsonWebKey, JsonWebToken
         from authlib.oidc.core import CodeIDToken

@@ -18,12 +18,29 @@ from tests.helpers import run_playbook_json
 # role to check reports it).
 APP_RULE = "Fail on an app entry that breaks a rule"
 
+PROBE = "validation-probe"
+
 # Tasks allowed to run before the failure: they read, never write.
 READ_ONLY_TASKS = {
     "Gathering Facts",
     "Check every role's settings before any role changes the host",
     "Read how many user namespaces the kernel allows",
 }
+
+
+def the_failed_check(report: dict, host: str = PROBE) -> tuple[str, str, list[dict]]:
+    """The one check that failed on `host`: its task name (without the role), its message and the tasks that
+    ran on the host before it. A looped check reports "One or more items failed": the reason is in the
+    failed items, so their messages are added."""
+    tasks = report["plays"][0]["tasks"]
+    ran = [t for t in tasks if host in t["hosts"] and not t["hosts"][host].get("skipped")]
+    failed = [t for t in ran if t["hosts"][host].get("failed")]
+    assert len(failed) == 1, [t["task"]["name"] for t in failed]
+    result = failed[0]["hosts"][host]
+    message = " ".join(
+        [result.get("msg", "")] + [r.get("msg", "") for r in result.get("results", []) if r.get("failed")]
+    )
+    return failed[0]["task"]["name"].split(" : ")[-1], message, ran[: ran.index(failed[0])]
 
 
 @pytest.mark.parametrize(
@@ -375,16 +392,8 @@ def test_bad_setting_stops_before_any_change(inventory, extra_vars, failed_task,
     rc, report = run_playbook_json("site.yml", "-i", str(inventory), "--check", "-e", extra_vars)
 
     assert rc != 0
-    tasks = report["plays"][0]["tasks"]
-    ran = [t for t in tasks if "validation-probe" in t["hosts"] and not t["hosts"]["validation-probe"].get("skipped")]
-    failed = [t for t in ran if t["hosts"]["validation-probe"].get("failed")]
-    assert len(failed) == 1
-    assert failed[0]["task"]["name"].split(" : ")[-1].startswith(failed_task)
-    result = failed[0]["hosts"]["validation-probe"]
-    # A looped check reports "One or more items failed"; the reason is in the failed item.
-    message = " ".join(
-        [result.get("msg", "")] + [r.get("msg", "") for r in result.get("results", []) if r.get("failed")]
-    )
+    name, message, before = the_failed_check(report)
+    assert name.startswith(failed_task), name
     for part in message_parts:
         assert part in message, message
     # The inventory's `apps` is named as the operator wrote it, whichever role reports it.
@@ -392,13 +401,11 @@ def test_bad_setting_stops_before_any_change(inventory, extra_vars, failed_task,
         assert "tls_apps[" not in message, message
         assert "monitor_apps[" not in message, message
 
-    before = ran[: ran.index(failed[0])]
     for task in before:
-        name = task["task"]["name"].split(" : ")[-1]
-        result = task["hosts"]["validation-probe"]
-        assert not result.get("changed"), f"{name} changed the host before the failure"
-        assert name in READ_ONLY_TASKS or name.startswith(("Fail ", "Validating arguments")), name
-    assert report["stats"]["validation-probe"]["changed"] == 0
+        earlier = task["task"]["name"].split(" : ")[-1]
+        assert not task["hosts"][PROBE].get("changed"), f"{earlier} changed the host before the failure"
+        assert earlier in READ_ONLY_TASKS or earlier.startswith(("Fail ", "Validating arguments")), earlier
+    assert report["stats"][PROBE]["changed"] == 0
     # A secret value never shows, even in the failure.
     assert "TopS3cretValue" not in json.dumps(report)
 
@@ -473,13 +480,11 @@ def test_bad_operator_certificate_stops_before_any_change(inventory, case, faile
     rc, report = run_playbook_json("site.yml", "-i", str(inventory), "--check", "-e", extra_vars)
 
     assert rc != 0
-    tasks = report["plays"][0]["tasks"]
-    failed = [t for t in tasks if t["hosts"].get("validation-probe", {}).get("failed")]
-    assert len(failed) == 1
-    assert failed[0]["task"]["name"].split(" : ")[-1].startswith(failed_task)
+    name, message, _ = the_failed_check(report)
+    assert name.startswith(failed_task), name
     for part in message_parts:
-        assert part in failed[0]["hosts"]["validation-probe"]["msg"]
-    assert report["stats"]["validation-probe"]["changed"] == 0
+        assert part in message, message
+    assert report["stats"][PROBE]["changed"] == 0
     # The key never shows in the report.
     assert key.splitlines()[1] not in json.dumps(report)
 
@@ -495,14 +500,10 @@ def test_an_egress_to_the_host_s_own_address_stops_before_any_change(inventory):
     apps = json.dumps({"apps": [{"name": "a", "repo": "acme/a", "egress": [{"cidr": addresses[0], "port": 5432}]}]})
     rc, report = run_playbook_json("site.yml", "-i", str(inventory), "--check", "--tags", "always", "-e", apps)
     assert rc != 0
-    tasks = report["plays"][0]["tasks"]
-    failed = [t for t in tasks if t["hosts"].get("validation-probe", {}).get("failed")]
-    assert [t["task"]["name"].split(" : ")[-1] for t in failed] == [
-        "Fail on an egress destination that is this host's own address"
-    ]
-    message = failed[0]["hosts"]["validation-probe"]["msg"]
+    name, message, _ = the_failed_check(report)
+    assert name == "Fail on an egress destination that is this host's own address", name
     assert message.startswith(f"apps[0] (name 'a'): egress[0].cidr '{addresses[0]}/32' is this host itself")
-    assert report["stats"]["validation-probe"]["changed"] == 0
+    assert report["stats"][PROBE]["changed"] == 0
 
 
 def two_host_inventory(tmp_path, groups: str) -> str:
@@ -546,13 +547,9 @@ def test_bad_multi_host_setting_stops_before_any_change(tmp_path, groups, extra_
     rc, report = run_playbook_json("site.yml", "-i", two_host_inventory(tmp_path, groups), "--check", "-e", extra_vars)
 
     assert rc != 0
-    tasks = report["plays"][0]["tasks"]
-    ran = [t for t in tasks if "validation-probe" in t["hosts"] and not t["hosts"]["validation-probe"].get("skipped")]
-    failed = [t for t in ran if t["hosts"]["validation-probe"].get("failed")]
-    assert len(failed) == 1
-    assert failed[0]["task"]["name"].split(" : ")[-1].startswith(failed_task)
-    message = failed[0]["hosts"]["validation-probe"].get("msg", "")
+    name, message, _ = the_failed_check(report)
+    assert name.startswith(failed_task), name
     for part in message_parts:
         assert part in message, message
-    assert report["stats"]["validation-probe"]["changed"] == 0
+    assert report["stats"][PROBE]["changed"] == 0
     assert report["stats"]["probe-2"]["changed"] == 0
