@@ -8,7 +8,9 @@ st.context.headers). Apps: triage (group nurses), billing (group billing), publi
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import re
 import shutil
@@ -53,14 +55,73 @@ def wait_for(check, what: str, timeout: float = 120) -> None:
     raise RuntimeError(f"{what} did not come up within {timeout} s")
 
 
+# An app page like Streamlit's: a <head> for the edge's script, its own same-origin script that opens
+# the app's websocket, and a CSP as strict as the edge's (no inline script).
+APP_PAGE = b"""<!doctype html>
+<html><head><meta charset="utf-8"><title>app</title><script src="app.js"></script></head>
+<body><p id="state">loading</p></body></html>
+"""
+APP_JS = b"""const ws = new WebSocket(location.href.replace(/^http/, "ws").replace(/app([?#].*)?$/, "_stcore/stream"));
+ws.onopen = () => { document.getElementById("state").textContent = "open"; };
+ws.onclose = () => { document.getElementById("state").textContent = "closed"; };
+"""
+APP_CSP = "default-src 'self'; script-src 'self'; connect-src 'self'; style-src 'self'"
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
 class Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Websockets the upstream holds open right now (an app's view: did the edge close them?).
+    open_websockets = 0
+    lock = threading.Lock()
+
     def do_GET(self) -> None:
-        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+        if self.path.endswith("/_stcore/stream") and self.headers.get("Upgrade", "").lower() == "websocket":
+            self._websocket()
+            return
+        if self.path.split("?")[0].endswith("/app"):
+            body, kind = APP_PAGE, "text/html; charset=utf-8"
+        elif self.path.endswith("/app.js"):
+            body, kind = APP_JS, "text/javascript"
+        else:
+            body, kind = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode(), "application/json"
         self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Security-Policy", APP_CSP)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _websocket(self) -> None:
+        """RFC 6455's handshake, then a text frame every second (as Streamlit's pings and updates keep
+        its websocket busy) until the other side closes."""
+        key = self.headers["Sec-WebSocket-Key"]
+        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()  # noqa: S324
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        with Echo.lock:
+            Echo.open_websockets += 1
+        conn = self.connection
+        conn.settimeout(1.0)
+        try:
+            while True:
+                try:
+                    data = conn.recv(4096)
+                except TimeoutError:
+                    conn.sendall(b"\x81\x04ping")
+                    continue
+                if not data or data[0] & 0x0F == 0x8:  # closed, or a close frame
+                    break
+        except OSError:
+            pass
+        finally:
+            with Echo.lock:
+                Echo.open_websockets -= 1
 
     def log_message(self, *args: object) -> None:
         return
@@ -244,7 +305,7 @@ def sso_stack(tmp: Path, idle: int = 900) -> Iterator[dict]:
         nginx = subprocess.Popen(["nginx", "-p", str(tmp), "-c", str(nginx_conf)])
         processes.append(nginx)
         wait_for(lambda: requests.get(f"{origin}/public/", verify=False, timeout=5).ok, "nginx")  # noqa: S501
-        yield {"origin": origin, "tmp": tmp, "issuer": issuer}
+        yield {"origin": origin, "tmp": tmp, "issuer": issuer, "upstream": Echo}
     finally:
         for process in reversed(processes):
             process.terminate()

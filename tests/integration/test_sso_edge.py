@@ -174,3 +174,98 @@ def test_a_stolen_state_or_forged_cookie_gets_nothing(edge) -> None:
     assert state
     assert "code_challenge_method=S256" in r.headers["location"]
     assert "nonce=" in r.headers["location"]
+
+
+# -- Automatic logoff of open pages: the edge's activity script (nginx adds it to every app page) ------
+
+
+def signed_in_app(edge, context, user: str = "alice"):
+    """An app page (its own script opens the app's websocket, under a CSP like the edge's), signed in."""
+    origin = edge["origin"]
+    page = context.new_page()
+    page.set_default_timeout(60000)
+    sockets: list = []
+    page.on("websocket", lambda ws: sockets.append(ws))
+    page.goto(f"{origin}/triage/app")
+    sign_in(page, user)
+    page.wait_for_url(f"{origin}/triage/app")
+    page.wait_for_selector("#state >> text=open")
+    # The edge's script is in the page, from the edge (not the app), and runs under the app's CSP.
+    assert page.locator('script[src="/_sso/activity.js"]').count() == 1
+    assert sockets
+    assert not sockets[-1].is_closed()
+    return page, sockets
+
+
+def wait_until(page, check, what: str, timeout: float = 90) -> None:
+    """Polls with the page's own timer: Playwright's sync API takes in browser events only while it waits."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        page.wait_for_timeout(500)
+
+
+def session_is_gone(edge, context) -> bool:
+    response = context.request.get(f"{edge['origin']}/triage/", max_redirects=0)
+    return response.status == 302 and response.headers["location"].startswith(f"{edge['issuer']}/")
+
+
+def test_an_unattended_page_is_signed_out_and_its_websocket_closed(edge, browser) -> None:
+    context = browser.new_context(ignore_https_errors=True)
+    errors: list[str] = []
+    page, _sockets = signed_in_app(edge, context)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    # No user activity: the upstream's frames keep the websocket busy, but only the user counts.
+    page.wait_for_url("**/_sso/signed-out?**", timeout=(IDLE + 90) * 1000)
+    assert "Your session ended" in page.content()
+    assert page.get_by_role("link", name="Sign in again").get_attribute("href") == "/_sso/login?rd=%2Ftriage%2Fapp"
+    # (Playwright reports no close for a websocket its page navigated away from: ask the app's side.)
+    wait_until(page, lambda: edge["upstream"].open_websockets == 0, "the app saw its websocket closed")
+    assert session_is_gone(edge, context)
+    assert not [e for e in errors if "Content Security Policy" in e]
+    context.close()
+
+
+def test_a_page_in_use_stays_signed_in_past_the_idle_limit(edge, browser) -> None:
+    context = browser.new_context(ignore_https_errors=True)
+    page, sockets = signed_in_app(edge, context)
+    # Typing, and nothing else: no page load, no request of the page's own, for twice the idle limit.
+    end = time.monotonic() + 2 * IDLE + 5
+    while time.monotonic() < end:
+        page.keyboard.press("Shift")
+        page.wait_for_timeout(1000)
+    assert page.url == f"{edge['origin']}/triage/app"
+    assert page.locator("#state").text_content() == "open"
+    assert not sockets[-1].is_closed()
+    assert not session_is_gone(edge, context)
+    context.close()
+
+
+def test_signing_out_in_one_tab_ends_the_other(edge, browser) -> None:
+    origin = edge["origin"]
+    context = browser.new_context(ignore_https_errors=True)
+    page, _sockets = signed_in_app(edge, context)
+    other = context.new_page()
+    other.set_default_timeout(60000)
+    other.goto(f"{origin}/_sso/logout")
+    page.wait_for_url("**/_sso/signed-out?**", timeout=60000)
+    # (Playwright reports no close for a websocket its page navigated away from: ask the app's side.)
+    wait_until(page, lambda: edge["upstream"].open_websockets == 0, "the app saw its websocket closed")
+    context.close()
+
+
+def test_activity_reports_come_from_the_edge_s_script_only(edge) -> None:
+    origin = edge["origin"]
+    s = requests.Session()
+    s.trust_env = False
+    s.verify = False
+    cookie = {"__Host-streamlit-sso": "A" * 43}
+    # No session: 401 (the script leaves the page). Without the script's header, or from another site: 400.
+    assert s.post(f"{origin}/_sso/activity", headers={"X-SSO-Activity": "active"}, cookies=cookie).status_code == 401
+    assert s.post(f"{origin}/_sso/activity", cookies=cookie).status_code == 400
+    cross = {"X-SSO-Activity": "active", "Sec-Fetch-Site": "cross-site"}
+    assert s.post(f"{origin}/_sso/activity", headers=cross, cookies=cookie).status_code == 400
+    assert s.get(f"{origin}/_sso/activity", headers={"X-SSO-Activity": "active"}).status_code == 403
+    script = s.get(f"{origin}/_sso/activity.js")
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")

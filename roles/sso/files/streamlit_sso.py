@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """The edge's single sign-on service: answers nginx's auth_request and serves /_sso/ (sign-in, the
-provider's callback, sign-out, the 403 and signed-out pages) on a unix socket only nginx can reach.
+provider's callback, sign-out, the 403 and signed-out pages, the activity script nginx adds to app
+pages and its endpoint) on a unix socket only nginx can reach.
 
 Usage: streamlit_sso.py --config FILE --secret FILE --socket PATH [check-config]
 The protocol and the sessions live in _oidc_rp.py (installed beside this file).
@@ -17,15 +18,17 @@ import socketserver
 import sys
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _oidc_rp import (
+    ACTIVITY_KINDS,
     LOGIN_COOKIE,
     LOGIN_TTL,
+    RETURN_PATH_RE,
     SESSION_COOKIE,
     RelyingParty,
     RPConfig,
@@ -45,6 +48,46 @@ def page(title: str, text: str, more: str = "") -> bytes:
     return PAGE.format(title=html.escape(title), text=html.escape(text), more=more).encode()
 
 
+# Added to every app page with access.oidc by nginx (sub_filter), served from here: the app's own code
+# is not trusted to do it. It reports real use of the page (keys, pointer, coming back to the tab) at
+# most once a period, asks otherwise without restarting the idle clock, and leaves the page (which
+# closes Streamlit's websocket) once the session has ended: idle, too old, or signed out elsewhere.
+# Same-origin, no inline code, no eval: the app pages' CSP (script-src 'self') allows it as it is.
+ACTIVITY_JS = """(() => {
+  "use strict";
+  const period = PERIOD_MS;
+  let active = false;
+  let sent = 0;
+  let busy = false;
+  const mark = () => { active = true; };
+  for (const type of ["keydown", "pointerdown", "pointermove", "wheel", "touchstart"]) {
+    addEventListener(type, mark, { capture: true, passive: true });
+  }
+  const leave = () => {
+    location.replace("/_sso/signed-out?ended=1&rd=" + encodeURIComponent(location.pathname + location.search));
+  };
+  const report = async () => {
+    if (busy) return;
+    busy = true;
+    const kind = active && Date.now() - sent >= period ? "active" : "check";
+    try {
+      const response = await fetch("/_sso/activity", {
+        method: "POST", credentials: "same-origin", cache: "no-store", headers: { "X-SSO-Activity": kind },
+      });
+      if (kind === "active") { active = false; sent = Date.now(); }
+      if (response.status === 401) leave();
+    } catch (error) {
+      // The edge is unreachable: Streamlit shows its own connection error; try again next period.
+    } finally {
+      busy = false;
+    }
+  };
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) { mark(); report(); } });
+  setInterval(report, period);
+})();
+"""
+
+
 class Handler(BaseHTTPRequestHandler):
     rp: RelyingParty
     server_version = "streamlit-sso"
@@ -59,9 +102,10 @@ class Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.send_header("Cache-Control", "no-store")
-        if body:
+        if body and "Content-Type" not in (headers or {}):
             self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
+        if status != 204:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -94,7 +138,23 @@ class Handler(BaseHTTPRequestHandler):
                 target = self.rp.logout(cookies.get(SESSION_COOKIE), self._host())
                 self._send(302, headers={"Location": target, "Set-Cookie": cookie(SESSION_COOKIE, "", 0)})
             elif url.path == "/_sso/signed-out":
-                self._send(200, page("Signed out", "You are signed out.", '<p><a href="/">Home</a></p>'))
+                back = params.get("rd", "/")
+                back = back if RETURN_PATH_RE.fullmatch(back) else "/"
+                again = html.escape(f"/_sso/login?rd={quote(back, safe='')}")
+                if params.get("ended"):
+                    self._send(
+                        200,
+                        page(
+                            "Session ended",
+                            "Your session ended (no activity, its time limit, or you signed out elsewhere).",
+                            f'<p><a href="{again}">Sign in again</a></p>',
+                        ),
+                    )
+                else:
+                    self._send(200, page("Signed out", "You are signed out.", '<p><a href="/">Home</a></p>'))
+            elif url.path == "/_sso/activity.js":
+                body = ACTIVITY_JS.replace("PERIOD_MS", str(self.rp.activity_period() * 1000)).encode()
+                self._send(200, body, {"Content-Type": "text/javascript; charset=utf-8"})
             elif url.path == "/_sso/forbidden":
                 user = self.headers.get("X-Auth-User", "")
                 text = f"{user or 'You'} may not open this app. Ask its owner to add you or your group."
@@ -112,6 +172,23 @@ class Handler(BaseHTTPRequestHandler):
             self._send(502, page("Sign-in unavailable", "The identity provider did not answer; try again later."))
 
     do_HEAD = do_GET
+
+    def do_POST(self) -> None:
+        """The activity script's reports: 204 with the session's time left in headers, 401 when ended."""
+        cookies = parse_cookies(self.headers.get("Cookie"))
+        kind = self.headers.get("X-SSO-Activity", "")
+        site = self.headers.get("Sec-Fetch-Site", "same-origin")
+        if urlsplit(self.path).path != "/_sso/activity":
+            self._send(404, page("Not found", "Nothing here."))
+        elif kind not in ACTIVITY_KINDS or site != "same-origin":
+            self._send(400, page("Bad request", "Not a report from the edge's activity script."))
+        else:
+            left = self.rp.activity(cookies.get(SESSION_COOKIE), kind)
+            if left is None:
+                self._send(401)
+            else:
+                headers = {"X-SSO-Idle-Left": str(int(left.idle)), "X-SSO-Lifetime-Left": str(int(left.lifetime))}
+                self._send(204, headers=headers)
 
     def _auth(self, app: str, sid: str | None) -> None:
         decision = self.rp.check(app, sid)
