@@ -134,7 +134,14 @@ def render_edge(tmp: Path, port: int, upstream: str, sock: Path) -> Path:
         loader=jinja2.FileSystemLoader(TLS_TEMPLATES), keep_trailing_newline=True
     )
     env.tests["secure_streamlit.hosting.app_name"] = lambda name: True
-    common = {"ansible_managed": "test", "tls_sso_socket": str(sock), "_tls_sso_used": True}
+    relay_dir = tmp / "relay"
+    relay_dir.mkdir()
+    common = {
+        "ansible_managed": "test",
+        "tls_sso_socket": str(sock),
+        "tls_sso_relay_dir": str(relay_dir),
+        "_tls_sso_used": True,
+    }
     conf = tmp / "conf"
     (conf / "snippets").mkdir(parents=True)
     for name in ("streamlit-edge-sso.conf", "streamlit-edge-proxy.conf"):
@@ -186,6 +193,7 @@ def render_edge(tmp: Path, port: int, upstream: str, sock: Path) -> Path:
         for a in apps
     )
     locations = "".join(site.app_locations(a) for a in apps)
+    relays = "".join(site.sso_relay_server(a) for a in apps if a["oidc"])
     subprocess.run(
         [
             "openssl",
@@ -233,6 +241,7 @@ http {{
         include snippets/streamlit-edge-sso.conf;
 {locations}
     }}
+{relays}
 }}
 """)
     return conf / "nginx.conf"
@@ -292,6 +301,8 @@ def sso_stack(tmp: Path, idle: int = 900) -> Iterator[dict]:
                 str(secret),
                 "--socket",
                 str(sock),
+                "--relay-dir",
+                str(tmp / "relay"),
             ],
             stderr=open(tmp / "sso.log", "w"),  # noqa: SIM115
         )

@@ -323,6 +323,15 @@ class RelyingParty:
             lifetime=max(0.0, session.created + self.config.absolute_lifetime - now),
         )
 
+    def still_allowed(self, app: str, sid: str | None) -> bool:
+        """Whether a websocket opened for `app` may go on: the session lives and the app allows its
+        user. Looking does not restart the idle clock (a websocket's traffic is not the user's)."""
+        rule = self.config.apps.get(app)
+        session = self.session(sid, touch=False)
+        if rule is None or session is None:
+            return False
+        return session.user.casefold() in rule.users or bool(rule.groups.intersection(session.groups))
+
     def activity_period(self) -> int:
         """Seconds between the activity script's reports: a tenth of the idle timeout, 1..60 s. An
         ended session sends its page away within this (and a throttled background tab's timer)."""

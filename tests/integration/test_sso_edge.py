@@ -13,9 +13,13 @@ Needs: nginx, chromium, python3-authlib (apt), node + `npm install` in tests/sso
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import shutil
+import socket
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -269,3 +273,63 @@ def test_activity_reports_come_from_the_edge_s_script_only(edge) -> None:
     script = s.get(f"{origin}/_sso/activity.js")
     assert script.status_code == 200
     assert script.headers["content-type"].startswith("text/javascript")
+
+
+def raw_websocket(origin: str, sid: str) -> tuple[ssl.SSLSocket, bytes]:
+    """A websocket client that runs no script (what the activity script cannot reach): the handshake
+    by hand over TLS, with the browser's session cookie."""
+    port = int(origin.rsplit(":", 1)[1])
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    sock = context.wrap_socket(socket.create_connection(("localhost", port), timeout=30), server_hostname="localhost")
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /triage/_stcore/stream HTTP/1.1\r\nHost: localhost:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Origin: {origin}\r\nCookie: __Host-streamlit-sso={sid}\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        byte = sock.recv(1)
+        if not byte:
+            break
+        head += byte
+    return sock, head
+
+
+def test_a_websocket_without_the_script_is_closed_when_the_session_ends(edge, browser) -> None:
+    origin = edge["origin"]
+    context = browser.new_context(ignore_https_errors=True)
+    page = context.new_page()
+    page.set_default_timeout(60000)
+    page.goto(f"{origin}/triage/")
+    sign_in(page, "alice")
+    page.wait_for_url(f"{origin}/triage/")
+    sid = {c["name"]: c["value"] for c in context.cookies(origin)}["__Host-streamlit-sso"]
+    sock, head = raw_websocket(origin, sid)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    sock.settimeout(30)
+    assert b"ping" in sock.recv(4096)  # the app's frames come through
+
+    # Signed out elsewhere: the edge ends this websocket too (the relay looks every 5 s; generous bound).
+    page.goto(f"{origin}/_sso/logout")
+    sock.settimeout(2)
+    deadline = time.monotonic() + 60
+    while True:
+        assert time.monotonic() < deadline, "the edge kept the websocket open after sign-out"
+        try:
+            if not sock.recv(4096):
+                break
+        except TimeoutError:
+            continue
+        except (ssl.SSLError, ConnectionError):
+            break
+    sock.close()
+    # And a new one with the same cookie does not open.
+    sock, head = raw_websocket(origin, sid)
+    assert not head.startswith(b"HTTP/1.1 101"), head
+    sock.close()
+    context.close()

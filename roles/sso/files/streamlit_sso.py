@@ -3,7 +3,7 @@
 provider's callback, sign-out, the 403 and signed-out pages, the activity script nginx adds to app
 pages and its endpoint) on a unix socket only nginx can reach.
 
-Usage: streamlit_sso.py --config FILE --secret FILE --socket PATH [check-config]
+Usage: streamlit_sso.py --config FILE --secret FILE --socket PATH [--relay-dir DIR] [check-config]
 The protocol and the sessions live in _oidc_rp.py (installed beside this file).
 """
 
@@ -13,9 +13,11 @@ import argparse
 import html
 import json
 import os
+import selectors
 import socket
 import socketserver
 import sys
+import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -26,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _oidc_rp import (
     ACTIVITY_KINDS,
+    APP_RE,
     LOGIN_COOKIE,
     LOGIN_TTL,
     RETURN_PATH_RE,
@@ -88,8 +91,14 @@ ACTIVITY_JS = """(() => {
 """
 
 
+# How often a relayed websocket's session is looked at: it outlives sign-out or expiry by at most this.
+RELAY_CHECK = 5.0
+RELAY_CHUNK = 65536
+
+
 class Handler(BaseHTTPRequestHandler):
     rp: RelyingParty
+    relay_dir: Path | None = None
     server_version = "streamlit-sso"
     sys_version = ""
 
@@ -118,7 +127,11 @@ class Handler(BaseHTTPRequestHandler):
         params = dict(parse_qsl(url.query, keep_blank_values=True))
         cookies = parse_cookies(self.headers.get("Cookie"))
         try:
-            if url.path == "/auth":
+            # Only the app's websocket location sets it (every other location nginx sends here clears it).
+            relay_app = self.headers.get("X-SSO-Relay-App")
+            if relay_app and url.path.endswith("/_stcore/stream"):
+                self._relay(relay_app, url.path, cookies.get(SESSION_COOKIE))
+            elif url.path == "/auth":
                 self._auth(params.get("app", ""), cookies.get(SESSION_COOKIE))
             elif url.path in ("/_sso/login", "/_sso/start"):
                 # /_sso/start is nginx's internal redirect of a request without a session.
@@ -173,6 +186,54 @@ class Handler(BaseHTTPRequestHandler):
 
     do_HEAD = do_GET
 
+    def _relay(self, app: str, path: str, sid: str | None) -> None:
+        """An app's websocket (nginx sends it here after auth_request): passed on to nginx's relay socket
+        for the app, byte for byte, and closed both ways once the session has ended or no longer
+        allows the app (signed out, idle, too old). Its traffic does not restart the idle clock."""
+        if (
+            self.relay_dir is None
+            or not APP_RE.fullmatch(app)
+            or not path.endswith("/_stcore/stream")
+            or self.headers.get("Upgrade", "").lower() != "websocket"
+        ):
+            self._send(400, page("Bad request", "Not an app's websocket."))
+            return
+        if not self.rp.still_allowed(app, sid):
+            self._send(403, page("Access denied", "The session has ended."))
+            return
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            upstream.connect(str(self.relay_dir / f"{app}.sock"))
+        except OSError:
+            upstream.close()
+            self._send(502, page("Unavailable", "The app did not answer."))
+            return
+        self.close_connection = True
+        head = [f"GET {self.path} HTTP/1.1"]
+        head += [f"{k}: {v}" for k, v in self.headers.items() if k.lower() != "x-sso-relay-app"]
+        client = self.connection
+        with upstream, selectors.DefaultSelector() as selector:
+            upstream.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+            # Nothing follows the headers in rfile's buffer: a websocket client waits for the 101.
+            selector.register(client, selectors.EVENT_READ, upstream)
+            selector.register(upstream, selectors.EVENT_READ, client)
+            checked = time.monotonic()
+            while True:
+                for key, _events in selector.select(timeout=RELAY_CHECK):
+                    data = key.fileobj.recv(RELAY_CHUNK)  # type: ignore[union-attr]
+                    if not data:
+                        return
+                    key.data.sendall(data)
+                if time.monotonic() - checked >= RELAY_CHECK:
+                    checked = time.monotonic()
+                    if not self.rp.still_allowed(app, sid):
+                        print(
+                            json.dumps({"event": "sso_websocket_closed", "app": app, "reason": "session ended"}),
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        return
+
     def do_POST(self) -> None:
         """The activity script's reports: 204 with the session's time left in headers, 401 when ended."""
         cookies = parse_cookies(self.headers.get("Cookie"))
@@ -222,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True)
     parser.add_argument("--secret", required=True, help="file holding the client secret (a systemd credential)")
     parser.add_argument("--socket", required=True)
+    parser.add_argument("--relay-dir", help="nginx's sockets to the apps' websockets (<app>.sock)")
     parser.add_argument("command", nargs="?", default="run", choices=["run", "check-config"])
     args = parser.parse_args(argv)
     try:
@@ -232,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return 0
     Handler.rp = RelyingParty(config, http=requests.Session())
+    Handler.relay_dir = Path(args.relay_dir) if args.relay_dir else None
     path = Path(args.socket)
     if path.is_socket():
         path.unlink()

@@ -236,3 +236,18 @@ def test_activity_refuses_unknown_kinds_and_bad_cookies() -> None:
 @pytest.mark.parametrize(("idle", "period"), [(900, 60), (3600, 60), (120, 12), (20, 2), (5, 1)])
 def test_the_activity_period_is_a_tenth_of_the_idle_limit_within_1_to_60_s(idle: int, period: int) -> None:
     assert rp(Clock(), idle=idle).activity_period() == period
+
+
+def test_a_relayed_websocket_goes_on_only_while_the_session_allows_it_and_does_not_extend_it() -> None:
+    clock = Clock()
+    party = rp(clock, idle=900, absolute=3600)
+    sid = add_session(party, "alice@clinic.example", ("nurses",))
+    assert party.still_allowed("triage", sid)
+    assert not party.still_allowed("billing", sid)
+    assert not party.still_allowed("unknown", sid)
+    for _ in range(3):  # a busy websocket, looked at every 5 minutes: the idle clock keeps running
+        clock.now += 300
+        assert party.still_allowed("triage", sid)
+    clock.now += 1
+    assert not party.still_allowed("triage", sid)
+    assert not party.still_allowed("triage", None)
