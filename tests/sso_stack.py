@@ -64,6 +64,8 @@ APP_PAGE = b"""<!doctype html>
 APP_JS = b"""const ws = new WebSocket(location.href.replace(/^http/, "ws").replace(/app([?#].*)?$/, "_stcore/stream"));
 ws.onopen = () => { document.getElementById("state").textContent = "open"; };
 ws.onclose = () => { document.getElementById("state").textContent = "closed"; };
+// Like a fragment that refreshes itself: requests the page makes with nobody at the keyboard.
+setInterval(() => fetch("poll", { cache: "no-store" }), 2000);
 """
 APP_CSP = "default-src 'self'; script-src 'self'; connect-src 'self'; style-src 'self'"
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

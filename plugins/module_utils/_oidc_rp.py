@@ -337,11 +337,13 @@ class RelyingParty:
         ended session sends its page away within this (and a throttled background tab's timer)."""
         return max(1, min(60, self.config.idle_timeout // 10))
 
-    def check(self, app: str, sid: str | None) -> Decision:
+    def check(self, app: str, sid: str | None, *, touch: bool = True) -> Decision:
+        """nginx's question about one request; `touch` (a page the user opened, not a request the page
+        made by itself) restarts the idle clock."""
         rule = self.config.apps.get(app)
         if rule is None:
             return Decision(403, reason=f"app {app[:40]!r} has no single sign-on rule")
-        session = self.session(sid)
+        session = self.session(sid, touch=touch)
         if session is None:
             return Decision(401, reason="no session")
         allowed = session.user.casefold() in rule.users or bool(rule.groups.intersection(session.groups))

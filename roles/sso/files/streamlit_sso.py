@@ -252,7 +252,11 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(204, headers=headers)
 
     def _auth(self, app: str, sid: str | None) -> None:
-        decision = self.rp.check(app, sid)
+        # Only a page the user opens counts as activity; what a page fetches by itself (scripts, images,
+        # a fragment's polling, the websocket) does not, or an open page would never be idle. Clients
+        # that send no Sec-Fetch-Mode (not a browser, or an old one) count every request.
+        user_opened = self.headers.get("Sec-Fetch-Mode", "navigate") == "navigate"
+        decision = self.rp.check(app, sid, touch=user_opened)
         if decision.status == 403:
             uri = self.headers.get("X-Original-URI", "")
             print(denial_record(app, decision, uri), file=sys.stderr, flush=True)

@@ -166,6 +166,17 @@ def test_idle_timeout_and_absolute_lifetime() -> None:
     assert party.check("triage", sid).status == 401
 
 
+def test_requests_a_page_makes_by_itself_do_not_restart_the_idle_clock() -> None:
+    clock = Clock()
+    party = rp(clock, idle=900)
+    sid = add_session(party, "alice@clinic.example", ("nurses",))
+    for _ in range(3):
+        clock.now += 300
+        assert party.check("triage", sid, touch=False).status == 200
+    clock.now += 1
+    assert party.check("triage", sid, touch=False).status == 401
+
+
 def test_no_session_cookie_or_a_malformed_one_is_no_session() -> None:
     party = rp(Clock())
     assert party.check("triage", None).status == 401
