@@ -119,6 +119,11 @@ class Echo(BaseHTTPRequestHandler):
                     continue
                 if not data or data[0] & 0x0F == 0x8:  # closed, or a close frame
                     break
+                if data[0] & 0x0F == 0x1 and len(data) >= 6 and (data[1] & 0x7F) < 126:
+                    # A short text frame from the client (masked): sent back, for round-trip timing.
+                    mask, payload = data[2:6], data[6 : 6 + (data[1] & 0x7F)]
+                    echoed = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+                    conn.sendall(bytes([0x81, len(echoed)]) + echoed)
         except OSError:
             pass
         finally:
