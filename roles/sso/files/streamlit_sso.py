@@ -10,6 +10,7 @@ The protocol and the sessions live in _oidc_rp.py (installed beside this file).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import json
 import os
@@ -94,6 +95,7 @@ ACTIVITY_JS = """(() => {
 # How often a relayed websocket's session is looked at: it outlives sign-out or expiry by at most this.
 RELAY_CHECK = 5.0
 RELAY_CHUNK = 65536
+RELAY_STALL = 60.0
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -212,7 +214,11 @@ class Handler(BaseHTTPRequestHandler):
         head = [f"GET {self.path} HTTP/1.1"]
         head += [f"{k}: {v}" for k, v in self.headers.items() if k.lower() != "x-sso-relay-app"]
         client = self.connection
-        with upstream, selectors.DefaultSelector() as selector:
+        # A side that stops reading blocks sendall, and with it the session checks: cut off after a minute.
+        client.settimeout(RELAY_STALL)
+        upstream.settimeout(RELAY_STALL)
+        with upstream, selectors.DefaultSelector() as selector, contextlib.suppress(OSError):
+            # (OSError: either side went away; both are closed on the way out.)
             upstream.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
             # Nothing follows the headers in rfile's buffer: a websocket client waits for the 101.
             selector.register(client, selectors.EVENT_READ, upstream)
