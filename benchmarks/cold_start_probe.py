@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: scripts/
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from component_bench import CHROMIUM_ARGS, PAGE_MARKS, cold_start_ms, start_servers
+from component_bench import PAGE_MARKS, cold_start_ms, start_servers
+
+from scripts import headless_chromium
 
 # (label, how to find it in the trace), in the order of the critical path.
 PHASES = [
@@ -118,10 +118,7 @@ def main() -> None:
 
     traced: dict[str, list[dict[str, float]]] = {}
     totals: dict[str, list[float]] = {}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), args=CHROMIUM_ARGS
-        )
+    with headless_chromium.browser() as browser:
         for mode in args.modes.split(","):
             processes, url = start_servers(isolated=mode == "isolated", launcher=args.launcher)
             try:
@@ -137,7 +134,6 @@ def main() -> None:
             finally:
                 for process in processes:
                     process.terminate()
-        browser.close()
 
     modes = list(traced)
     print(f"cold start phases, ms from navigation start (median of {args.runs} traced fresh contexts, min-max)")

@@ -42,17 +42,13 @@ import onnxruntime
 import requests
 from playwright.sync_api import sync_playwright
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "component/examples"
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from scripts import headless_chromium  # noqa: E402
+
+EXAMPLES = REPO / "component/examples"
 MODEL = EXAMPLES / "static/matmul-4mb.onnx"
-LAUNCHER = Path(__file__).resolve().parents[1] / "roles/apps/files/streamlit_launch.py"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+LAUNCHER = REPO / "roles/apps/files/streamlit_launch.py"
 
 
 def native_ms(threads: int, runs: int) -> float:
@@ -186,17 +182,13 @@ def transport_ms(browser, python: str, runs: int, query: str = "") -> list[tuple
 
 
 def transport(before: str | None, runs: int) -> None:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), args=CHROMIUM_ARGS
-        )
+    with headless_chromium.browser() as browser:
         pythons = {"after (bytes, base64)": sys.executable}
         if before:
             pythons = {"before (JSON lists)": before, **pythons}
         results = {label: transport_ms(browser, python, runs) for label, python in pythons.items()}
         # The same input, the output reduced to its top 5 in the sandbox (Postprocess): the answer only.
         results["after, top 5 in the sandbox (Postprocess)"] = transport_ms(browser, sys.executable, runs, "?post=1")
-        browser.close()
     print(f"transport: 1x3x256x256 float32 in, 1x3x297x297 (264,627 floats) out, {runs} fresh pages, median")
     print("| component | round trip, Python's clock (ms) | worker inferenceMs | round trip - inference (ms) |")
     print("|---|---|---|---|")
@@ -225,12 +217,9 @@ def main() -> None:
     cold: dict[str, list[float]] = {}
     webgpu_ms: float | None = None
     with sync_playwright() as playwright:
-        chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        browser = headless_chromium.launch(playwright.chromium)
         # WebGPU on SwiftShader, a software Vulkan (no GPU here): it shows the path runs, not GPU speed.
         # That browser is closed before the cold starts (its GPU process would load the machine).
-        webgpu_args = [a for a in CHROMIUM_ARGS if a != "--disable-gpu"]
-        webgpu_args += ["--enable-unsafe-webgpu", "--enable-unsafe-swiftshader"]
         for mode, thread_counts in (("opaque", (1,)), ("isolated", (1, 2))):
             processes, url = start_servers(isolated=mode == "isolated")
             launched, launched_url = start_servers(isolated=mode == "isolated", launcher=True)
@@ -242,7 +231,7 @@ def main() -> None:
                     web[mode, threads] = (statistics.median(warm["inferenceMs"][1:]), warm["threads"])
                     assert warm["isolated"] == (mode == "isolated"), warm
                 if mode == "isolated":
-                    webgpu_browser = playwright.chromium.launch(executable_path=chromium, args=webgpu_args)
+                    webgpu_browser = headless_chromium.launch(playwright.chromium, webgpu=True)
                     gpu, _ = browser_result(webgpu_browser, f"{url}/?runs={min(args.runs, 5) + 1}&backend=webgpu")
                     webgpu_browser.close()
                     assert gpu["backend"] == "webgpu", gpu

@@ -31,10 +31,12 @@ import numpy as np
 import onnx
 import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
-from playwright.sync_api import sync_playwright
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: scripts/
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from component_bench import CHROMIUM_ARGS, EXAMPLES, browser_result, cold_start_ms, start_servers
+from component_bench import EXAMPLES, browser_result, cold_start_ms, start_servers
+
+from scripts import headless_chromium
 
 STATIC = EXAMPLES / "static"
 
@@ -181,9 +183,7 @@ def main() -> None:
     }
     web: dict[tuple[str, str, int], list[float]] = {}
     cold: list[float] = []
-    with sync_playwright() as playwright:
-        chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+    with headless_chromium.browser() as browser:
         for mode, thread_counts in (("opaque", (1,)), ("isolated", (1, 2))):
             processes, url = start_servers(isolated=mode == "isolated")
             try:
@@ -202,7 +202,6 @@ def main() -> None:
             finally:
                 for process in processes:
                     process.terminate()
-        browser.close()
 
     load = os.getloadavg()[0]
     print(f"{args.runs} runs each; load average at the end {load:.1f} (2 cores)")

@@ -15,6 +15,11 @@ LAB_SANDBOX_PORT="${SSH_LAB_SANDBOX_PORT:-9443}"
 LAB_VOLUME="$LAB_CONTAINER-docker"
 # What the controller keeps of a lab (its CA), per lab container.
 LAB_DIR="$CACHE_DIR/lab/$LAB_CONTAINER"
+# The status app's lab admin (inventory/group_vars/streamlit_hosts/apps.yml reads the password from this
+# file through SSH_LAB_STATUS_PASSWORD_FILE): made once per lab, readable by its owner alone.
+LAB_STATUS_USER=lab-admin
+LAB_STATUS_PASSWORD_FILE="$LAB_DIR/status-admin.password"
+export SSH_LAB_STATUS_PASSWORD_FILE="$LAB_STATUS_PASSWORD_FILE"
 
 # The settings measured to run systemd as PID 1 and a Docker engine inside a container here
 # (docs/lab-and-tests.md, "The lab and the test bench"). .config/molecule/config.yml holds the same for the tests.
@@ -43,6 +48,16 @@ wait_for_systemd() {
   die "systemd in $LAB_CONTAINER did not come up (state: ${state:-none}); see: docker logs $LAB_CONTAINER"
 }
 
+# A random password for the status app's lab admin, written with no moment at a wider mode.
+status_password() {
+  mkdir -p "$LAB_DIR"
+  chmod 0700 "$LAB_DIR"
+  if [ ! -s "$LAB_STATUS_PASSWORD_FILE" ]; then
+    (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$LAB_STATUS_PASSWORD_FILE")
+  fi
+  chmod 0600 "$LAB_STATUS_PASSWORD_FILE"
+}
+
 up() {
   bash scripts/setup.sh
   step "Lab host ($LAB_CONTAINER)"
@@ -54,6 +69,7 @@ up() {
     info "created from $BASE_IMAGE"
   fi
   wait_for_systemd
+  status_password
 
   # Each play's recap line ("lab : ok=... changed=..."), summed for the summary.
   local log
@@ -74,6 +90,8 @@ up() {
   info "  trust it for curl:      curl --cacert $LAB_DIR/ca.crt https://localhost:$LAB_HTTPS_PORT/hello/"
   info "  or system-wide:         sudo cp $LAB_DIR/ca.crt /usr/local/share/ca-certificates/streamlit-lab.crt && sudo update-ca-certificates"
   info "  in a browser:           import it as an authority (Chromium: Settings > Privacy and security > Security > Manage certificates)"
+  info "the status app:           https://localhost:$LAB_HTTPS_PORT/status/ (user $LAB_STATUS_USER, password in $LAB_STATUS_PASSWORD_FILE)"
+  info "  the same on the host:   docker exec $LAB_CONTAINER secure-streamlit status"
   info "its git repository:       http://127.0.0.1:3000/lab/hello.git in the lab host (git-http-backend, lab-git.service)"
   info "push a new version:       make lab-push          (prints the seconds from push to serving)"
   info "push a broken version:    make lab-push-broken   (the old one keeps serving; prints the deploy record)"

@@ -20,19 +20,13 @@ import ssl
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
 
-CHROMIUM = "/usr/bin/chromium"
-# The flags the component's browser tests use (component/tests/conftest.py).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts import headless_chromium
+
 TITLE_RE = re.compile(r"Hello from the lab: version (\d+)")
 DEPLOY_LOG = "/var/log/streamlit/deploys.log"
 
@@ -59,13 +53,13 @@ class Page:
     """One browser page on the app, reloaded to read the version it shows."""
 
     def __init__(self, url: str) -> None:
-        from playwright.sync_api import Error, sync_playwright
+        from playwright.sync_api import Error
 
         self._error = Error
         self.url = url
-        self._playwright = sync_playwright().start()
-        self._browser = self._playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        self._page = self._browser.new_context(ignore_https_errors=True).new_page()
+        self._stack = ExitStack()
+        browser = self._stack.enter_context(headless_chromium.browser())
+        self._page = browser.new_context(ignore_https_errors=True).new_page()
 
     def version(self, timeout_s: float = 60) -> int | None:
         """The version the app's title shows after a fresh load, or None when none rendered in time."""
@@ -83,8 +77,7 @@ class Page:
         self._page.screenshot(path=str(path), full_page=True)
 
     def close(self) -> None:
-        self._browser.close()
-        self._playwright.stop()
+        self._stack.close()
 
 
 def deploy_record(container: str, sha: str) -> dict | None:

@@ -71,7 +71,7 @@ molecule_all() {
   # longest first. Each log is printed whole if its scenario fails.
   local jobs=${MOLECULE_JOBS:-2} logs="$CACHE_DIR/molecule-logs" failed=0 name
   local -a scenarios=()
-  for name in apps baseline contingency tls monitor docker $(ls molecule); do
+  for name in apps baseline contingency swarm tls monitor docker $(ls molecule); do
     [ -f "molecule/$name/molecule.yml" ] && [[ ! " ${scenarios[*]} " =~ " $name " ]] && scenarios+=("$name")
   done
   step "Molecule: ${scenarios[*]} ($jobs at a time; logs in $logs)"

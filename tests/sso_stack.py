@@ -273,11 +273,12 @@ def sso_stack(tmp: Path, idle: int = 900) -> Iterator[dict]:
         issuer = f"http://127.0.0.1:{idp_port}"
         wait_for(lambda: requests.get(f"{issuer}/.well-known/openid-configuration", timeout=5).ok, "the IdP")
 
-        # The service as the role installs it: the program and _oidc_rp.py side by side.
+        # The service as the role installs it: the program, _oidc_rp.py and _oidc_config.py side by side.
         program = tmp / "program"
         program.mkdir()
         shutil.copy(REPO / "roles" / "sso" / "files" / "streamlit_sso.py", program)
         shutil.copy(REPO / "plugins" / "module_utils" / "_oidc_rp.py", program)
+        shutil.copy(REPO / "plugins" / "module_utils" / "_oidc_config.py", program)
         provider = parse_provider(
             {
                 "issuer": issuer,

@@ -3,7 +3,11 @@
 Run by tests/integration/test_status_app.py with the component's venv (it has Playwright and Streamlit;
 the controller's venv has neither):
 
-    python tests/status_app_browser.py BASE_URL SCREENSHOT_DIR deployed|failed|missing
+    python tests/status_app_browser.py BASE_URL SCREENSHOT_DIR deployed|failed|missing|lab
+
+Through an edge (tests/integration/test_lab.py, stage `lab`: the apps page only): STATUS_BROWSER_CA names the
+CA the edge's certificate must chain to (checked here before the browser, which is then told to accept it),
+STATUS_BROWSER_USER and STATUS_BROWSER_PASSWORD_FILE the htpasswd login (the password stays out of argv).
 
 Prints one JSON object: each page's visible text, the charts drawn, the history's links and the
 screenshots' paths. The test asserts on it; a page that never renders fails with what the browser showed.
@@ -13,21 +17,17 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import ssl
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-# The flags of component/tests/conftest.py: headless in a container, nothing fetched in the background.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts import headless_chromium
+
 # A loaded 2-core machine needed 15-45 s for Streamlit's first page: wait on what is shown, generously.
 TIMEOUT_MS = 240_000
 MAIN = "[data-testid='stMain']"
@@ -44,7 +44,36 @@ def open_page(page: Page, url: str, expect: str, *, complete: bool = True) -> st
     return page.inner_text(MAIN)
 
 
+def check_certificate(base: str, ca: str) -> None:
+    """The edge's certificate chains to `ca` and names the host: what a browser trusting that CA checks."""
+    url = urlsplit(base)
+    context = ssl.create_default_context(cafile=ca)
+    with (
+        socket.create_connection((url.hostname, url.port or 443), timeout=30) as raw,
+        context.wrap_socket(raw, server_hostname=url.hostname),
+    ):
+        pass
+
+
+def context_options(base: str) -> dict:
+    """The browser context's options: the edge's login and its lab CA when the environment names them."""
+    options: dict = {"viewport": {"width": 1400, "height": 1000}}
+    ca = os.environ.get("STATUS_BROWSER_CA")
+    if ca:
+        check_certificate(base, ca)
+        options["ignore_https_errors"] = True
+    user = os.environ.get("STATUS_BROWSER_USER")
+    if user:
+        password = Path(os.environ["STATUS_BROWSER_PASSWORD_FILE"]).read_text().strip()
+        options["http_credentials"] = {"username": user, "password": password}
+    return options
+
+
 def run(page: Page, base: str, stage: str, seen: dict, shot) -> None:
+    if stage == "lab":
+        seen["apps"] = open_page(page, f"{base}/", "attention")
+        shot("status-apps")
+        return
     if stage == "missing":
         seen["apps"] = open_page(page, f"{base}/", "No status snapshot", complete=False)
         shot("apps-missing")
@@ -79,9 +108,8 @@ def run(page: Page, base: str, stage: str, seen: dict, shot) -> None:
 def main(base: str, out: Path, stage: str) -> int:
     out.mkdir(parents=True, exist_ok=True)
     seen: dict[str, object] = {"screenshots": []}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    with headless_chromium.browser() as browser:
+        page = browser.new_context(**context_options(base)).new_page()
 
         def shot(name: str) -> None:
             path = out / f"{name}.png"
@@ -95,8 +123,6 @@ def main(base: str, out: Path, stage: str) -> int:
             seen.update(error=str(exc), failed_at=page.url, shown=page.inner_text("body"))
             print(json.dumps(seen))
             return 1
-        finally:
-            browser.close()
     print(json.dumps(seen))
     return 0
 

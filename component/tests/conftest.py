@@ -14,16 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from scripts import headless_chromium
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def free_port() -> int:
@@ -105,7 +98,7 @@ def chromium():
 
 @pytest.fixture(scope="session")
 def browser(chromium):
-    browser = chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    browser = headless_chromium.launch(chromium)
     yield browser
     browser.close()
 
@@ -113,9 +106,7 @@ def browser(chromium):
 @pytest.fixture(scope="session")
 def webgpu_browser(chromium):
     """Chromium with WebGPU on SwiftShader (a software Vulkan: no GPU here), so the WebGPU path runs."""
-    args = [a for a in CHROMIUM_ARGS if a != "--disable-gpu"]
-    args += ["--enable-unsafe-webgpu", "--enable-unsafe-swiftshader"]
-    browser = chromium.launch(executable_path=CHROMIUM, args=args)
+    browser = headless_chromium.launch(chromium, webgpu=True)
     yield browser
     browser.close()
 

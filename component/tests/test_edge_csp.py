@@ -26,7 +26,9 @@ import pytest
 import requests
 import streamlit_secure_context
 
-from .conftest import CHROMIUM, CHROMIUM_ARGS, EXAMPLES, free_port
+from scripts import headless_chromium
+
+from .conftest import EXAMPLES, free_port
 from .test_e2e import COMPONENT_FRAME, SANDBOX_FRAME, pick, scores_line
 
 REPO = Path(__file__).resolve().parents[2]
@@ -174,8 +176,7 @@ def edge(tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def edge_browser(chromium):
-    args = [*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {EDGE} 127.0.0.1"]
-    browser = chromium.launch(executable_path=CHROMIUM, args=args)
+    browser = headless_chromium.launch(chromium, f"--host-resolver-rules=MAP {EDGE} 127.0.0.1")
     yield browser
     browser.close()
 

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CHROMIUM, CHROMIUM_ARGS, EXAMPLES
+from scripts import headless_chromium
+
+from .conftest import EXAMPLES
 from .test_e2e import COMPONENT_FRAME, SANDBOX_FRAME, scores_line
 
 CHECK = textwrap.dedent(
@@ -72,8 +74,8 @@ def test_the_installed_wheel_runs_the_example_app_with_no_network(tmp_path: Path
     script = tmp_path / "check.py"
     queries = ["", "?model=app/static/mlp-tfjs/model.json", "?model=app/static/mlp.tflite"]
     constants = {
-        "CHROMIUM": CHROMIUM,
-        "ARGS": CHROMIUM_ARGS,
+        "CHROMIUM": headless_chromium.CHROMIUM,
+        "ARGS": list(headless_chromium.ARGS),
         "COMPONENT": COMPONENT_FRAME,
         "SANDBOX": SANDBOX_FRAME,
         "QUERIES": queries,

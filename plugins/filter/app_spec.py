@@ -18,6 +18,7 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec
     parse_apps,
     purge_errors,
 )
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._egress import host_local_errors
 
 
 def _defaults(defaults: object, defaults_from: Mapping[str, str] | None) -> Defaults:
@@ -63,6 +64,22 @@ def app_purge_errors(purge: object, names: object, label: str = "apps_purge_data
     return purge_errors(purge, known, label=label)
 
 
+def egress_host_local_errors(specs: object, host_addresses: object, label: str = "apps") -> list[str]:
+    """Entries of app_specs whose egress names one of this host's own addresses; [] when none does."""
+    addresses = [str(a) for a in host_addresses] if isinstance(host_addresses, list | tuple) else []
+    errors: list[str] = []
+    for spec in specs if isinstance(specs, list | tuple) else []:
+        if isinstance(spec, Mapping) and spec.get("egress"):
+            where = f"{label}[{spec.get('index')}] (name {spec.get('name')!r})"
+            errors += [f"{where}: {problem}" for problem in host_local_errors(spec["egress"], addresses)]
+    return errors
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"app_spec_errors": app_spec_errors, "app_specs": app_specs, "app_purge_errors": app_purge_errors}
+        return {
+            "app_spec_errors": app_spec_errors,
+            "app_specs": app_specs,
+            "app_purge_errors": app_purge_errors,
+            "egress_host_local_errors": egress_host_local_errors,
+        }

@@ -25,8 +25,10 @@ from urllib.parse import urlsplit
 
 try:
     from ansible_collections.secure_streamlit.hosting.plugins.module_utils._egress import egress_problem, parse_egress
+    from ansible_collections.secure_streamlit.hosting.plugins.module_utils._quota import size_problem
 except ImportError:  # beside the monitor on a host: the libraries sit in one flat directory
     from _egress import egress_problem, parse_egress  # type: ignore[no-redef]
+    from _quota import size_problem  # type: ignore[no-redef]
 
 # -- patterns (always used with fullmatch) ---------------------------------------------------------------
 # App names end up in directory names, nginx zone names ("-" becomes "_"), Docker image references
@@ -68,6 +70,9 @@ CLIENT_CN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}")
 # image or the platform needs (the app's code, the venv, /tmp, the secrets mount, the system).
 DATA_MOUNT_RE = re.compile(r"(?:/[a-z0-9][a-z0-9._-]{0,63}){1,8}")
 DATA_MOUNT_DEFAULT = "/data"
+# An inventory host or group name an app is placed on (plugins/module_utils/_placement.py checks that it
+# exists): no leading "-" (argv), no spaces or glob and pattern characters (":", "*", "!", "&", "~").
+PLACEMENT_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}")
 DATA_MOUNT_RESERVED_TOP: frozenset[str] = frozenset(
     {
         "app",
@@ -91,7 +96,7 @@ DATA_MOUNT_RESERVED_TOP: frozenset[str] = frozenset(
         "var",
     }
 )
-DATA_KEYS = ("mount",)
+DATA_KEYS = ("mount", "size")
 DATABASE_KINDS = ("postgresql",)
 # What the platform gives an app with a database: files in /run/secrets and libpq's settings in env.
 DATABASE_SECRET_FILES = ("pgpass", "database-url")
@@ -590,6 +595,13 @@ class AppSpec:
     # "private_key_var"}. Names of vault variables only, never a secret: the values reach the host as
     # root-only files (the apps role) and are read there by the engine and the monitor.
     repo_auth: dict[str, Any] = field(default_factory=dict)
+    # The data directory's size limit ("10G"; "" = none): a project quota where the file system has them
+    # (_quota.py), else only compared with the usage by the status command.
+    data_size: str = ""
+    # The inventory hosts and groups the app runs on ([] = every host of the play), and whether the
+    # operator accepts that each of several hosts keeps its own copy of the app's data and database.
+    hosts: list[str] = field(default_factory=list)
+    per_host_state: bool = False
 
     @property
     def managed(self) -> bool:
@@ -622,6 +634,7 @@ class AppSpec:
             value = getattr(self, f.name)
             out[f.name] = dict(value) if isinstance(value, dict) else value
         out["egress"] = [dict(entry) for entry in self.egress]
+        out["hosts"] = list(self.hosts)
         out["access"] = {
             "htpasswd_users": [user["name"] for user in self.access.get("htpasswd_users", [])],
             "client_cert_cns": list(self.access.get("client_cert_cns", [])),
@@ -762,10 +775,13 @@ _FIELD_CHECKS: dict[str, Callable[[object], str | None]] = {
     "upload_max_mb": _check_int(*UPLOAD_MAX_MB_RANGE),
     "upstream": lambda v: None if v is None else upstream_problem(v),
     "data_mount": lambda v: None if v == "" else data_mount_problem(v),
+    "data_size": lambda v: None if v == "" else size_problem(v),
     "database": lambda v: None if v == "" or v in DATABASE_KINDS else f"must be {' or '.join(DATABASE_KINDS)} or empty",
     "access": _check_access,
     "egress": egress_problem,
     "repo_auth": lambda v: repo_auth_problem(v),  # pylint: disable=unnecessary-lambda  # defined below
+    "hosts": lambda v: hosts_problem(v),  # pylint: disable=unnecessary-lambda  # defined below
+    "per_host_state": lambda v: None if isinstance(v, bool) else "must be true or false",
 }
 
 
@@ -1098,17 +1114,25 @@ def data_mount_problem(mount: object) -> str | None:
 
 
 def _parse_data(e: _Entry, value: object) -> None:
-    """`data: true` or `data: {mount: /data}`: a directory that outlives deploys, mounted read-write."""
+    """`data: true` or `data: {mount: /data, size: 10G}`: a directory that outlives deploys, mounted
+    read-write, limited in size where the file system has project quotas."""
     e.values["data_mount"] = ""
+    e.values["data_size"] = ""
     if value is None or value is False:
         return
     if value is True:
         e.values["data_mount"] = DATA_MOUNT_DEFAULT
         return
     if not isinstance(value, Mapping):
-        e.error(f"data must be true or a mapping {{mount}}, not {_kind(value)}")
+        e.error(f"data must be true or a mapping {{mount, size}}, not {_kind(value)}")
         return
     e.unknown_keys("data: ", value, DATA_KEYS)
+    if "size" in value:
+        problem = size_problem(value["size"])
+        if problem:
+            e.error(f"data.size {show(value['size'])} {problem}")
+        else:
+            e.values["data_size"] = value["size"]
     mount = value.get("mount", DATA_MOUNT_DEFAULT)
     problem = data_mount_problem(mount)
     if problem:
@@ -1388,6 +1412,43 @@ def _parse_upstream(e: _Entry, value: object) -> None:
         e.values["upstream"] = str(value)
 
 
+def hosts_problem(value: object) -> str | None:
+    """Why a placement list is wrong, or None: inventory host or group names, each once."""
+    if not _is_list(value):
+        return f"must be a list of inventory host or group names, not {_kind(value)}"
+    for item in value:  # type: ignore[attr-defined]
+        if not isinstance(item, str) or not PLACEMENT_NAME_RE.fullmatch(item):
+            return f"item {show(item)} is not an inventory host or group name (fullmatch {PLACEMENT_NAME_RE.pattern})"
+    if len(set(value)) != len(value):  # type: ignore[arg-type]
+        return "names a host or group twice"
+    return None
+
+
+def _parse_hosts(e: _Entry, value: object) -> None:
+    """`hosts: [web1, clinic_a]`: the inventory hosts and groups the app runs on (left out: every host)."""
+    e.values["hosts"] = []
+    if value is None:
+        return
+    if _is_list(value) and not value:
+        e.error("hosts is empty: leave it out to run the app on every host of the play, or name where it runs")
+        return
+    problem = hosts_problem(value)
+    if problem:
+        e.error(f"hosts {problem}")
+    else:
+        e.values["hosts"] = [str(item) for item in value]  # type: ignore[attr-defined]
+
+
+def _parse_per_host_state(e: _Entry, value: object) -> None:
+    e.values["per_host_state"] = False
+    if value is None:
+        return
+    if not isinstance(value, bool):
+        e.error(f"per_host_state {show(value)} must be true or false")
+    else:
+        e.values["per_host_state"] = value
+
+
 @dataclass(frozen=True)
 class KeyRule:
     """How one key of an app entry is read: its parser, and whether it is only for managed apps (those
@@ -1415,10 +1476,14 @@ APP_KEYS: dict[str, KeyRule] = {
     "access": KeyRule(_parse_access, False, "{htpasswd_users, client_cert_cns, oidc}"),
     "upload_max_mb": KeyRule(_parse_upload_max_mb, False, "the upload limit in MB"),
     "upstream": KeyRule(_parse_upstream, False, "host:port of an app served elsewhere"),
-    "data": KeyRule(_parse_data, True, "true or {mount: /data}: a directory kept across deploys"),
+    "data": KeyRule(_parse_data, True, "true or {mount: /data, size: 10G}: a directory kept across deploys"),
     "database": KeyRule(_parse_database, True, "postgresql: a database and role of the app's own"),
     "egress": KeyRule(_parse_egress, True, "[{host, port} or {cidr, port}]: the only destinations it may reach"),
     "auth": KeyRule(_parse_auth, True, "{deploy_key: true}, {token: VAULT_VARIABLE} or {github_app: {...}}"),
+    "hosts": KeyRule(_parse_hosts, False, "[host or group, ...]: where the app runs (every host when left out)"),
+    "per_host_state": KeyRule(
+        _parse_per_host_state, True, "true: each of several hosts keeps its own copy of data and database"
+    ),
 }
 
 
@@ -1467,6 +1532,8 @@ def _parse_entry(
             database="",
             egress=[],
             repo_auth={},
+            data_size="",
+            per_host_state=False,
         )
     return AppSpec(index=index, **values), []
 

@@ -48,6 +48,7 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._egress i
     app_ruleset,
     extra_hosts,
     interface_name,
+    local_address,
     main_ruleset,
     network_name,
     resolve,
@@ -459,6 +460,7 @@ class Engine:
         nft: NftRunner = run_nft,
         lookup: Callable[[str], Sequence[str]] = lookup_ipv4,
         credentials: RepoCredentials | None = None,
+        is_local: Callable[[str], bool] = local_address,
     ) -> None:
         self.settings = settings
         self.credentials = credentials or RepoCredentials(
@@ -477,6 +479,7 @@ class Engine:
         self.log = log
         self.nft = nft
         self.lookup = lookup
+        self.is_local = is_local  # a destination on this host is refused (_egress.HOST_LOCAL_REASON)
         self.audit = AuditLog(Path(settings.audit_log), clock)
 
     # -- per-app state
@@ -785,7 +788,7 @@ class Engine:
 
     def egress_rules(self, app: AppSpec) -> list[Rule]:
         try:
-            return resolve(app.egress, self.lookup)
+            return resolve(app.egress, self.lookup, self.is_local)
         except ValueError as exc:
             raise DeployFailed("egress", str(exc)) from exc
 

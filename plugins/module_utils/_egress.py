@@ -1,5 +1,3 @@
-# Copyright (c) secure_streamlit.hosting contributors
-# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Controlled egress: an app's allowed destinations, their addresses, and the nftables rules that open them.
 
 An app without `egress` stays on the internal network (no route out). An app with it runs alone on a
@@ -15,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections.abc import Callable, Mapping, Sequence
+import socket
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +32,13 @@ MAX_ENTRIES = 64
 # Networks wider than these need allow_any too: 0.0.0.0/1 + 128.0.0.0/1 is 0.0.0.0/0 by another name.
 WIDE_PREFIX = {4: 8, 6: 16}
 FORBIDDEN_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+# Why a destination on the host itself is refused rather than opened: the hardening role's input chain
+# (table inet secure_streamlit, policy drop) sees every packet an app bridge sends to the host after this
+# table has accepted it, and an accept here does not bind that table.
+HOST_LOCAL_REASON = (
+    "is this host itself: an app may not reach the host's own services (the host firewall drops what app "
+    "bridges send to the host, and egress does not open it); run the service on another host or address"
+)
 
 
 def _shown(value: object) -> str:
@@ -176,13 +182,18 @@ class Rule:
 Lookup = Callable[[str], Sequence[str]]
 
 
-def resolve(entries: Sequence[Mapping[str, Any]], lookup: Lookup) -> list[Rule]:
+def resolve(
+    entries: Sequence[Mapping[str, Any]], lookup: Lookup, is_local: Callable[[str], bool] = lambda _address: False
+) -> list[Rule]:
     """The rules of an app's normalised egress list. A host name becomes its first IPv4 address (sorted),
-    the one the container's /etc/hosts gets; ValueError names an entry that cannot be resolved or that
-    resolves to the container's own loopback."""
+    the one the container's /etc/hosts gets; ValueError names an entry that cannot be resolved, that
+    resolves to the container's own loopback, or that is an address of this host (`is_local`)."""
     rules: list[Rule] = []
     for index, entry in enumerate(entries):
         if entry.get("cidr"):
+            network = ipaddress.ip_network(str(entry["cidr"]))
+            if network.num_addresses == 1 and is_local(str(network.network_address)):
+                raise ValueError(f"egress[{index}].cidr {entry['cidr']!r} {HOST_LOCAL_REASON}")
             rules.append(Rule(str(entry["cidr"]), int(entry["port"])))
             continue
         host = str(entry["host"])
@@ -195,8 +206,50 @@ def resolve(entries: Sequence[Mapping[str, Any]], lookup: Lookup) -> list[Rule]:
         address = ipaddress.ip_address(addresses[0])
         if address.is_loopback or address.is_unspecified:
             raise ValueError(f"egress[{index}].host {host!r} resolves to {address}, the container itself")
+        if is_local(str(address)):
+            raise ValueError(f"egress[{index}].host {host!r} resolves to {address}, which {HOST_LOCAL_REASON}")
         rules.append(Rule(f"{address}/32", int(entry["port"]), host))
     return rules
+
+
+def host_local_errors(entries: Sequence[Mapping[str, Any]], host_addresses: Collection[str]) -> list[str]:
+    """Messages for the normalised entries whose cidr is a single address of this host (`host_addresses`,
+    e.g. Ansible's all_ipv4_addresses and all_ipv6_addresses). A wider network that holds the host is
+    allowed: the host itself stays closed to the app."""
+    own = set()
+    for text in host_addresses:
+        try:
+            own.add(ipaddress.ip_address(str(text).split("%", 1)[0]))
+        except ValueError:
+            continue
+    errors = []
+    for index, entry in enumerate(entries):
+        cidr = entry.get("cidr")
+        if not cidr:
+            continue
+        network = ipaddress.ip_network(str(cidr))
+        if network.num_addresses == 1 and network.network_address in own:
+            errors.append(f"egress[{index}].cidr {_shown(cidr)} {HOST_LOCAL_REASON}")
+    return errors
+
+
+def local_address(address: str) -> bool:
+    """Whether `address` is assigned to this host (a bind to it succeeds). False where any address binds
+    (net.ipv4.ip_nonlocal_bind): then this cannot tell."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sysctl = f"/proc/sys/net/{'ipv6' if family == socket.AF_INET6 else 'ipv4'}/ip_nonlocal_bind"
+    try:
+        with open(sysctl, encoding="ascii") as handle:
+            if handle.read().strip() != "0":
+                return False
+    except OSError:
+        pass
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((address, 0))
+        except OSError:
+            return False
+    return True
 
 
 def extra_hosts(rules: Sequence[Rule]) -> dict[str, str]:

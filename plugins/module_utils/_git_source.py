@@ -1,8 +1,8 @@
 """Plain-git source: the head of one branch with `git ls-remote`, for git servers that are not GitHub.
 
 On-premises GitLab, Gitea/Forgejo, a plain `git http-backend` or an SSH server: anything that speaks git.
-The monitor daemon uses it beside the GitHub client, with the same result shape (`sha`, `error`,
-`missing`) and the same error classes, so its backoff, audit and request rules are the same for both.
+The monitor daemon uses it beside the GitHub client, with the same result type (github_client.HeadResult)
+and the same error classes, so its backoff, audit and request rules are the same for both.
 
 Cost: one `git ls-remote --heads URL refs/heads/BRANCH` per repository and cycle. With protocol v2 (git >=
 2.18 on both ends) the server lists its branches only (about 60 bytes each; no tags, no merge requests),
@@ -13,7 +13,8 @@ only the monitor's own user can read), read the operator's or the system's git c
 HTTP redirect to another place, speak a transport other than the URL's own, wait longer than `timeout`, keep
 more than `max_output` bytes of what the server sends, or take anything but a ref listing for an answer.
 
-Standard library and the app model only: the daemon imports both as plain modules from its directory.
+Standard library, the app model and github_client's result type only: the daemon imports them as plain
+modules from its directory.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from urllib.parse import urlsplit
 
 try:
     from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _app_spec
+    from ansible_collections.secure_streamlit.hosting.plugins.module_utils.github_client import HeadResult
 except ImportError:  # installed on a host: the libraries sit side by side
     import _app_spec  # type: ignore[no-redef]
+    from github_client import HeadResult  # type: ignore[no-redef]
 
 SHA_RE = re.compile(r"[0-9a-f]{40}")
 # One line of `git ls-remote` output for a branch: 40 hex, a tab, the full ref name.
@@ -125,19 +128,6 @@ class GitRemote:
     @property
     def scheme(self) -> str:
         return "ssh" if "://" not in self.url else self.url.split("://", 1)[0]
-
-
-@dataclass
-class GitHeadResult:
-    """The head of one branch: the shape the monitor reads from GitHub's HeadResult too."""
-
-    repo: GitRemote
-    sha: str | None
-    not_modified: bool = False
-    error: str | None = None
-    missing: bool = False
-    kind: str | None = None  # the error class (GitSourceError.kind) when error is set
-    elapsed: float = 0.0  # seconds the ls-remote took
 
 
 @dataclass(frozen=True)
@@ -406,7 +396,7 @@ class GitSource:
         # for branches only (git sends no ref prefix for a pattern, which it matches by its tail itself).
         return [self.git, "ls-remote", "--heads", "--exit-code", "--", remote.url, f"refs/heads/{remote.branch}"]
 
-    def head(self, remote: GitRemote) -> GitHeadResult:
+    def head(self, remote: GitRemote) -> HeadResult[GitRemote]:
         """The branch head; raises a GitSourceError subclass (never with a credential in its text)."""
         start = self.clock()
         self.runs += 1
@@ -441,12 +431,12 @@ class GitSource:
             raise MalformedAnswerError(f"the answer does not list refs/heads/{remote.branch}")
         unchanged = self._last.get(remote.key) == sha
         self._last[remote.key] = sha
-        return GitHeadResult(remote, sha, not_modified=unchanged, elapsed=elapsed)
+        return HeadResult(remote, sha, not_modified=unchanged, elapsed=elapsed)
 
-    def heads(self, remotes: Sequence[GitRemote]) -> dict[str, GitHeadResult]:
+    def heads(self, remotes: Sequence[GitRemote]) -> dict[str, HeadResult[GitRemote]]:
         """Heads of many branches, one ls-remote each (a remote listed twice is read once); a failure is
         that remote's result, never an exception for the others."""
-        results: dict[str, GitHeadResult] = {}
+        results: dict[str, HeadResult[GitRemote]] = {}
         for remote in remotes:
             if remote.key in results:
                 continue
@@ -454,7 +444,7 @@ class GitSource:
             try:
                 results[remote.key] = self.head(remote)
             except GitSourceError as exc:
-                results[remote.key] = GitHeadResult(
+                results[remote.key] = HeadResult(
                     remote,
                     None,
                     error=str(exc),

@@ -2,29 +2,19 @@
 service's configuration file made from them and the apps' `access.oidc` rules.
 
 Pure Python (no Authlib): the controller checks everything here before any change; the service on the
-host (roles/sso/files/streamlit_sso.py, _oidc_rp.py) reads the file this module writes. The client
-secret is never part of that file: it reaches the service as a systemd credential.
+host (roles/sso/files/streamlit_sso.py, _oidc_rp.py) reads the file this module writes, with this
+module beside it for the Provider type (standard library only). The client secret is never part of
+that file: it reaches the service as a systemd credential.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
-# Settings a role variable maps to (sso_<key>); unknown keys are refused.
-PROVIDER_KEYS = (
-    "issuer",
-    "client_id",
-    "client_secret",
-    "scopes",
-    "groups_claim",
-    "username_claim",
-    "idle_timeout",
-    "absolute_lifetime",
-)
 CLAIM_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]{0,99}")
 SCOPE_RE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,100}")  # RFC 6749 scope-token
 CLIENT_ID_RE = re.compile(r"[\x21-\x7e]{1,255}")
@@ -36,14 +26,11 @@ MAX_IDLE_TIMEOUT = 3600
 MAX_ABSOLUTE_LIFETIME = 86400
 
 
-class OIDCConfigError(ValueError):
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("\n".join(errors))
-        self.errors = errors
-
-
 @dataclass(frozen=True)
 class Provider:
+    """The OpenID provider's settings: checked here on the controller (parse_provider), and read back
+    from the service's configuration file on the host (_oidc_rp.RPConfig, which holds one)."""
+
     issuer: str
     client_id: str
     client_secret: str = field(repr=False)
@@ -52,6 +39,26 @@ class Provider:
     username_claim: str
     idle_timeout: int
     absolute_lifetime: int
+
+    @classmethod
+    def public_keys(cls) -> tuple[str, ...]:
+        """The settings the configuration file carries: all but the secret (a systemd credential)."""
+        return tuple(f.name for f in fields(cls) if f.name != "client_secret")
+
+    def public(self) -> dict[str, Any]:
+        """The settings the configuration file carries, JSON-able."""
+        settings = {key: getattr(self, key) for key in self.public_keys()}
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in settings.items()}
+
+
+# Settings a role variable maps to (sso_<key>); unknown keys are refused.
+PROVIDER_KEYS = tuple(f.name for f in fields(Provider))
+
+
+class OIDCConfigError(ValueError):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
 
 
 def _is_int(value: object) -> bool:
@@ -170,13 +177,7 @@ def service_config(
 ) -> dict[str, Any]:
     """The relying-party service's configuration (JSON-able, no secret)."""
     return {
-        "issuer": provider.issuer,
-        "client_id": provider.client_id,
-        "scopes": list(provider.scopes),
-        "groups_claim": provider.groups_claim,
-        "username_claim": provider.username_claim,
-        "idle_timeout": provider.idle_timeout,
-        "absolute_lifetime": provider.absolute_lifetime,
+        **provider.public(),
         "origins": dict(origins),
         "apps": app_rules(specs),
         "lab": bool(lab),

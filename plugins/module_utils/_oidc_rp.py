@@ -27,6 +27,11 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 try:
+    from ansible_collections.secure_streamlit.hosting.plugins.module_utils._oidc_config import Provider
+except ImportError:  # installed on a host: the libraries sit side by side
+    from _oidc_config import Provider  # type: ignore[no-redef]
+
+try:
     import requests
 
     with warnings.catch_warnings():
@@ -75,30 +80,12 @@ class AppRule:
 
 @dataclass(frozen=True)
 class RPConfig:
-    issuer: str
-    client_id: str
-    client_secret: str = field(repr=False)
-    scopes: tuple[str, ...]
-    groups_claim: str
-    username_claim: str
-    idle_timeout: int
-    absolute_lifetime: int
+    provider: Provider
     origins: Mapping[str, str]
     apps: Mapping[str, AppRule]
     lab: bool = False
 
-    KEYS = (
-        "issuer",
-        "client_id",
-        "scopes",
-        "groups_claim",
-        "username_claim",
-        "idle_timeout",
-        "absolute_lifetime",
-        "origins",
-        "apps",
-        "lab",
-    )
+    KEYS = (*Provider.public_keys(), "origins", "apps", "lab")
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any], client_secret: str) -> RPConfig:
@@ -114,7 +101,7 @@ class RPConfig:
             if not APP_RE.fullmatch(name) or set(rule) != {"groups", "users"}:
                 raise ValueError(f"configuration: apps[{name!r}] must be {{groups, users}} for an app name")
             apps[name] = AppRule(frozenset(rule["groups"]), frozenset(u.casefold() for u in rule["users"]))
-        return cls(
+        provider = Provider(
             issuer=str(d["issuer"]),
             client_id=str(d["client_id"]),
             client_secret=client_secret,
@@ -123,6 +110,9 @@ class RPConfig:
             username_claim=str(d["username_claim"]),
             idle_timeout=int(d["idle_timeout"]),
             absolute_lifetime=int(d["absolute_lifetime"]),
+        )
+        return cls(
+            provider=provider,
             origins={str(k).lower(): str(v) for k, v in d["origins"].items()},
             apps=apps,
             lab=bool(d["lab"]),
@@ -251,11 +241,11 @@ class RelyingParty:
     # -- the provider ---------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
         if self._metadata is None:
-            url = self.config.issuer.rstrip("/") + "/.well-known/openid-configuration"
+            url = self.config.provider.issuer.rstrip("/") + "/.well-known/openid-configuration"
             response = self.http.get(url, timeout=self.timeout)
             response.raise_for_status()
             data = response.json()
-            if data.get("issuer") != self.config.issuer:
+            if data.get("issuer") != self.config.provider.issuer:
                 raise SignInError(f"the provider's discovery document names issuer {str(data.get('issuer'))[:200]!r}")
             for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
                 if not isinstance(data.get(key), str):
@@ -273,9 +263,9 @@ class RelyingParty:
 
     def _oauth(self, origin: str, **kwargs: Any) -> OAuth2Session:
         return OAuth2Session(
-            client_id=self.config.client_id,
-            client_secret=self.config.client_secret,
-            scope=" ".join(self.config.scopes),
+            client_id=self.config.provider.client_id,
+            client_secret=self.config.provider.client_secret,
+            scope=" ".join(self.config.provider.scopes),
             redirect_uri=f"{origin}/_sso/callback",
             code_challenge_method="S256",
             **kwargs,
@@ -299,8 +289,8 @@ class RelyingParty:
             if session is None:
                 return None
             if (
-                now - session.last_seen > self.config.idle_timeout
-                or now - session.created > self.config.absolute_lifetime
+                now - session.last_seen > self.config.provider.idle_timeout
+                or now - session.created > self.config.provider.absolute_lifetime
             ):
                 del self._sessions[sid]
                 return None
@@ -411,13 +401,13 @@ class RelyingParty:
             self.jwks(refresh=True)
             claims = self._verify(id_token, pending.nonce, token.get("access_token"))
         claims = self._with_userinfo(claims, token)
-        user = claims.get(self.config.username_claim)
+        user = claims.get(self.config.provider.username_claim)
         if not isinstance(user, str) or not user:
-            raise SignInError(f"the provider sent no {self.config.username_claim!r} claim to name the user")
+            raise SignInError(f"the provider sent no {self.config.provider.username_claim!r} claim to name the user")
         session = Session(
             user=user,
             email=str(claims.get("email", "")),
-            groups=_groups(claims.get(self.config.groups_claim)),
+            groups=_groups(claims.get(self.config.provider.groups_claim)),
             subject=str(claims["sub"]),
             id_token=id_token,
             created=now,
@@ -434,8 +424,8 @@ class RelyingParty:
         return verify_id_token(
             id_token,
             jwks=self.jwks(),
-            issuer=self.config.issuer,
-            client_id=self.config.client_id,
+            issuer=self.config.provider.issuer,
+            client_id=self.config.provider.client_id,
             nonce=nonce,
             now=self.clock(),
             access_token=access_token if isinstance(access_token, str) else None,
@@ -443,7 +433,7 @@ class RelyingParty:
 
     def _with_userinfo(self, claims: dict[str, Any], token: Mapping[str, Any]) -> dict[str, Any]:
         """Claims the ID token lacks (groups, the user name) from the UserInfo endpoint, same subject only."""
-        wanted = (self.config.groups_claim, self.config.username_claim, "email")
+        wanted = (self.config.provider.groups_claim, self.config.provider.username_claim, "email")
         endpoint = self.metadata().get("userinfo_endpoint")
         if all(k in claims for k in wanted) or not isinstance(endpoint, str) or "access_token" not in token:
             return claims
@@ -468,7 +458,7 @@ class RelyingParty:
         end = self.metadata().get("end_session_endpoint") if session else None
         if not isinstance(end, str):
             return signed_out
-        query = {"client_id": self.config.client_id, "post_logout_redirect_uri": signed_out}
+        query = {"client_id": self.config.provider.client_id, "post_logout_redirect_uri": signed_out}
         if session is not None:
             query["id_token_hint"] = session.id_token
         return f"{end}{'&' if urlsplit(end).query else '?'}{urlencode(query)}"

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import NAME_RE, SHA_RE
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._audit_log import HASH_RE, verify_log
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._quota import usage_bytes
 
 SCHEMA = "secure-streamlit-status/1"
 LABEL_APP = "secure_streamlit.app"  # the deploy engine's container label (_deploy.LABEL_APP)
@@ -78,6 +79,8 @@ class StatusSettings:
     backup_state: str = ""
     # Private repositories: each deploy key's public half (the operator adds it to the repository).
     repo_auth_dir: str = "/etc/streamlit-apps/repo-auth"
+    # The apps' data directories (<dir>/<app>): their usage against the size in <state_dir>/<app>/quota.json.
+    apps_data_dir: str = "/srv/streamlit/apps"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> StatusSettings:
@@ -453,6 +456,12 @@ class Collector:
             attention.append(
                 f"the last deploy ({last['sha'][:12] or 'no commit'}, {last['time']}) failed: {last['reason']}"
             )
+        data = self.data(name)
+        if data and data["usage_bytes"] > data["size_bytes"]:
+            attention.append(
+                f"its data uses {data['usage_bytes'] / (1 << 20):.1f} MiB, over its size of "
+                f"{data['size_bytes'] / (1 << 20):.1f} MiB (not enforced: {data['reason'] or 'no reason recorded'})"
+            )
         return {
             "name": name,
             "serving": serving_entry,
@@ -469,6 +478,20 @@ class Collector:
             else None,
             "attention": attention,
             "deploy_key": self.deploy_key(name),
+            "data": data,
+        }
+
+    def data(self, name: str) -> dict[str, Any] | None:
+        """The app's data directory against its size (from what the play recorded), or None without a size."""
+        quota = _mapping(read_json_file(Path(self.settings.state_dir) / name / "quota.json"))
+        size = quota.get("size_bytes")
+        if not self.settings.apps_data_dir or not _number(size) or isinstance(size, bool) or size <= 0:
+            return None
+        return {
+            "size_bytes": int(size),
+            "usage_bytes": usage_bytes(str(Path(self.settings.apps_data_dir) / name)),
+            "enforced": quota.get("enforced") is True,
+            "reason": str(quota.get("reason", ""))[:300],
         }
 
     def deploy_key(self, name: str) -> str | None:
@@ -724,6 +747,13 @@ def render_text(report: Mapping[str, Any], *, app: str | None = None) -> str:
                     f"    {deploy['time']}  {_short(deploy['sha']):<12}  {deploy['outcome']:<9} {seconds:>8}"
                     f"  by {deploy['requested_by'] or '-'}{reason}"
                 )
+        data = entry.get("data")
+        if data:
+            enforced = "enforced" if data.get("enforced") else "not enforced"
+            lines.append(
+                f"  data: {data['usage_bytes'] / (1 << 20):.1f} MiB of {data['size_bytes'] / (1 << 20):.1f} MiB"
+                f" ({enforced})"
+            )
         if entry.get("deploy_key"):
             lines.append(f"  deploy key (add it to the repository, read-only): {entry['deploy_key']}")
         monitor_app = entry.get("monitor") or {}

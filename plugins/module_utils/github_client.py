@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlsplit
 
 try:
@@ -174,15 +174,21 @@ class RateLimit:
         }
 
 
-@dataclass
-class HeadResult:
-    """The head of one branch: `sha` is the current head when known (also when answered 304)."""
+RepoT = TypeVar("RepoT")
 
-    repo: RepoRef
+
+@dataclass
+class HeadResult(Generic[RepoT]):
+    """The head of one branch, from GitHub (repo: RepoRef) or from a plain git server (repo:
+    _git_source.GitRemote): `sha` is the current head when known (also when answered 304)."""
+
+    repo: RepoT
     sha: str | None
     not_modified: bool = False
     error: str | None = None
     missing: bool = False  # the repository or branch does not exist (or is not visible)
+    kind: str | None = None  # git source: the error's class (GitSourceError.kind) when error is set
+    elapsed: float = 0.0  # git source: seconds the ls-remote took
 
 
 def graphql_url_for(api_url: str) -> str:
@@ -360,7 +366,7 @@ class GitHubClient:
         raise RateLimitedError(f"rate limited (HTTP {status}) until {retry_at:.0f}", retry_at)
 
     # -- REST -----------------------------------------------------------------------------------------
-    def head_sha(self, repo: RepoRef) -> HeadResult:
+    def head_sha(self, repo: RepoRef) -> HeadResult[RepoRef]:
         """The branch head with a conditional request: 304 (free when authenticated) if unchanged."""
         # heads/BRANCH, not BRANCH alone: a tag or a SHA-like name must not shadow the branch.
         url = f"{self.api_url}/repos/{repo.owner}/{repo.name}/commits/heads/{quote(repo.branch, safe='/')}"
@@ -397,7 +403,7 @@ class GitHubClient:
             variables.update({f"o{i}": repo.owner, f"n{i}": repo.name, f"b{i}": f"refs/heads/{repo.branch}"})
         return f"query({', '.join(declarations)}) {{ {' '.join(selections)} }}", variables
 
-    def _graphql_heads(self, repos: list[RepoRef]) -> dict[str, HeadResult]:
+    def _graphql_heads(self, repos: list[RepoRef]) -> dict[str, HeadResult[RepoRef]]:
         query, variables = self._graphql_query(repos)
         response = self._request(
             "POST", self.graphql_url, {"Accept": "application/json"}, json={"query": query, "variables": variables}
@@ -425,7 +431,7 @@ class GitHubClient:
             raise MalformedResponseError("GraphQL: the answer has no data")
         alias_errors = {str(e["path"][0]): e for e in errors if isinstance(e.get("path"), list) and e["path"]}
 
-        results: dict[str, HeadResult] = {}
+        results: dict[str, HeadResult[RepoRef]] = {}
         for i, repo in enumerate(repos):
             alias = f"r{i}"
             node = data.get(alias)
@@ -450,9 +456,9 @@ class GitHubClient:
                 results[repo.key] = HeadResult(repo, oid)
         return results
 
-    def heads(self, repos: list[RepoRef]) -> dict[str, HeadResult]:
+    def heads(self, repos: list[RepoRef]) -> dict[str, HeadResult[RepoRef]]:
         """Heads of many branches: GraphQL batches with a token, else one conditional request each."""
-        results: dict[str, HeadResult] = {}
+        results: dict[str, HeadResult[RepoRef]] = {}
         if self._token and len(repos) > 1:
             for start in range(0, len(repos), GRAPHQL_BATCH):
                 results.update(self._graphql_heads(repos[start : start + GRAPHQL_BATCH]))

@@ -113,8 +113,25 @@ purged:
   returned: always
   type: list
   elements: str
+quotas:
+  description:
+    - One entry per app with a C(data.size) whose data directory exists. The size is enforced with a project
+      quota where the file system has them (ext4 with C(prjquota), XFS with C(prjquota)); elsewhere the module
+      warns once, naming the file system and the mount option needed, and the status command compares the
+      usage with the size. Each entry is also recorded in C(<state_dir>/<app>/quota.json) for that command.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    app: {description: The app., type: str}
+    size_bytes: {description: The size in bytes., type: int}
+    enforced: {description: Whether a project quota enforces it., type: bool}
+    changed: {description: Whether the limit or the directory's project ids changed., type: bool}
+    reason: {description: Why it is not enforced., type: str}
+    project_id: {description: The app's project id., type: int}
 """
 
+import json
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -129,7 +146,30 @@ except ImportError:
     DOCKER_IMPORT_ERROR = traceback.format_exc()
 
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import SHA_RE, AppSpec, purge_errors
-from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy import Engine, Settings
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy import Engine, Settings, write_file_at
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._quota import (
+    QuotaError,
+    apply_sizes,
+    parse_size,
+    read_mounts,
+)
+
+
+def record_quota(engine: Engine, app: str, entry: dict, check_mode: bool) -> bool:
+    """Write the app's quota.json for the status command; True when it changed."""
+    payload = {key: entry[key] for key in ("size_bytes", "enforced", "reason", "project_id")}
+    text = (json.dumps(payload, sort_keys=True) + "\n").encode()
+    directory = engine.app_dir(app)
+    try:
+        with open(directory / "quota.json", "rb") as handle:
+            if handle.read(65536) == text:
+                return False
+    except OSError:
+        pass
+    if not check_mode:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_file_at(directory, "quota.json", text, 0o600)
+    return True
 
 
 def main() -> None:
@@ -177,9 +217,30 @@ def main() -> None:
         after.append(f"{spec.name}: {outcome.sha if outcome.status != 'failed' else (serving or {}).get('sha', '-')}")
     removed = engine.remove_absent(names, check_mode=module.check_mode) if params["remove_absent"] else []
     purged = engine.purge_data(params["purge_data"], names, check_mode=module.check_mode)
+    sized = [
+        (spec.name, parse_size(spec.data_size) or 0)
+        for spec in managed
+        if spec.data_size and spec.data_mount and params["name"] in (None, spec.name)
+    ]
+    quotas = []
+    if sized:
+        try:
+            applied, warnings = apply_sizes(sized, settings.data_dir, read_mounts(), check_mode=module.check_mode)
+        except QuotaError as exc:
+            module.fail_json(msg=f"app_deploy: {exc}")
+        for warning in warnings:
+            module.warn(warning)
+        for entry in applied:
+            quota = entry.as_dict()
+            quota["changed"] = record_quota(engine, entry.app, quota, module.check_mode) or entry.changed
+            quotas.append(quota)
     result = {
-        "changed": any(o.changed for o in outcomes) or bool(removed) or bool(purged),
+        "changed": any(o.changed for o in outcomes)
+        or bool(removed)
+        or bool(purged)
+        or any(q["changed"] for q in quotas),
         "purged": purged,
+        "quotas": quotas,
         "deploys": [o.as_dict() for o in outcomes],
         "removed": removed,
         "diff": {"before": "\n".join(before) + "\n", "after": "\n".join(after) + "\n"},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import subprocess
 
 import pytest
 
@@ -329,6 +330,11 @@ READ_ONLY_TASKS = {
             ["apps[0] (name 'a')", "data.mount '/app/state'", "would cover /app"],
         ),
         (
+            '{"apps": [{"name": "a", "repo": "acme/a", "data": {"size": "10GB"}}]}',
+            APP_RULE,
+            ["apps[0] (name 'a')", "data.size '10GB'", "such as 500M or 10G"],
+        ),
+        (
             '{"apps": [{"name": "a", "repo": "acme/a", "egress": [{"cidr": "0.0.0.0/0", "port": 443}]}]}',
             APP_RULE,
             ["apps[0] (name 'a')", "egress[0].cidr '0.0.0.0/0'", "allow_any: true"],
@@ -342,6 +348,12 @@ READ_ONLY_TASKS = {
             '{"apps_data_dir": "/srv/../etc"}',
             "Fail on an app data directory that is not an absolute path",
             ["apps_data_dir must be an absolute path", "/srv/../etc"],
+        ),
+        pytest.param(
+            '{"apps": [{"name": "a", "repo": "acme/a"}, {"name": "x", "repo": "acme/x", "hosts": ["web9"]}]}',
+            "Fail on an app placed where the inventory has no host",
+            ["apps[1] (name 'x'): hosts 'web9': neither a host nor a group of the inventory"],
+            id="app-placed-on-unknown-host",
         ),
         pytest.param(
             '{"vault_a_token": ["TopS3cretValue"],'
@@ -470,3 +482,77 @@ def test_bad_operator_certificate_stops_before_any_change(inventory, case, faile
     assert report["stats"]["validation-probe"]["changed"] == 0
     # The key never shows in the report.
     assert key.splitlines()[1] not in json.dumps(report)
+
+
+def test_an_egress_to_the_host_s_own_address_stops_before_any_change(inventory):
+    # A real address of this machine, as Ansible's facts list it: the apps role refuses it, the reason named.
+    shown = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True, check=False
+    )
+    addresses = [line.split()[3].split("/")[0] for line in shown.stdout.splitlines() if len(line.split()) > 3]
+    if not addresses:
+        pytest.skip("this machine has no global IPv4 address")
+    apps = json.dumps({"apps": [{"name": "a", "repo": "acme/a", "egress": [{"cidr": addresses[0], "port": 5432}]}]})
+    rc, report = run_playbook_json("site.yml", "-i", str(inventory), "--check", "--tags", "always", "-e", apps)
+    assert rc != 0
+    tasks = report["plays"][0]["tasks"]
+    failed = [t for t in tasks if t["hosts"].get("validation-probe", {}).get("failed")]
+    assert [t["task"]["name"].split(" : ")[-1] for t in failed] == [
+        "Fail on an egress destination that is this host's own address"
+    ]
+    message = failed[0]["hosts"]["validation-probe"]["msg"]
+    assert message.startswith(f"apps[0] (name 'a'): egress[0].cidr '{addresses[0]}/32' is this host itself")
+    assert report["stats"]["validation-probe"]["changed"] == 0
+
+
+def two_host_inventory(tmp_path, groups: str) -> str:
+    """Two hosts of streamlit_hosts on this machine (local connections), and the groups given."""
+    local = "ansible_connection: local, ansible_python_interpreter: '{{ ansible_playbook_python }}'"
+    path = tmp_path / "two-hosts.yml"
+    path.write_text(
+        "all:\n  children:\n    streamlit_hosts:\n      hosts:\n"
+        f"        validation-probe: {{{local}}}\n        probe-2: {{{local}}}\n" + groups
+    )
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("groups", "extra_vars", "failed_task", "message_parts"),
+    [
+        pytest.param(
+            "    swarm_managers:\n      hosts:\n        validation-probe:\n        probe-2:\n",
+            "{}",
+            "Fail on a number of managers other than 1 or 3",
+            ["swarm_managers has 2 hosts (validation-probe, probe-2)", "quorum", "3 survive the loss of one"],
+            id="two-swarm-managers",
+        ),
+        pytest.param(
+            "    swarm_managers:\n      hosts:\n        validation-probe:\n",
+            "{}",
+            "Fail on a swarm member whose engine keeps containers across restarts",
+            ["docker_daemon_live_restore is true", "refuses swarm mode"],
+            id="swarm-with-live-restore",
+        ),
+        pytest.param(
+            "",
+            '{"apps": [{"name": "a", "repo": "acme/a", "data": true}]}',
+            "Fail on an app placed where the inventory has no host, or with its state on several hosts",
+            ["apps[0] (name 'a'): data on 2 hosts (every host of the play", "per_host_state: true"],
+            id="data-on-two-hosts",
+        ),
+    ],
+)
+def test_bad_multi_host_setting_stops_before_any_change(tmp_path, groups, extra_vars, failed_task, message_parts):
+    rc, report = run_playbook_json("site.yml", "-i", two_host_inventory(tmp_path, groups), "--check", "-e", extra_vars)
+
+    assert rc != 0
+    tasks = report["plays"][0]["tasks"]
+    ran = [t for t in tasks if "validation-probe" in t["hosts"] and not t["hosts"]["validation-probe"].get("skipped")]
+    failed = [t for t in ran if t["hosts"]["validation-probe"].get("failed")]
+    assert len(failed) == 1
+    assert failed[0]["task"]["name"].split(" : ")[-1].startswith(failed_task)
+    message = failed[0]["hosts"]["validation-probe"].get("msg", "")
+    for part in message_parts:
+        assert part in message, message
+    assert report["stats"]["validation-probe"]["changed"] == 0
+    assert report["stats"]["probe-2"]["changed"] == 0

@@ -1,7 +1,8 @@
 """The README's main command end to end: `scripts/lab.sh up` makes a lab host, runs the lab git server's
 play and site.yml on it with the shipped inventory, and the example app serves over HTTPS through the edge;
-a second run changes nothing; a push to the lab git server goes live (seen in Chromium) and a broken push
-does not; `down` removes it all.
+a second run changes nothing; the status app serves at /status/ behind the edge's password (seen in
+Chromium); a push to the lab git server goes live (seen in Chromium) and a broken push does not; `down`
+removes it all.
 
 Uses its own container name and ports so a developer's running lab is left alone.
 """
@@ -20,6 +21,10 @@ import requests
 from tests.helpers import REPO
 
 LAB = "streamlit-lab-under-test"
+# What scripts/lab.sh keeps of this lab on the controller (its CA, the status app's lab admin password).
+LAB_DIR = REPO / ".cache/lab" / LAB
+STATUS_DRIVER = REPO / "tests/status_app_browser.py"
+COMPONENT_PYTHON = REPO / ".cache/venv-component/bin/python"
 
 
 def lab(*args: str) -> subprocess.CompletedProcess[str]:
@@ -115,6 +120,42 @@ def test_lab_edge_serves_https_with_the_lab_ca_and_redirects_http(first_run, tmp
     assert redirect.status_code == 301
     # To the port the lab publishes 443 on (SSH_LAB_HTTPS_PORT), whatever Host the client sent.
     assert redirect.headers["Location"] == "https://localhost:18443/x"
+
+
+def test_lab_status_app_opens_through_the_edge_with_the_lab_admin_password(first_run, tmp_path):
+    """Issue 18's status app, on in the lab: the edge refuses it without the password (or with a wrong one);
+    Chromium, logged in as the lab admin whose password `up` generated (0600, named by path, never printed),
+    sees its apps page naming the example app. Screenshot: tmp_path/status."""
+    password_file = LAB_DIR / "status-admin.password"
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    password = password_file.read_text().strip()
+    assert len(password) >= 24
+    assert str(password_file) in first_run.stdout
+    assert password not in first_run.stdout + first_run.stderr
+    ca = tmp_path / "lab-ca.crt"
+    ca.write_text(docker("exec", LAB, "cat", "/etc/streamlit-edge/ca.crt") + "\n")
+    url = "https://localhost:18443/status/"
+    assert requests.get(url, verify=str(ca), timeout=30).status_code == 401
+    assert requests.get(url, verify=str(ca), auth=("lab-admin", "not-" + password), timeout=30).status_code == 401
+    assert requests.get(url, verify=str(ca), auth=("lab-admin", password), timeout=30).status_code == 200
+    shown = subprocess.run(
+        [str(COMPONENT_PYTHON), str(STATUS_DRIVER), url, str(tmp_path / "status"), "lab"],
+        env=dict(
+            os.environ,
+            STATUS_BROWSER_CA=str(ca),
+            STATUS_BROWSER_USER="lab-admin",
+            STATUS_BROWSER_PASSWORD_FILE=str(password_file),
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seen = json.loads(shown.stdout or "{}")
+    assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr[-3000:]
+    # The apps page's links, one per app of the snapshot: the example app and the status app itself.
+    assert "hello" in seen["apps"], seen["apps"]
+    assert "platform-status" in seen["apps"], seen["apps"]
+    assert (tmp_path / "status/status-apps.png").stat().st_size > 0
 
 
 def test_second_lab_run_changes_nothing(first_run):

@@ -22,26 +22,21 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
+from scripts import headless_chromium
 from tests.sso_stack import IDP_DIR, sso_stack
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 IDLE = 20  # seconds: short, so the test sees the automatic logoff
 
 pytestmark = pytest.mark.skipif(
-    not (shutil.which("nginx") and Path(CHROMIUM).exists() and (IDP_DIR / "node_modules" / "oidc-provider").exists()),
+    not (
+        shutil.which("nginx")
+        and headless_chromium.available()
+        and (IDP_DIR / "node_modules" / "oidc-provider").exists()
+    ),
     reason="needs nginx, chromium and `npm install` in tests/sso_idp",
 )
 
@@ -54,12 +49,8 @@ def edge(tmp_path_factory) -> Iterator[dict]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with headless_chromium.browser() as browser:
         yield browser
-        browser.close()
 
 
 def sign_in(page, user: str) -> None:

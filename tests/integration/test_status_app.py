@@ -27,6 +27,7 @@ import requests
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import Defaults, parse_apps
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy import Settings, dockerfile
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._status import Collector
+from scripts import headless_chromium
 from tests.helpers import REPO
 from tests.status_host import Host, sha
 
@@ -34,11 +35,10 @@ APP_DIR = REPO / "roles/status/files/status_app"
 LAUNCHER = REPO / "roles/apps/files/streamlit_launch.py"
 DRIVER = REPO / "tests/status_app_browser.py"
 COMPONENT_PYTHON = REPO / ".cache/venv-component/bin/python"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 BASE_PATH = "status"
 
 pytestmark = pytest.mark.skipif(
-    not COMPONENT_PYTHON.exists() or not Path(CHROMIUM).exists(),
+    not COMPONENT_PYTHON.exists() or not headless_chromium.available(),
     reason="needs the component's venv (make setup) and Debian's chromium",
 )
 

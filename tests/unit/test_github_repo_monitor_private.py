@@ -17,7 +17,7 @@ from tests.fake_github.server import FakeGitHub
 from tests.git_server import GitServer
 from tests.unit.plugins.module_utils.test__deploy_private import InstallationTokens
 from tests.unit.plugins.module_utils.test__repo_auth import rsa_pem
-from tests.unit.test_github_repo_monitor import FakeClock, grm, request_of
+from tests.unit.test_github_repo_monitor import FakeClock, audit_events, grm, request_of
 
 TOKEN = "glpat-MonitorS3cretNeverShown00"
 
@@ -59,6 +59,19 @@ def nothing_kept_holds(tmp_path: Path, secret: str) -> None:
                 assert secret.encode() not in path.read_bytes(), path
 
 
+def github_app_monitor(tmp_path: Path, github: FakeGitHub, server: GitServer):
+    """The monitor of a git app whose credential is a GitHub App installed on `github`; the repo's head."""
+    private, public = rsa_pem()
+    github.add_app(7, public, 70)
+    server.users = InstallationTokens(github)
+    server.create("acme/demo")
+    sha = server.commit("acme/demo")
+    credential(tmp_path, "repo-demo-app-key", private)
+    app = {"name": "demo", "repo": server.url("acme/demo"), "provider": "git"}
+    app["auth"] = {"kind": "github_app", "app_id": 7, "installation_id": 70}
+    return monitor_for(tmp_path, app, api_url=github.url), sha
+
+
 def test_a_private_repo_is_polled_with_its_token(tmp_path):
     with GitServer(tmp_path / "git", users={"oauth2": TOKEN}) as server:
         server.create("acme/demo")
@@ -75,21 +88,45 @@ def test_a_private_repo_is_polled_with_its_token(tmp_path):
 
 
 def test_a_private_repo_is_polled_with_a_github_app_installation_token(tmp_path):
-    private, public = rsa_pem()
     with FakeGitHub() as github, GitServer(tmp_path / "git") as server:
-        github.add_app(7, public, 70)
-        server.users = InstallationTokens(github)
-        server.create("acme/demo")
-        sha = server.commit("acme/demo")
-        credential(tmp_path, "repo-demo-app-key", private)
-        app = {"name": "demo", "repo": server.url("acme/demo"), "provider": "git"}
-        app["auth"] = {"kind": "github_app", "app_id": 7, "installation_id": 70}
-        monitor = monitor_for(tmp_path, app, api_url=github.url)
+        monitor, sha = github_app_monitor(tmp_path, github, server)
         assert monitor.cycle()
         assert monitor.cycle()
         assert request_of(tmp_path, "demo")["sha"] == sha
         (token,) = github.installation_tokens  # one token for both polls: kept until near its expiry
     nothing_kept_holds(tmp_path, token)
+
+
+def test_a_failing_installation_token_exchange_backs_off_as_a_failing_server_does(tmp_path, capsys):
+    """No token is no answer from that remote: asked again after 2 x interval, then doubled, said once."""
+    with FakeGitHub() as github, GitServer(tmp_path / "git") as server:
+        monitor, sha = github_app_monitor(tmp_path, github, server)
+        tokens, clock = monitor.git_apps["demo"]["app_tokens"], monitor.clock
+        github.inject(status=500)
+        github.inject(status=500)
+        assert not monitor.cycle()
+        assert tokens.exchanges == 1
+        record = audit_events(tmp_path)[-1]
+        assert (record["event"], record["app"], record["provider"]) == ("poll_error", "demo", "git")
+        assert record["kind"] == "installation_token"
+        assert "answered HTTP 500" in record["reason"]
+        assert record["retry_at"] == round(clock.now + 60)  # 2 x the 30 s interval
+        assert "asked again after" in capsys.readouterr().err
+        clock.now += 59
+        monitor.cycle()
+        assert tokens.exchanges == 1  # not before its time
+        clock.now += 2
+        assert not monitor.cycle()
+        assert tokens.exchanges == 2
+        clock.now += 119
+        monitor.cycle()
+        assert tokens.exchanges == 2  # the second failure in a row waits twice as long
+        clock.now += 2
+        assert monitor.cycle()
+        assert tokens.exchanges == 3
+        assert request_of(tmp_path, "demo")["sha"] == sha
+    assert [e["event"] for e in audit_events(tmp_path)].count("poll_error") == 1  # the same error, said once
+    assert capsys.readouterr().err.count("no installation token") == 0
 
 
 def test_a_private_repo_is_polled_over_ssh_with_its_deploy_key(tmp_path):

@@ -169,6 +169,18 @@ def test_the_apps_data_directory_is_its_own_and_writable_by_the_app_only(host):
     assert host.run(f"docker exec {container} sh -c 'echo x >/app/marker'").rc != 0
 
 
+def test_the_apps_data_size_is_recorded_and_unenforced_here_says_why(host):
+    """The instance's /srv is Docker's overlay: no project quotas, so the size is recorded for the status
+    command with the reason, root's only (a host with ext4 prjquota enforces it: tests/unit test__quota)."""
+    record = host.file("/var/lib/streamlit-apps/hello/quota.json")
+    assert (record.uid, record.mode) == (0, 0o600)
+    quota = json.loads(record.content_string)
+    assert quota["size_bytes"] == 1 << 30
+    assert quota["enforced"] is False
+    assert "mounted without project quotas" in quota["reason"] or "has no project quotas" in quota["reason"]
+    assert not host.file("/var/lib/streamlit-apps/extra/quota.json").exists
+
+
 def sql(host, container: str, statement: str) -> str:
     """Run SQL as the app does: psycopg with libpq's settings from the platform (PGHOST, PGPASSFILE...)."""
     code = (
@@ -514,6 +526,10 @@ def test_the_status_command_shows_an_admin_the_deployed_apps_without_root(host):
     assert report["engine"]["error"] is None
     assert all(app["health"]["container"]["name"] == app["serving"]["container"] for app in report["apps"])
     assert report["audit"]["deploys"]["ok"], report["audit"]
+    # hello's data against its size (1G, not enforced on the instance's overlay).
+    hello = next(app for app in report["apps"] if app["name"] == "hello")
+    assert (hello["data"]["size_bytes"], hello["data"]["enforced"]) == (1 << 30, False)
+    assert 0 < hello["data"]["usage_bytes"] < 1 << 30
     assert host.run("runuser -u nobody -- secure-streamlit status").rc == 2
 
 

@@ -690,6 +690,7 @@ class Monitor:
         False when a remote failed (not when a branch is missing: that is an answer)."""
         now = self.clock()
         due: dict[str, Any] = {}
+        ok = True
         for name, app in self.git_apps.items():
             remote = app["ref"]
             if self.git_backoff.get(remote.key, (0, 0.0))[1] > now:
@@ -699,13 +700,18 @@ class Monitor:
                 try:
                     token = app["app_tokens"].token()
                 except _repo_auth.RepoAuthError as exc:
-                    self.audit.write("poll_error", provider="git", app=name, reason=str(exc))
-                    log(f"{name}: no installation token ({exc})")
+                    # A failure of this remote like any other: asked again after the backoff, said once.
+                    ok = False
+                    retry_at = self._git_failed(remote.key)
+                    failed = github_client.HeadResult(
+                        remote, None, error=f"no installation token ({exc})", kind="installation_token"
+                    )
+                    self._consider(name, failed, provider="git", kind=failed.kind, retry_at=round(retry_at))
                     continue
                 remote = app["ref"] = dataclasses.replace(remote, auth=_git_source.HttpAuth("x-access-token", token))
             due.setdefault(remote.key, remote)
         if not due:
-            return True
+            return ok
         self.last_poll = now
         try:
             heads = self.git_source.heads(list(due.values()))
@@ -713,13 +719,10 @@ class Monitor:
             self.audit.write("poll_error", provider="git", reason=describe(exc))
             log(f"git poll failed ({describe(exc)})")
             return False
-        ok = True
         for key, head in heads.items():
             if head.error and not head.missing:
                 ok = False
-                streak = self.git_backoff.get(key, (0, 0.0))[0] + 1
-                wait = min(MAX_ERROR_BACKOFF, float(self.config["interval"]) * 2**streak)
-                self.git_backoff[key] = (streak, self.clock() + wait)
+                self._git_failed(key)
             else:
                 self.git_backoff.pop(key, None)
         for name, app in self.git_apps.items():
@@ -733,6 +736,13 @@ class Monitor:
                     extra["retry_at"] = round(self.git_backoff[app["ref"].key][1])
             self._consider(name, head, **extra)
         return ok
+
+    def _git_failed(self, key: str) -> float:
+        """Back a failing remote off: 2 x interval, doubling up to MAX_ERROR_BACKOFF. Returns when it is due."""
+        streak = self.git_backoff.get(key, (0, 0.0))[0] + 1
+        retry_at = self.clock() + min(MAX_ERROR_BACKOFF, float(self.config["interval"]) * 2**streak)
+        self.git_backoff[key] = (streak, retry_at)
+        return retry_at
 
     def poll_github(self) -> bool:
         """One poll of GitHub's API for the GitHub apps, within the hour's budget."""
@@ -813,8 +823,8 @@ class Monitor:
             log(f"{why}: next poll after {now_iso(lambda: until)}")
             self.audit.write("poll_deferred", until=round(until), spent=len(self.spent), budget=self.hourly_budget)
 
-    def _consider(self, name: str, head: Any, **audit_extra: Any) -> None:
-        """Act on the head just read (GitHub's HeadResult or the git source's, one shape)."""
+    def _consider(self, name: str, head: github_client.HeadResult[Any] | None, **audit_extra: Any) -> None:
+        """Act on the head just read (from GitHub or from the git source)."""
         app_state = self.state[name]
         app_state["last_checked"] = now_iso(self.clock)
         sha = getattr(head, "sha", None)

@@ -144,7 +144,7 @@ class Handler(BaseHTTPRequestHandler):
                 sid, back = self.rp.finish(self._host(), params, cookies.get(LOGIN_COOKIE))
                 self.send_response(302)
                 self.send_header("Location", self.rp.origin_for(self._host()) + back)
-                self.send_header("Set-Cookie", cookie(SESSION_COOKIE, sid, self.rp.config.absolute_lifetime))
+                self.send_header("Set-Cookie", cookie(SESSION_COOKIE, sid, self.rp.config.provider.absolute_lifetime))
                 self.send_header("Set-Cookie", cookie(LOGIN_COOKIE, "", 0))
                 self.send_header("Cache-Control", "no-store")
                 self.send_header("Content-Length", "0")

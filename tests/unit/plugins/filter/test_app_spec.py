@@ -14,7 +14,23 @@ from ansible_collections.secure_streamlit.hosting.plugins.filter.app_spec import
 
 
 def test_every_filter_is_offered():
-    assert set(FilterModule().filters()) == {"app_spec_errors", "app_specs", "app_purge_errors"}
+    assert set(FilterModule().filters()) == {
+        "app_spec_errors",
+        "app_specs",
+        "app_purge_errors",
+        "egress_host_local_errors",
+    }
+
+
+def test_an_egress_to_the_host_s_own_address_is_named_by_entry():
+    specs = [
+        {"index": 0, "name": "a", "egress": [{"allow_any": False, "cidr": "10.0.0.5/32", "port": 5432}]},
+        {"index": 1, "name": "b", "egress": [{"allow_any": False, "cidr": "10.0.0.0/24", "port": 5432}]},
+        {"index": 2, "name": "c", "egress": []},
+    ]
+    errors = FilterModule().filters()["egress_host_local_errors"](specs, ["10.0.0.5", "fe80::1"], label="apps_list")
+    assert len(errors) == 1
+    assert errors[0].startswith("apps_list[0] (name 'a'): egress[0].cidr '10.0.0.5/32' is this host itself")
 
 
 def test_a_purge_of_a_deployed_app_is_an_error_and_names_that_are_not_text_are_ignored():

@@ -218,6 +218,15 @@ HOSTILE: list[tuple[str, dict[str, Any], list[str]]] = [
     ("name reserved results", app(name="results"), ["is reserved"]),
     ("name reserved lock", app(name="lock"), ["is reserved"]),
     ("name list", app(name=["a"]), ["name must be"]),
+    # placement (plugins/module_utils/_placement.py checks the names against the inventory)
+    ("hosts empty", app(hosts=[]), ["apps[0] (name 'a'): hosts is empty", "every host of the play"]),
+    ("hosts text", app(hosts="web1"), ["hosts must be a list", "not text"]),
+    ("hosts pattern", app(hosts=["web*"]), ["item 'web*' is not an inventory host or group name"]),
+    ("hosts dash", app(hosts=["-e"]), ["item '-e' is not"]),
+    ("hosts newline", app(hosts=["web1\n"]), ["item 'web1\\n' is not"]),
+    ("hosts twice", app(hosts=["web1", "web1"]), ["names a host or group twice"]),
+    ("hosts not text", app(hosts=[1]), ["item 1 is not"]),
+    ("per_host_state text", app(per_host_state="yes"), ["per_host_state 'yes' must be true or false"]),
     ("unknown key", app(reqirements="r.txt"), ["unknown key 'reqirements' (did you mean 'requirements'?)"]),
     ("unknown key far", app(colour="red"), ["unknown key 'colour'", "known keys: access"]),
     ("non-text key", app(**{"1": 1}), ["unknown key '1'"]),
@@ -467,6 +476,14 @@ HOSTILE: list[tuple[str, dict[str, Any], list[str]]] = [
     ("data trailing slash", app(data={"mount": "/data/"}), ["no trailing slash"]),
     ("data newline", app(data={"mount": "/data\n"}), ["data.mount '/data\\n'"]),
     ("data not text", app(data={"mount": ["/data"]}), ["not a list"]),
+    ("data size lower unit", app(data={"size": "10g"}), ["data.size '10g'", "such as 500M or 10G"]),
+    ("data size no unit", app(data={"size": "10"}), ["data.size '10'"]),
+    ("data size number", app(data={"size": 10}), ["data.size 10"]),
+    ("data size zero", app(data={"size": "0G"}), ["data.size '0G'"]),
+    ("data size below 1M", app(data={"size": "512K"}), ["at least 1M"]),
+    ("data size newline", app(data={"size": "10G\n"}), ["data.size '10G\\n'"]),
+    ("data size fraction", app(data={"size": "1.5G"}), ["data.size '1.5G'"]),
+    ("data size prefix", app(data={"size": " 10G"}), ["data.size ' 10G'"]),
     (
         "data and upstream",
         app(repo=DROP, upstream="127.0.0.1:8501", data=True),
@@ -627,6 +644,15 @@ def test_data_takes_a_default_mount_or_the_one_written():
     assert (plain.data_mount, default.data_mount, written.data_mount) == ("", "/data", "/srv/notes")
     assert parse_apps([app(data=False)], DEFAULTS)[0].data_mount == ""
     assert AppSpec.from_dict(written.to_dict()).data_mount == "/srv/notes"
+
+
+def test_data_size_is_kept_and_read_back():
+    sized, unsized = parse_apps([app(name="a", data={"size": "10G"}), app(name="b", data=True)], DEFAULTS)
+    assert (sized.data_mount, sized.data_size, unsized.data_size) == ("/data", "10G", "")
+    assert AppSpec.from_dict(sized.to_dict()).data_size == "10G"
+    broken = {**sized.to_dict(), "data_size": "10G;rm"}
+    with pytest.raises(AppSpecError, match="data_size"):
+        AppSpec.from_dict(broken)
 
 
 @pytest.mark.parametrize(

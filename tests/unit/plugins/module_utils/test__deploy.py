@@ -625,6 +625,15 @@ def test_a_name_that_does_not_resolve_fails_before_anything_starts(world):
     assert records(world)[-1]["step"] == "egress"
 
 
+def test_a_destination_on_the_host_itself_fails_before_anything_starts(world):
+    world.engine.is_local = {"198.18.0.10"}.__contains__  # target.lab.test's address, as if it were the host's
+    outcome = world.engine.deploy(with_egress(world))
+    assert (outcome.status, outcome.step) == ("failed", "egress")
+    assert "resolves to 198.18.0.10, which is this host itself" in outcome.reason
+    assert world.docker.created == []
+    assert world.nft == []
+
+
 def test_a_ruleset_the_kernel_refuses_fails_the_deploy_before_the_container_starts(world):
     def refuse(argv):
         world.nft.append(list(argv))

@@ -16,7 +16,9 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._egress i
     dropped_packets,
     egress_problem,
     extra_hosts,
+    host_local_errors,
     interface_name,
+    local_address,
     main_ruleset,
     network_name,
     parse_egress,
@@ -193,3 +195,43 @@ def test_the_kernel_accepts_the_rules_and_a_second_load_replaces_them(tmp_path: 
         assert listing.count(f"jump app_{interface_name(app)}") == 2, listing  # loaded once, not twice
     assert "ip daddr 198.18.0.10 tcp dport 8080" in listing
     assert listing.index(f"jump app_{interface_name('hello')}") < listing.index('iifname "sse*"')
+
+
+# -- the host itself: refused, not opened (the hardening role's input chain drops what app bridges send)
+def test_a_cidr_that_is_one_of_the_host_s_addresses_is_refused_at_validation():
+    entries, _ = parse_egress(
+        [
+            {"cidr": "192.0.2.2", "port": 5432},
+            {"cidr": "192.0.2.0/24", "port": 443},  # holds the host: allowed, the host stays closed
+            {"cidr": "fd00::2", "port": 8080},
+            {"cidr": "198.18.0.10", "port": 8080},
+        ]
+    )
+    errors = host_local_errors(entries, ["192.0.2.2", "172.17.0.1", "fd00::2", "fe80::1%eth0", "junk"])
+    assert errors == [
+        "egress[0].cidr '192.0.2.2/32' is this host itself: an app may not reach the host's own services (the "
+        "host firewall drops what app bridges send to the host, and egress does not open it); run the service "
+        "on another host or address",
+        "egress[2].cidr 'fd00::2/128' is this host itself: an app may not reach the host's own services (the "
+        "host firewall drops what app bridges send to the host, and egress does not open it); run the service "
+        "on another host or address",
+    ]
+    assert host_local_errors(entries, []) == []
+
+
+def test_a_name_or_address_on_this_host_fails_the_deploy_with_the_reason():
+    entries, _ = parse_egress([{"host": "db.lab.test", "port": 5432}])
+    mine = {"172.17.0.1"}.__contains__
+    with pytest.raises(ValueError, match=r"db.lab.test' resolves to 172.17.0.1, which is this host itself"):
+        resolve(entries, lookup({"db.lab.test": ["172.17.0.1"]}), mine)
+    single, _ = parse_egress([{"cidr": "172.17.0.1", "port": 5432}])
+    with pytest.raises(ValueError, match=r"egress\[0\].cidr '172.17.0.1/32' is this host itself"):
+        resolve(single, lookup({}), mine)
+    wide, _ = parse_egress([{"cidr": "172.17.0.0/16", "port": 5432}])
+    assert resolve(wide, lookup({}), mine) == [Rule("172.17.0.0/16", 5432)]
+
+
+def test_which_addresses_are_local_is_asked_of_the_kernel():
+    assert local_address("127.0.0.1")
+    assert not local_address("198.51.100.77")  # TEST-NET-2: on no interface here
+    assert not local_address("2001:db8::77")

@@ -8,11 +8,13 @@ import os
 import pwd
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._git_source import (
     AuthRefusedError,
@@ -29,6 +31,7 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._git_sour
     url_problem,
 )
 from tests.git_server import GitServer, make_tls
+from tests.helpers import REPO
 
 PASSWORD = "glpat-neverToBeSeenInArgvOrLogs0000"
 SHA_A = "a" * 40
@@ -463,3 +466,26 @@ def test_ssh_reads_the_head_with_the_deploy_key_and_a_known_host_only(tmp_path, 
     ):
         with pytest.raises(AuthRefusedError):
             source.head(remote)
+
+
+def test_on_the_host_the_git_source_answers_with_the_github_clients_result_type(tmp_path: Path) -> None:
+    """The monitor's directory holds the libraries side by side (roles/monitor/tasks/install.yml): there
+    `_git_source` imports github_client's HeadResult as a plain module, and both sources answer with it."""
+    tasks = yaml.safe_load((REPO / "roles/monitor/tasks/install.yml").read_text())
+    libraries = [
+        item["dest"] for task in tasks for item in task.get("loop", []) if "/module_utils/" in str(item.get("src"))
+    ]
+    assert {"_git_source.py", "github_client.py"} <= set(libraries)
+    for name in libraries:
+        (tmp_path / name).write_bytes((REPO / "plugins/module_utils" / name).read_bytes())
+    (tmp_path / "check.py").write_text(
+        "import sys, _git_source, github_client\n"
+        "assert 'ansible_collections.secure_streamlit' not in sys.modules\n"
+        "assert _git_source.HeadResult is github_client.HeadResult\n"
+        "print(_git_source.HeadResult('remote', None, error='x', kind='timeout'))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-E", "-s", "check.py"], cwd=tmp_path, capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "kind='timeout'" in result.stdout

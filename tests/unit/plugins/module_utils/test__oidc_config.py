@@ -12,6 +12,7 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._oidc_con
     rule_errors,
     service_config,
 )
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._oidc_rp import RPConfig
 
 GOOD = {"issuer": "https://login.clinic.example/realms/staff", "client_id": "edge", "client_secret": "s3cret"}
 
@@ -70,6 +71,18 @@ def test_an_app_rule_round_trips_and_reaches_the_service() -> None:
     assert config["apps"] == {"triage": {"groups": ["nurses"], "users": ["dr.bob"]}}
     assert "s3cret" not in str(config)
     assert config["origins"] == {"edge.clinic.example": "https://edge.clinic.example"}
+
+
+def test_the_service_reads_back_the_provider_the_controller_checked() -> None:
+    """One Provider on both sides: the file carries every setting but the secret, which comes apart."""
+    provider = parse_provider({**GOOD, "scopes": ["openid", "email"], "idle_timeout": 600})
+    config = service_config(provider, specs([APP]), public_origins("edge.clinic.example", []), lab=True)
+    assert "client_secret" not in config
+    assert "s3cret" not in str(config)
+    read = RPConfig.from_mapping(config, "s3cret")
+    assert read.provider == provider
+    assert read.lab is True
+    assert set(read.apps) == {"triage"}
 
 
 def test_a_group_rule_without_a_provider_names_the_app() -> None:

@@ -412,3 +412,29 @@ def test_a_deploy_key_s_public_half_is_shown_and_nothing_else_of_it(host, tmp_pa
     assert f"deploy key (add it to the repository, read-only): {public}" in text
     assert "PRIVATE" not in text
     assert "secret" not in json.dumps(report)
+
+
+def test_a_data_directory_over_its_unenforced_size_needs_attention(host, tmp_path):
+    data = tmp_path / "data"
+    (data / "hello").mkdir(parents=True)
+    (data / "hello/rows.db").write_bytes(os.urandom(3 << 20))
+    host.settings = dataclasses.replace(host.settings, apps_data_dir=str(data))
+    reason = "/srv/streamlit/apps is on ext4 (/) mounted without project quotas: it needs the mount option prjquota"
+    quota = {"size_bytes": 2 << 20, "enforced": False, "reason": reason, "project_id": 1}
+    (tmp_path / "state/hello/quota.json").write_text(json.dumps(quota))
+    (tmp_path / "state/extra/quota.json").write_text(json.dumps(quota | {"size_bytes": 1 << 30}))
+    report = report_of(host)
+    by_name = {app["name"]: app for app in report["apps"]}
+    assert by_name["hello"]["data"]["usage_bytes"] >= 3 << 20
+    assert by_name["extra"]["data"] == {"size_bytes": 1 << 30, "usage_bytes": 0, "enforced": False, "reason": reason}
+    assert report["attention"] == [
+        f"app hello: its data uses {by_name['hello']['data']['usage_bytes'] / (1 << 20):.1f} MiB, over its size "
+        f"of 2.0 MiB (not enforced: {reason})"
+    ]
+    assert "  data: 0.0 MiB of 1024.0 MiB (not enforced)" in _status.render_text(report)
+
+
+def test_without_a_recorded_size_there_is_no_data_entry(host):
+    report = report_of(host)
+    assert [app["data"] for app in report["apps"]] == [None, None]
+    assert report["verdict"] == "ok"

@@ -1,0 +1,103 @@
+"""The swarm the role formed: three nodes Ready with one manager, its ports reachable from the members
+and not from a host outside it on the same network, and its join tokens nowhere in the hosts' logs.
+
+The hosts are the scenario's instances (molecule.yml), each with its own engine; every check is the
+engine's own view (`docker node ls`, `docker info`) or a real TCP connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+import testinfra
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+MEMBERS = ["manager-swarm", "worker1-swarm", "worker2-swarm"]
+# A node reports Ready after its first heartbeat; generous for a loaded machine (only arrival is checked).
+READY_TIMEOUT = 300
+# What a connection gets to wait: a dropped SYN never answers, an accepted one answers at once.
+CONNECT = (
+    "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.settimeout(8); "
+    "sys.exit(0 if s.connect_ex((sys.argv[1], int(sys.argv[2]))) == 0 else 3)"
+)
+
+
+def host_of(name: str):
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=INVENTORY)
+
+
+@pytest.fixture(scope="module")
+def manager():
+    return host_of("manager-swarm")
+
+
+@pytest.fixture(scope="module")
+def manager_addr(manager) -> str:
+    info = json.loads(manager.check_output("docker info --format '{{json .Swarm}}'"))
+    return info["NodeAddr"]
+
+
+def nodes(manager) -> list[dict]:
+    out = manager.check_output("docker node ls --format '{{json .}}'")
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_three_nodes_are_ready_with_one_manager_the_leader(manager):
+    deadline = time.monotonic() + READY_TIMEOUT
+    listed = nodes(manager)
+    while time.monotonic() < deadline and not (len(listed) == 3 and all(n["Status"] == "Ready" for n in listed)):
+        time.sleep(3)
+        listed = nodes(manager)
+    assert sorted(n["Hostname"] for n in listed) == MEMBERS, listed
+    assert all(n["Status"] == "Ready" for n in listed), listed
+    assert [n["Hostname"] for n in listed if n["ManagerStatus"]] == ["manager-swarm"], listed
+    assert [n["ManagerStatus"] for n in listed if n["ManagerStatus"]] == ["Leader"], listed
+
+
+@pytest.mark.parametrize("name", MEMBERS)
+def test_each_member_is_active_in_the_one_swarm(manager, name):
+    cluster = json.loads(manager.check_output("docker info --format '{{json .Swarm.Cluster}}'"))
+    info = json.loads(host_of(name).check_output("docker info --format '{{json .Swarm}}'"))
+    assert info["LocalNodeState"] == "active"
+    assert info["ControlAvailable"] is (name == "manager-swarm")
+    # Workers see no cluster object; all of them list the manager they talk to.
+    assert info["RemoteManagers"], info
+    assert cluster["ID"]
+
+
+@pytest.mark.parametrize("port", [2377, 7946])
+def test_a_worker_reaches_the_managers_swarm_ports(manager_addr, port):
+    worker = host_of("worker1-swarm")
+    result = worker.run("python3 -c %s %s %s", CONNECT, manager_addr, str(port))
+    assert result.rc == 0, result.stderr
+
+
+@pytest.mark.parametrize("port", [2377, 7946])
+def test_a_host_outside_the_swarm_on_the_same_network_cannot_reach_them(manager_addr, port):
+    outsider = host_of("outsider-swarm")
+    # On the same link as the manager (no router between them): only the manager's firewall decides.
+    route = outsider.check_output("ip route get %s", manager_addr)
+    assert " via " not in route, route
+    result = outsider.run("python3 -c %s %s %s", CONNECT, manager_addr, str(port))
+    assert result.rc == 3, (result.rc, result.stderr)
+
+
+def test_the_firewall_lists_exactly_the_members_addresses(manager):
+    addrs = sorted(
+        json.loads(host_of(name).check_output("docker info --format '{{json .Swarm}}'"))["NodeAddr"] for name in MEMBERS
+    )
+    table = manager.check_output("nft -j list set inet secure_streamlit swarm_sources_v4")
+    elements = json.loads(table)["nftables"][1]["set"].get("elem", [])
+    assert sorted(elements) == addrs
+
+
+def test_no_join_token_is_in_the_hosts_logs(manager):
+    tokens = [manager.check_output(f"docker swarm join-token -q {role}") for role in ("worker", "manager")]
+    for name in MEMBERS:
+        host = host_of(name)
+        logs = host.check_output("journalctl --no-pager -o cat 2>/dev/null || true")
+        for token in tokens:
+            assert token not in logs, f"a join token is in {name}'s journal"

@@ -1,0 +1,129 @@
+"""Placement of apps on the inventory's hosts: selection per host and the refusals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ansible_collections.secure_streamlit.hosting.plugins.filter.placement import (
+    app_placement_errors,
+    apps_on_host_filter,
+)
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import Defaults, parse_apps
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._placement import (
+    Inventory,
+    apps_on_host,
+    placement_errors,
+    resolve,
+)
+
+# As Ansible's `groups` magic variable shows this inventory.
+GROUPS = {
+    "all": ["web1", "web2", "web3", "db1"],
+    "ungrouped": [],
+    "streamlit_hosts": ["web1", "web2", "web3"],
+    "clinic_a": ["web2", "web3"],
+    "empty_group": [],
+}
+PLAY = ["web1", "web2", "web3"]
+INV = Inventory.from_ansible(GROUPS, PLAY)
+
+
+def specs(*entries: dict[str, Any]) -> list[dict[str, Any]]:
+    raw = [{"repo": f"acme/{e['name']}", **e} for e in entries]
+    return [spec.to_dict() for spec in parse_apps(raw, Defaults())]
+
+
+def placed(host: str, *entries: dict[str, Any]) -> list[str]:
+    return [spec["name"] for spec in apps_on_host(specs(*entries), host, INV)]
+
+
+def test_an_app_without_hosts_runs_on_every_host_of_the_play():
+    assert resolve([], INV) == (["web1", "web2", "web3"], [])
+    for host in PLAY:
+        assert placed(host, {"name": "a"}) == ["a"]
+    # The asking host is in the play by definition, also where a play renames it (the edge's render test
+    # sets inventory_hostname to the edge's name): an app without hosts is placed on it.
+    assert placed("edge.local.test", {"name": "a"}) == ["a"]
+    assert placed("db1", {"name": "a", "hosts": ["web1"]}) == []
+
+
+def test_each_host_gets_only_the_apps_placed_on_it_by_host_or_group():
+    entries = (
+        {"name": "a", "hosts": ["web1"]},
+        {"name": "b", "hosts": ["clinic_a"]},
+        {"name": "c", "hosts": ["web1", "clinic_a"]},
+        {"name": "d"},
+    )
+    assert placed("web1", *entries) == ["a", "c", "d"]
+    assert placed("web2", *entries) == ["b", "c", "d"]
+    assert placed("web3", *entries) == ["b", "c", "d"]
+    # A host named outside the play still gets its apps when a play runs on it.
+    assert placed("db1", {"name": "x", "hosts": ["db1"]}) == ["x"]
+
+
+def test_the_model_keeps_hosts_and_the_label_of_the_entry_as_written():
+    out = specs({"name": "a"}, {"name": "b", "hosts": ["clinic_a"]})
+    assert out[0]["hosts"] == []
+    assert out[0]["per_host_state"] is False
+    assert out[1]["hosts"] == ["clinic_a"]
+    assert apps_on_host(out, "web1", INV) == [out[0]]
+    # The selection keeps each spec's index: messages after it still name apps[1].
+    assert apps_on_host(out, "web2", INV)[1]["index"] == 1
+
+
+def test_unknown_host_or_group_is_refused_naming_the_entry():
+    errors = placement_errors(specs({"name": "ok"}, {"name": "x", "hosts": ["web1", "web9", "clinic_b"]}), INV)
+    assert errors == [
+        "apps[1] (name 'x'): hosts 'web9', 'clinic_b': neither a host nor a group of the inventory",
+    ]
+
+
+def test_a_group_without_hosts_is_refused():
+    errors = placement_errors(specs({"name": "x", "hosts": ["empty_group"]}), INV)
+    assert errors == ["apps[0] (name 'x'): hosts 'empty_group' name only empty groups: no host runs it"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "state"),
+    [
+        ({"name": "d", "data": True, "hosts": ["clinic_a"]}, "data on 2 hosts (hosts 'clinic_a': web2, web3)"),
+        ({"name": "d", "database": "postgresql", "hosts": ["web1", "web2"]}, "database on 2 hosts"),
+        ({"name": "d", "data": True, "database": "postgresql"}, "data and database on 3 hosts (every host of the play"),
+    ],
+)
+def test_state_on_several_hosts_is_refused_unless_the_operator_accepts_separate_copies(entry, state):
+    errors = placement_errors(specs(entry), INV, label="apps_list")
+    assert len(errors) == 1
+    assert errors[0].startswith("apps_list[0] (name 'd'): " + state), errors
+    assert "per_host_state: true" in errors[0]
+    assert placement_errors(specs({**entry, "per_host_state": True}), INV) == []
+
+
+def test_state_on_one_host_is_accepted_however_it_is_named():
+    inv = Inventory.from_ansible({"all": ["web1", "web2"], "solo": ["web2"]}, ["web1"])
+    ok = specs(
+        {"name": "a", "data": True, "hosts": ["solo"]},
+        {"name": "b", "database": "postgresql", "hosts": ["web1"]},
+        {"name": "c", "data": True},  # one host in the play
+        {"name": "e", "hosts": ["web1", "web2"]},  # no state: replicas of a stateless app are fine
+    )
+    assert placement_errors(ok, inv) == []
+
+
+def test_a_name_that_is_both_a_host_and_a_group_means_both():
+    inv = Inventory.from_ansible({"all": ["web1", "web2"], "web1": ["web2"]}, ["web1", "web2"])
+    assert resolve(["web1"], inv) == (["web1", "web2"], [])
+
+
+def test_the_filters_refuse_what_is_not_specs_or_an_inventory():
+    from ansible.errors import AnsibleFilterError
+
+    with pytest.raises(AnsibleFilterError):
+        app_placement_errors([{"name": "a"}], "groups", PLAY)
+    with pytest.raises(AnsibleFilterError):
+        apps_on_host_filter("a", "web1", GROUPS, PLAY)
+    with pytest.raises(AnsibleFilterError):
+        apps_on_host_filter(specs({"name": "a"}), "web1", GROUPS, "web1")
+    assert [s["name"] for s in apps_on_host_filter(specs({"name": "a"}), "web1", GROUPS, PLAY)] == ["a"]
