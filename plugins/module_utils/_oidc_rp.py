@@ -309,8 +309,8 @@ class RelyingParty:
             return None
         now = self.clock()
         return TimeLeft(
-            idle=max(0.0, session.last_seen + self.config.idle_timeout - now),
-            lifetime=max(0.0, session.created + self.config.absolute_lifetime - now),
+            idle=max(0.0, session.last_seen + self.config.provider.idle_timeout - now),
+            lifetime=max(0.0, session.created + self.config.provider.absolute_lifetime - now),
         )
 
     def still_allowed(self, app: str, sid: str | None) -> bool:
@@ -325,7 +325,7 @@ class RelyingParty:
     def activity_period(self) -> int:
         """Seconds between the activity script's reports: a tenth of the idle timeout, 1..60 s. An
         ended session sends its page away within this (and a throttled background tab's timer)."""
-        return max(1, min(60, self.config.idle_timeout // 10))
+        return max(1, min(60, self.config.provider.idle_timeout // 10))
 
     def check(self, app: str, sid: str | None, *, touch: bool = True) -> Decision:
         """nginx's question about one request; `touch` (a page the user opened, not a request the page
