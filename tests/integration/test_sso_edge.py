@@ -20,14 +20,16 @@ import re
 import shutil
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 import requests
+import yaml
 
 from scripts import headless_chromium
-from tests.sso_stack import IDP_DIR, sso_stack
+from tests.sso_stack import IDP_DIR, REPO, free_port, sso_stack, wait_for
 
 IDLE = 20  # seconds: short, so the test sees the automatic logoff
 
@@ -325,4 +327,87 @@ def test_a_websocket_without_the_script_is_closed_when_the_session_ends(edge, br
     sock, head = raw_websocket(origin, sid)
     assert not head.startswith(b"HTTP/1.1 101"), head
     sock.close()
+    context.close()
+
+
+# -- The activity script in Streamlit's own index.html, under the tls role's CSP ------------------------
+
+STREAMLIT = REPO / ".cache" / "venv-component" / "bin" / "streamlit"
+STREAMLIT_APP = 'import streamlit as st\n\nst.title("Triage board")\nst.button("Refresh")\n'
+
+
+def role_csp() -> str:
+    """The tls role's default app policy (its defaults' directives and script hashes)."""
+    defaults = yaml.safe_load((REPO / "roles" / "tls" / "defaults" / "main.yml").read_text())
+    hashes = " ".join(f"'{h}'" for h in defaults["tls_app_script_hashes"])
+    policy = dict(defaults["tls_app_content_security_policy"])
+    policy["script-src"] = f"{policy['script-src']} {hashes}"
+    return "; ".join(f"{name} {value}" for name, value in policy.items())
+
+
+@pytest.fixture(scope="module")
+def streamlit_edge(tmp_path_factory) -> Iterator[dict]:
+    if not STREAMLIT.exists():
+        pytest.skip(f"needs Streamlit in {STREAMLIT.parent.parent} (make setup)")
+    tmp = tmp_path_factory.mktemp("streamlit")
+    (tmp / "app.py").write_text(STREAMLIT_APP)
+    (tmp / "pages").mkdir()
+    (tmp / "pages" / "second.py").write_text('import streamlit as st\n\nst.title("Second page")\n')
+    port = free_port()
+    app = subprocess.Popen(
+        [
+            str(STREAMLIT),
+            "run",
+            str(tmp / "app.py"),
+            "--server.headless=true",
+            "--server.address=127.0.0.1",
+            f"--server.port={port}",
+            "--server.baseUrlPath=triage",
+            "--browser.gatherUsageStats=false",
+        ],
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "streamlit.log", "w"),  # noqa: SIM115
+    )
+    try:
+        upstream = f"127.0.0.1:{port}"
+        wait_for(lambda: requests.get(f"http://{upstream}/triage/_stcore/health", timeout=5).ok, "Streamlit")
+        headers = f'add_header Content-Security-Policy "{role_csp()}" always;\n'
+        (tmp / "edge").mkdir()
+        with sso_stack(tmp / "edge", idle=900, upstream=upstream, app_headers=headers) as stack:
+            yield {**stack, "app": upstream}
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
+
+
+def test_streamlit_s_own_pages_get_the_script_once_and_still_render(streamlit_edge, browser) -> None:
+    origin, app = streamlit_edge["origin"], streamlit_edge["app"]
+    # Streamlit sends its index.html gzipped to a client that accepts it, at every page's path but the
+    # root: there the edge must ask for it plain, or sub_filter finds no </head> to add the script to.
+    direct = requests.get(f"http://{app}/triage/second", headers={"Accept-Encoding": "gzip"}, timeout=30)
+    assert direct.headers.get("Content-Encoding") == "gzip"
+    assert "</head>" in direct.text
+    assert "/_sso/activity.js" not in direct.text
+
+    context = browser.new_context(ignore_https_errors=True)
+    page = context.new_page()
+    page.set_default_timeout(60000)
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text))
+    page.goto(f"{origin}/triage/second")
+    sign_in(page, "alice")
+    page.wait_for_url(f"{origin}/triage/second")
+    for path, heading in (("second", "Second page"), ("", "Triage board")):
+        if path != "second":
+            page.goto(f"{origin}/triage/{path}")
+        # Rendered: Streamlit's scripts ran and its websocket (through the SSO relay) brought the page.
+        page.get_by_role("heading", name=heading).wait_for()
+        assert page.locator("head > script[src='/_sso/activity.js']").count() == 1
+        assert page.locator("script[src='/_sso/activity.js']").count() == 1
+        # As the browser got it (it asks for gzip): the tag once, under the tls role's policy.
+        response = context.request.get(f"{origin}/triage/{path}", headers={"Accept-Encoding": "gzip, br"})
+        assert response.text().count('<script src="/_sso/activity.js" defer></script>') == 1
+        assert response.headers["content-security-policy"] == role_csp()
+    assert not [m for m in console if "Content Security Policy" in m], console
     context.close()
