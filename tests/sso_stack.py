@@ -8,7 +8,9 @@ st.context.headers). Apps: triage (group nurses), billing (group billing), publi
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import re
 import shutil
@@ -53,32 +55,106 @@ def wait_for(check, what: str, timeout: float = 120) -> None:
     raise RuntimeError(f"{what} did not come up within {timeout} s")
 
 
+# An app page like Streamlit's: a <head> for the edge's script, its own same-origin script that opens
+# the app's websocket, and a CSP as strict as the edge's (no inline script).
+APP_PAGE = b"""<!doctype html>
+<html><head><meta charset="utf-8"><title>app</title><script src="app.js"></script></head>
+<body><p id="state">loading</p></body></html>
+"""
+APP_JS = b"""const ws = new WebSocket(location.href.replace(/^http/, "ws").replace(/app([?#].*)?$/, "_stcore/stream"));
+ws.onopen = () => { document.getElementById("state").textContent = "open"; };
+ws.onclose = () => { document.getElementById("state").textContent = "closed"; };
+// Like a fragment that refreshes itself: requests the page makes with nobody at the keyboard.
+setInterval(() => fetch("poll", { cache: "no-store" }), 2000);
+"""
+APP_CSP = "default-src 'self'; script-src 'self'; connect-src 'self'; style-src 'self'"
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
 class Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Websockets the upstream holds open right now (an app's view: did the edge close them?).
+    open_websockets = 0
+    lock = threading.Lock()
+
     def do_GET(self) -> None:
-        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+        if self.path.endswith("/_stcore/stream") and self.headers.get("Upgrade", "").lower() == "websocket":
+            self._websocket()
+            return
+        if self.path.split("?")[0].endswith("/app"):
+            body, kind = APP_PAGE, "text/html; charset=utf-8"
+        elif self.path.endswith("/app.js"):
+            body, kind = APP_JS, "text/javascript"
+        else:
+            body, kind = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode(), "application/json"
         self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Security-Policy", APP_CSP)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _websocket(self) -> None:
+        """RFC 6455's handshake, then a text frame every second (as Streamlit's pings and updates keep
+        its websocket busy) until the other side closes."""
+        key = self.headers["Sec-WebSocket-Key"]
+        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()  # noqa: S324
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        with Echo.lock:
+            Echo.open_websockets += 1
+        conn = self.connection
+        conn.settimeout(1.0)
+        try:
+            while True:
+                try:
+                    data = conn.recv(4096)
+                except TimeoutError:
+                    conn.sendall(b"\x81\x04ping")
+                    continue
+                if not data or data[0] & 0x0F == 0x8:  # closed, or a close frame
+                    break
+                if data[0] & 0x0F == 0x1 and len(data) >= 6 and (data[1] & 0x7F) < 126:
+                    # A short text frame from the client (masked): sent back, for round-trip timing.
+                    mask, payload = data[2:6], data[6 : 6 + (data[1] & 0x7F)]
+                    echoed = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+                    conn.sendall(bytes([0x81, len(echoed)]) + echoed)
+        except OSError:
+            pass
+        finally:
+            with Echo.lock:
+                Echo.open_websockets -= 1
 
     def log_message(self, *args: object) -> None:
         return
 
 
-def render_edge(tmp: Path, port: int, upstream: str, sock: Path) -> Path:
+def render_edge(tmp: Path, port: int, upstream: str, sock: Path, app_headers: str = "") -> Path:
     """nginx's configuration: the role's SSO snippet, proxy snippet, identity map and log format, and
-    its app locations (the site template's macros), around a minimal server on `port`."""
+    its app locations (the site template's macros), around a minimal server on `port`; `app_headers`
+    is the app-headers snippet (none unless given)."""
     env = jinja2.Environment(  # noqa: S701 - nginx configuration, not HTML
         loader=jinja2.FileSystemLoader(TLS_TEMPLATES), keep_trailing_newline=True
     )
     env.tests["secure_streamlit.hosting.app_name"] = lambda name: True
-    common = {"ansible_managed": "test", "tls_sso_socket": str(sock), "_tls_sso_used": True}
+    relay_dir = tmp / "relay"
+    relay_dir.mkdir()
+    common = {
+        "ansible_managed": "test",
+        "tls_sso_socket": str(sock),
+        "tls_sso_relay_dir": str(relay_dir),
+        "_tls_sso_used": True,
+    }
     conf = tmp / "conf"
     (conf / "snippets").mkdir(parents=True)
     for name in ("streamlit-edge-sso.conf", "streamlit-edge-proxy.conf"):
         (conf / "snippets" / name).write_text(env.get_template(f"snippets/{name}.j2").render(common))
-    (conf / "snippets" / "streamlit-edge-app-headers.conf").write_text("")
+    (conf / "snippets" / "streamlit-edge-app-headers.conf").write_text(app_headers)
     http = env.get_template("streamlit-edge-http.conf.j2").render(
         common,
         _tls_profiles={"intermediate": {"protocols": "TLSv1.2 TLSv1.3"}},
@@ -125,6 +201,7 @@ def render_edge(tmp: Path, port: int, upstream: str, sock: Path) -> Path:
         for a in apps
     )
     locations = "".join(site.app_locations(a) for a in apps)
+    relays = "".join(site.sso_relay_server(a) for a in apps if a["oidc"])
     subprocess.run(
         [
             "openssl",
@@ -172,14 +249,16 @@ http {{
         include snippets/streamlit-edge-sso.conf;
 {locations}
     }}
+{relays}
 }}
 """)
     return conf / "nginx.conf"
 
 
 @contextlib.contextmanager
-def sso_stack(tmp: Path, idle: int = 900) -> Iterator[dict]:
-    """The running stack: {origin, tmp, issuer}; everything stops on exit."""
+def sso_stack(tmp: Path, idle: int = 900, upstream: str | None = None, app_headers: str = "") -> Iterator[dict]:
+    """The running stack: {origin, tmp, issuer}; everything stops on exit. `upstream` (host:port)
+    replaces the echoing upstream for every app (a real Streamlit, say)."""
     edge_port, idp_port = free_port(), free_port()
     origin = f"https://localhost:{edge_port}"
     processes: list[subprocess.Popen] = []
@@ -232,6 +311,8 @@ def sso_stack(tmp: Path, idle: int = 900) -> Iterator[dict]:
                 str(secret),
                 "--socket",
                 str(sock),
+                "--relay-dir",
+                str(tmp / "relay"),
             ],
             stderr=open(tmp / "sso.log", "w"),  # noqa: SIM115
         )
@@ -239,13 +320,14 @@ def sso_stack(tmp: Path, idle: int = 900) -> Iterator[dict]:
         wait_for(lambda: (rp.poll() is None and sock.is_socket()) or rp.poll() is not None, "the SSO service")
         assert rp.poll() is None, (tmp / "sso.log").read_text()
 
-        nginx_conf = render_edge(tmp, edge_port, f"127.0.0.1:{echo.server_address[1]}", sock)
+        nginx_conf = render_edge(tmp, edge_port, upstream or f"127.0.0.1:{echo.server_address[1]}", sock, app_headers)
         check = subprocess.run(["nginx", "-t", "-p", str(tmp), "-c", str(nginx_conf)], capture_output=True, text=True)
         assert check.returncode == 0, check.stderr
         nginx = subprocess.Popen(["nginx", "-p", str(tmp), "-c", str(nginx_conf)])
         processes.append(nginx)
-        wait_for(lambda: requests.get(f"{origin}/public/", verify=False, timeout=5).ok, "nginx")  # noqa: S501
-        yield {"origin": origin, "tmp": tmp, "issuer": issuer}
+        # Any answer: nginx is up (a given upstream need not serve /public/).
+        wait_for(lambda: requests.get(f"{origin}/public/", verify=False, timeout=5).status_code > 0, "nginx")  # noqa: S501
+        yield {"origin": origin, "tmp": tmp, "issuer": issuer, "upstream": Echo}
     finally:
         for process in reversed(processes):
             process.terminate()

@@ -66,6 +66,9 @@ APP_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 # Where a browser goes back to after signing in: a path on the same origin, nothing else.
 RETURN_PATH_RE = re.compile(r"/(?![/\\])[\x21-\x7e]{0,2000}")
 HEADER_VALUE_RE = re.compile(r"[\x20-\x7e]*")
+# The activity script's two questions (the X-SSO-Activity header): a custom header also keeps other
+# sites out (a cross-origin request with it needs a CORS preflight, which the edge never grants).
+ACTIVITY_KINDS = ("active", "check")
 
 
 class SignInError(Exception):
@@ -142,6 +145,14 @@ class PendingLogin:
     return_to: str
     origin: str
     created: float
+
+
+@dataclass(frozen=True)
+class TimeLeft:
+    """Seconds until a session's idle timeout and its absolute lifetime end it."""
+
+    idle: float
+    lifetime: float
 
 
 @dataclass(frozen=True)
@@ -274,8 +285,9 @@ class RelyingParty:
             raise SignInError(f"host {host[:100]!r} is not one of the edge's names")
         return origin
 
-    def session(self, sid: str | None) -> Session | None:
-        """The live session behind a cookie value, its idle clock restarted; None when there is none."""
+    def session(self, sid: str | None, *, touch: bool = True) -> Session | None:
+        """The live session behind a cookie value, its idle clock restarted unless `touch` is false;
+        None when there is none."""
         if not sid or not COOKIE_VALUE_RE.fullmatch(sid):
             return None
         now = self.clock()
@@ -289,14 +301,46 @@ class RelyingParty:
             ):
                 del self._sessions[sid]
                 return None
-            session.last_seen = now
+            if touch:
+                session.last_seen = now
             return session
 
-    def check(self, app: str, sid: str | None) -> Decision:
+    def activity(self, sid: str | None, kind: str) -> TimeLeft | None:
+        """What the edge's activity script in an app page asks: `active` (the user pressed a key, used
+        the pointer or came back to the tab) restarts the idle clock, `check` only looks, so that an
+        open page does not keep its own session alive. None when the session has ended."""
+        if kind not in ACTIVITY_KINDS:
+            raise ValueError(f"activity must be one of {list(ACTIVITY_KINDS)}")
+        session = self.session(sid, touch=kind == "active")
+        if session is None:
+            return None
+        now = self.clock()
+        return TimeLeft(
+            idle=max(0.0, session.last_seen + self.config.provider.idle_timeout - now),
+            lifetime=max(0.0, session.created + self.config.provider.absolute_lifetime - now),
+        )
+
+    def still_allowed(self, app: str, sid: str | None) -> bool:
+        """Whether a websocket opened for `app` may go on: the session lives and the app allows its
+        user. Looking does not restart the idle clock (a websocket's traffic is not the user's)."""
+        rule = self.config.apps.get(app)
+        session = self.session(sid, touch=False)
+        if rule is None or session is None:
+            return False
+        return session.user.casefold() in rule.users or bool(rule.groups.intersection(session.groups))
+
+    def activity_period(self) -> int:
+        """Seconds between the activity script's reports: a tenth of the idle timeout, 1..60 s. An
+        ended session sends its page away within this (and a throttled background tab's timer)."""
+        return max(1, min(60, self.config.provider.idle_timeout // 10))
+
+    def check(self, app: str, sid: str | None, *, touch: bool = True) -> Decision:
+        """nginx's question about one request; `touch` (a page the user opened, not a request the page
+        made by itself) restarts the idle clock."""
         rule = self.config.apps.get(app)
         if rule is None:
             return Decision(403, reason=f"app {app[:40]!r} has no single sign-on rule")
-        session = self.session(sid)
+        session = self.session(sid, touch=touch)
         if session is None:
             return Decision(401, reason="no session")
         allowed = session.user.casefold() in rule.users or bool(rule.groups.intersection(session.groups))

@@ -46,3 +46,11 @@ def test_without_a_session_the_app_sends_to_sign_in_and_nothing_passes(host) -> 
     ).stdout
     assert "mallory" not in seen
     assert "nurses" not in seen
+
+
+def test_the_websocket_relay_sockets_are_the_service_s_only(host) -> None:
+    # nginx makes its unix sockets 0666: the directory decides who reaches an app's websocket unchecked.
+    relay = host.file("/run/streamlit-edge-relay")
+    assert (relay.user, relay.group, relay.mode) == ("root", "streamlit-sso", 0o750)
+    assert host.file("/run/streamlit-edge-relay/signed-in.sock").is_socket
+    assert host.file("/etc/tmpfiles.d/streamlit-edge-relay.conf").contains("streamlit-sso")

@@ -174,6 +174,17 @@ def test_idle_timeout_and_absolute_lifetime() -> None:
     assert party.check("triage", sid).status == 401
 
 
+def test_requests_a_page_makes_by_itself_do_not_restart_the_idle_clock() -> None:
+    clock = Clock()
+    party = rp(clock, idle=900)
+    sid = add_session(party, "alice@clinic.example", ("nurses",))
+    for _ in range(3):
+        clock.now += 300
+        assert party.check("triage", sid, touch=False).status == 200
+    clock.now += 1
+    assert party.check("triage", sid, touch=False).status == 401
+
+
 def test_no_session_cookie_or_a_malformed_one_is_no_session() -> None:
     party = rp(Clock())
     assert party.check("triage", None).status == 401
@@ -198,3 +209,64 @@ def test_cookies() -> None:
 def test_unknown_configuration_keys_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown keys"):
         RPConfig.from_mapping({"issuer": ISSUER, "extra": 1}, "s")
+
+
+def test_activity_restarts_the_idle_clock_a_check_does_not() -> None:
+    clock = Clock()
+    party = rp(clock, idle=900, absolute=3600)
+    sid = add_session(party, "alice@clinic.example", ("nurses",))
+    clock.now += 600
+    left = party.activity(sid, "check")
+    assert left is not None
+    assert (left.idle, left.lifetime) == (300, 3000)
+    clock.now += 200
+    left = party.activity(sid, "active")
+    assert left is not None
+    assert (left.idle, left.lifetime) == (900, 2800)
+    clock.now += 901  # an open page that only checks: the session ends at the idle limit
+    assert party.activity(sid, "check") is None
+    assert party.check("triage", sid).status == 401
+
+
+def test_activity_cannot_outlive_the_absolute_lifetime_or_a_sign_out() -> None:
+    clock = Clock()
+    party = rp(clock, idle=900, absolute=3600)
+    sid = add_session(party, "alice@clinic.example", ("nurses",))
+    for _ in range(7):
+        clock.now += 500
+        assert party.activity(sid, "active") is not None
+    clock.now += 101
+    assert party.activity(sid, "active") is None
+    sid = add_session(party, "alice@clinic.example", ("nurses",))
+    party._metadata = {"issuer": ISSUER}  # no end_session_endpoint: no provider round trip
+    party.logout(sid, "edge.clinic.example")
+    assert party.activity(sid, "check") is None
+
+
+def test_activity_refuses_unknown_kinds_and_bad_cookies() -> None:
+    party = rp(Clock())
+    sid = add_session(party, "alice@clinic.example", ("nurses",))
+    with pytest.raises(ValueError, match="activity must be one of"):
+        party.activity(sid, "active ")
+    assert party.activity("short", "active") is None
+    assert party.activity(None, "check") is None
+
+
+@pytest.mark.parametrize(("idle", "period"), [(900, 60), (3600, 60), (120, 12), (20, 2), (5, 1)])
+def test_the_activity_period_is_a_tenth_of_the_idle_limit_within_1_to_60_s(idle: int, period: int) -> None:
+    assert rp(Clock(), idle=idle).activity_period() == period
+
+
+def test_a_relayed_websocket_goes_on_only_while_the_session_allows_it_and_does_not_extend_it() -> None:
+    clock = Clock()
+    party = rp(clock, idle=900, absolute=3600)
+    sid = add_session(party, "alice@clinic.example", ("nurses",))
+    assert party.still_allowed("triage", sid)
+    assert not party.still_allowed("billing", sid)
+    assert not party.still_allowed("unknown", sid)
+    for _ in range(3):  # a busy websocket, looked at every 5 minutes: the idle clock keeps running
+        clock.now += 300
+        assert party.still_allowed("triage", sid)
+    clock.now += 1
+    assert not party.still_allowed("triage", sid)
+    assert not party.still_allowed("triage", None)
