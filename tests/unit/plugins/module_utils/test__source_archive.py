@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._source_archive import (
+    SourceArchiveError,
+    source_archive,
+)
+
+
+def members(data: bytes) -> list[tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        return archive.getmembers()
+
+
+def test_the_same_files_give_the_same_bytes_sorted_root_owned_at_mtime_zero(tmp_path):
+    (tmp_path / "b.py").write_text("b = 2\n")
+    (tmp_path / "a.py").write_text("a = 1\n")
+    first = source_archive([tmp_path / "b.py", tmp_path / "a.py"])
+    (tmp_path / "a.py").touch()  # a new mtime on the controller (a fresh checkout) changes nothing
+    assert source_archive([tmp_path / "a.py", tmp_path / "b.py"]) == first
+    got = members(first)
+    assert [m.name for m in got] == ["a.py", "b.py"]
+    assert {(m.mode, m.mtime, m.uid, m.gid, m.uname, m.type) for m in got} == {(0o644, 0, 0, 0, "root", b"0")}
+    with tarfile.open(fileobj=io.BytesIO(first)) as archive:
+        assert archive.extractfile("a.py").read() == b"a = 1\n"
+
+
+def test_a_content_change_changes_the_archive_and_the_mode_is_applied(tmp_path):
+    (tmp_path / "prog.py").write_text("v = 1\n")
+    before = source_archive([tmp_path / "prog.py"], 0o755)
+    assert members(before)[0].mode == 0o755
+    (tmp_path / "prog.py").write_text("v = 2\n")
+    assert source_archive([tmp_path / "prog.py"], 0o755) != before
+
+
+def test_two_files_of_one_name_are_refused(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "a.py").write_text("")
+    (tmp_path / "x/a.py").write_text("")
+    with pytest.raises(SourceArchiveError, match=r"'a\.py' is already in the archive"):
+        source_archive([tmp_path / "a.py", tmp_path / "x/a.py"])
+
+
+def test_a_symlink_a_directory_or_a_missing_file_is_refused(tmp_path):
+    (tmp_path / "real.py").write_text("")
+    (tmp_path / "link.py").symlink_to(tmp_path / "real.py")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(SourceArchiveError, match="not a regular file"):
+        source_archive([tmp_path / "link.py"])
+    with pytest.raises(SourceArchiveError, match="not a regular file"):
+        source_archive([tmp_path / "dir"])
+    with pytest.raises(FileNotFoundError):
+        source_archive([tmp_path / "missing.py"])
+
+
+@pytest.mark.parametrize("name", [".hidden", "-rf", "a b.py"])
+def test_a_name_that_is_not_a_plain_file_name_is_refused(tmp_path, name):
+    (tmp_path / name).write_text("")
+    with pytest.raises(SourceArchiveError, match="not a plain file name"):
+        source_archive([tmp_path / name])
+
+
+def test_a_mode_out_of_range_is_refused(tmp_path):
+    (tmp_path / "a.py").write_text("")
+    with pytest.raises(SourceArchiveError, match="is not a file mode"):
+        source_archive([tmp_path / "a.py"], 0o4755)
