@@ -8,6 +8,7 @@ import pytest
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._source_archive import (
     SourceArchiveError,
     source_archive,
+    source_tree_archive,
 )
 
 
@@ -68,3 +69,37 @@ def test_a_mode_out_of_range_is_refused(tmp_path):
     (tmp_path / "a.py").write_text("")
     with pytest.raises(SourceArchiveError, match="is not a file mode"):
         source_archive([tmp_path / "a.py"], 0o4755)
+
+
+def test_a_tree_is_archived_relative_to_its_root_with_one_mode_per_kind(tmp_path):
+    (tmp_path / "site/runtimes/ort").mkdir(parents=True)
+    (tmp_path / "site/index.html").write_text("<p>hi</p>")
+    (tmp_path / "site/runtimes/ort/a.wasm").write_bytes(b"\0asm")
+    (tmp_path / "site/runtimes/ort/a.wasm").chmod(0o755)  # an executable bit on the controller is not kept
+    data = source_tree_archive(tmp_path / "site")
+    got = {m.name: (m.type, m.mode, m.mtime, m.uid) for m in members(data)}
+    assert got == {
+        "index.html": (tarfile.REGTYPE, 0o644, 0, 0),
+        "runtimes": (tarfile.DIRTYPE, 0o755, 0, 0),
+        "runtimes/ort": (tarfile.DIRTYPE, 0o755, 0, 0),
+        "runtimes/ort/a.wasm": (tarfile.REGTYPE, 0o644, 0, 0),
+    }
+    (tmp_path / "site/index.html").touch()
+    assert source_tree_archive(tmp_path / "site") == data
+
+
+def test_a_tree_with_a_symlink_or_an_odd_name_is_refused(tmp_path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site/link").symlink_to("/etc/passwd")
+    with pytest.raises(SourceArchiveError, match="not a regular file or a directory"):
+        source_tree_archive(tmp_path / "site")
+    (tmp_path / "site/link").unlink()
+    (tmp_path / "site/.git").mkdir()
+    with pytest.raises(SourceArchiveError, match="not a plain file name"):
+        source_tree_archive(tmp_path / "site")
+
+
+def test_a_tree_root_that_is_not_a_directory_is_refused(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SourceArchiveError, match="not a directory"):
+        source_tree_archive(tmp_path / "file")
