@@ -3,9 +3,10 @@
 Run by tests/integration/test_status_app.py with the component's venv (it has Playwright and Streamlit;
 the controller's venv has neither):
 
-    python tests/status_app_browser.py BASE_URL SCREENSHOT_DIR deployed|failed|missing|lab
+    python tests/status_app_browser.py BASE_URL SCREENSHOT_DIR deployed|failed|missing|lab|lab-timeline
 
-Through an edge (tests/integration/test_lab.py, stage `lab`: the apps page only): STATUS_BROWSER_CA names the
+Through an edge (tests/integration/test_lab.py, stage `lab`: the apps page only; `lab-timeline`: the deploy
+timeline filtered to the example app `hello`, with its table's rows): STATUS_BROWSER_CA names the
 CA the edge's certificate must chain to (checked here before the browser, which is then told to accept it),
 STATUS_BROWSER_USER and STATUS_BROWSER_PASSWORD_FILE the htpasswd login (the password stays out of argv).
 
@@ -32,6 +33,11 @@ from scripts import headless_chromium
 TIMEOUT_MS = 240_000
 MAIN = "[data-testid='stMain']"
 CHARTS = ".vega-embed canvas, .vega-embed svg.marks"
+# The table's rows as text: st.dataframe draws on a canvas, and keeps an accessible table of the rows shown.
+GRID_ROWS = """() => Array.from(
+    document.querySelectorAll("[data-testid='stDataFrame'] table[role='grid'] tbody tr"),
+    (tr) => Array.from(tr.querySelectorAll("td"), (td) => td.textContent.trim()),
+)"""
 
 
 def open_page(page: Page, url: str, expect: str, *, complete: bool = True) -> str:
@@ -74,6 +80,9 @@ def run(page: Page, base: str, stage: str, seen: dict, shot) -> None:
         seen["apps"] = open_page(page, f"{base}/", "attention")
         shot("status-apps")
         return
+    if stage == "lab-timeline":
+        lab_timeline(page, base, seen, shot)
+        return
     if stage == "missing":
         seen["apps"] = open_page(page, f"{base}/", "No status snapshot", complete=False)
         shot("apps-missing")
@@ -103,6 +112,29 @@ def run(page: Page, base: str, stage: str, seen: dict, shot) -> None:
     for name, expect in (("audit", "Audit chains"), ("certificates", "edge.lab.test"), ("disk", "Free space")):
         seen[name] = open_page(page, f"{base}/{name}", expect)
         shot(f"5-{name}")
+
+
+def lab_timeline(page: Page, base: str, seen: dict, shot) -> None:
+    """The timeline with the apps filter set to `hello`: its caption, its charts and its table's rows."""
+    open_page(page, f"{base}/timeline", "deploys (the last")
+    page.wait_for_function(f"() => document.querySelectorAll({CHARTS!r}).length >= 2", timeout=TIMEOUT_MS)
+    page.locator("[data-testid='stMultiSelect']").nth(0).click()
+    page.keyboard.type("hello")
+    page.keyboard.press("Enter")
+    page.keyboard.press("Escape")
+    # Filtered: the status app's own deploys are gone, every row left is hello's.
+    page.wait_for_function(
+        f"""() => {{
+            const rows = ({GRID_ROWS})();
+            return rows.length > 0 && rows.every((row) => row[0] === "hello");
+        }}""",
+        timeout=TIMEOUT_MS,
+    )
+    page.locator("[data-testid='stStatusWidget']").wait_for(state="detached", timeout=TIMEOUT_MS)
+    seen["timeline"] = page.inner_text(MAIN)
+    seen["timeline_charts"] = page.locator(CHARTS).count()
+    seen["timeline_rows"] = page.evaluate(GRID_ROWS)
+    shot("status-timeline-hello")
 
 
 def main(base: str, out: Path, stage: str) -> int:

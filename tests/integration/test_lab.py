@@ -1,8 +1,8 @@
 """The README's main command end to end: `scripts/lab.sh up` makes a lab host, runs the lab git server's
 play and site.yml on it with the shipped inventory, and the example app serves over HTTPS through the edge;
 a second run changes nothing; the status app serves at /status/ behind the edge's password (seen in
-Chromium); a push to the lab git server goes live (seen in Chromium) and a broken push does not; `down`
-removes it all.
+Chromium); a push to the lab git server goes live (seen in Chromium) and a broken push does not, and the
+status app's deploy timeline shows both (Chromium again); `down` removes it all.
 
 Uses its own container name and ports so a developer's running lab is left alone.
 """
@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -186,6 +187,60 @@ def test_push_goes_live_and_a_broken_push_does_not(first_run, tmp_path):
     assert [r["status"] for r in failed] == ["failed"], failed
     assert "clinic_risk_scores" in json.dumps(failed[0]), failed[0]
     assert (tmp_path / "broken/after-broken.png").stat().st_size > 0
+
+
+def test_lab_status_timeline_shows_the_pushes_deploy_and_failure(first_run, tmp_path):
+    """Issue 18 in the lab: after the push and the broken push above, the status app's deploy timeline
+    (Chromium, through the edge, as the lab admin), filtered to the example app, lists its last successful
+    deploy and its failed one, by commit. The root timer exports the snapshot the app reads once a
+    minute: wait for it (bounded) before opening the page. Screenshot: tmp_path/timeline."""
+    records = [json.loads(line) for line in docker("exec", LAB, "cat", "/var/log/streamlit/deploys.log").splitlines()]
+    hello = [r for r in records if r.get("app") == "hello" and r.get("status") in ("deployed", "failed")]
+    deployed = [r["sha"] for r in hello if r["status"] == "deployed"][-1]
+    failed = [r["sha"] for r in hello if r["status"] == "failed"][-1]
+    wanted = {(deployed, "deployed"), (failed, "failed")}
+    deadline = time.monotonic() + 600
+    while True:
+        snapshot = json.loads(docker("exec", LAB, "cat", "/var/lib/secure-streamlit-status/app/status.json"))
+        shown = {
+            (deploy["sha"], deploy["outcome"])
+            for app in snapshot.get("apps", [])
+            if app.get("name") == "hello"
+            for deploy in app.get("deploys", [])
+        }
+        if wanted <= shown or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert wanted <= shown, (wanted, shown)
+
+    ca = tmp_path / "lab-ca.crt"
+    ca.write_text(docker("exec", LAB, "cat", "/etc/streamlit-edge/ca.crt") + "\n")
+    result = subprocess.run(
+        [
+            str(COMPONENT_PYTHON),
+            str(STATUS_DRIVER),
+            "https://localhost:18443/status/",
+            str(tmp_path / "timeline"),
+            "lab-timeline",
+        ],
+        env=dict(
+            os.environ,
+            STATUS_BROWSER_CA=str(ca),
+            STATUS_BROWSER_USER="lab-admin",
+            STATUS_BROWSER_PASSWORD_FILE=str(LAB_DIR / "status-admin.password"),
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seen = json.loads(result.stdout or "{}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert seen["timeline_charts"] == 2  # outcome over time, duration over time
+    # The table's columns: app, time, commit (12 hex digits), outcome, requested_by, ...
+    rows = {(row[2], row[3]) for row in seen["timeline_rows"]}
+    assert (deployed[:12], "deployed") in rows, seen["timeline_rows"]
+    assert (failed[:12], "failed") in rows, seen["timeline_rows"]
+    assert (tmp_path / "timeline/status-timeline-hello.png").stat().st_size > 0
 
 
 def test_lab_down_removes_host_and_data(first_run):
