@@ -291,13 +291,14 @@ class SwarmBackend:
                 raise DeployFailed("service", f"{service_name(app)} vanished during the deploy")
             update = service.get("UpdateStatus") or {}
             state = str(update.get("State", "")) if update != (before or {}) else ""
-            if state in ROLLED_BACK or state == "rollback_started":
+            # A rollback in progress is waited for: the next deploy must find the service settled.
+            if state in ROLLED_BACK:
                 raise DeployFailed(
                     "update",
                     f"the swarm rolled {service_name(app)} back ({state}: {update.get('Message', '')})",
                     self.task_errors(app),
                 )
-            done = state in ("", "completed")
+            done = state in ("", "completed")  # "" = no update yet (created), or still the earlier one's
             if done and len(self.running(app, sha)) >= app.replicas:
                 return self.monotonic() - start
             if self.monotonic() >= deadline:

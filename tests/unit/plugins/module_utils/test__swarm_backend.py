@@ -285,3 +285,33 @@ def test_remove_takes_the_service_and_its_secrets():
     assert swarm.service_list == []
     assert swarm.secret_objs == []
     assert engine.remove(app()) is False
+
+
+def test_an_earlier_rollback_is_not_taken_for_this_deploys_until_the_status_changes():
+    swarm = FakeSwarm(broken=frozenset({SHA_BROKEN}))
+    engine = backend(swarm)
+    engine.deploy(app(), SHA_OLD, "img", FP, "run", {})
+    with pytest.raises(DeployFailed):
+        engine.deploy(app(), SHA_BROKEN, "img", FP, "run", {})
+    # The manager takes a moment to start the next update: its status still says the rollback.
+    real_update = swarm.api.update_service
+    polls = iter([True, True, False])
+
+    def late_update(sid, version, **kwargs):
+        real_update(sid, version, **kwargs)
+        service = swarm.service_list[0]
+        done = service["UpdateStatus"]
+        service["UpdateStatus"] = {"State": "rollback_completed", "Message": "rollback completed"}
+        original_service = engine.service
+
+        def service_view(a):
+            if next(polls, False):
+                return original_service(a)
+            service["UpdateStatus"] = done
+            return original_service(a)
+
+        engine.service = service_view
+
+    swarm.api.update_service = late_update
+    engine.deploy(app(), SHA_NEW, "img", FP, "run", {})
+    assert len(engine.running(app(), SHA_NEW)) == 3
