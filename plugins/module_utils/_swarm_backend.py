@@ -265,7 +265,13 @@ class SwarmBackend:
             raise DeployFailed("service", describe(exc)) from exc
 
     def tasks(self, app: AppSpec) -> list[dict[str, Any]]:
-        return list(self.docker.api.tasks(filters={"service": service_name(app)}))
+        """The service's tasks; none before it exists (the engine answers 404 for an unknown service)."""
+        try:
+            return list(self.docker.api.tasks(filters={"service": service_name(app)}))
+        except Exception as exc:  # docker.errors.NotFound
+            if getattr(exc, "status_code", None) == 404:
+                return []
+            raise
 
     def running(self, app: AppSpec, sha: str) -> list[dict[str, Any]]:
         """The tasks meant to run and running (healthy: a task with a health check is running only once it

@@ -56,8 +56,9 @@ def probe(manager, registry):
     )
 
     def run(*args: str) -> dict:
+        argv = [*args, registry]
         out = manager.check_output(
-            "cd %s && PYTHONPATH=%s python3 probe.py %s", PROBE_DIR, PROBE_DIR, " ".join([*args, registry])
+            "cd %s && PYTHONPATH=%s python3 probe.py" + " %s" * len(argv), PROBE_DIR, PROBE_DIR, *argv
         )
         return json.loads(out.splitlines()[-1])
 

@@ -315,3 +315,13 @@ def test_an_earlier_rollback_is_not_taken_for_this_deploys_until_the_status_chan
     swarm.api.update_service = late_update
     engine.deploy(app(), SHA_NEW, "img", FP, "run", {})
     assert len(engine.running(app(), SHA_NEW)) == 3
+
+
+def test_a_service_that_does_not_exist_yet_has_no_tasks():
+    swarm = FakeSwarm()
+
+    def not_found(filters):
+        raise type("NotFound", (Exception,), {"status_code": 404})("service app-triage not found")
+
+    swarm.api.tasks = not_found
+    assert backend(swarm).tasks(app()) == []
