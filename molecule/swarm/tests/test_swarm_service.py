@@ -126,7 +126,8 @@ def test_a_broken_commit_rolls_back_and_the_old_tasks_keep_answering(probe, firs
 
 
 def test_a_stopped_workers_tasks_are_back_on_the_others(probe, first):
-    # Last: the stopped worker's engine state is on a tmpfs and does not come back with it.
+    # Last of all (this file sorts after test_swarm.py): the stopped worker's engine state is on a tmpfs
+    # and does not come back with it, so the worker is out of the swarm afterwards.
     subprocess.run(["docker", "stop", "-t", "5", "worker2-swarm"], check=True, capture_output=True)
     try:
         result = probe("wait-moved", "worker2-swarm", str(FAILOVER_BOUND))
