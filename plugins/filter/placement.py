@@ -11,6 +11,7 @@ from typing import Any
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._placement import (
+    SWARM_GROUPS,
     Inventory,
     apps_on_host,
     placement_errors,
@@ -29,9 +30,31 @@ def _specs(specs: object) -> list[Mapping[str, Any]]:
     return list(specs)  # type: ignore[arg-type]
 
 
-def app_placement_errors(specs: object, groups: object, play_hosts: object, label: str = "apps") -> list[str]:
+def app_placement_errors(
+    specs: object,
+    groups: object,
+    play_hosts: object,
+    label: str = "apps",
+    swarm_groups: object = SWARM_GROUPS,
+    swarm_services: object = False,
+) -> list[str]:
     """Every placement rule the specs break, one message each; [] when all is well."""
-    return placement_errors(_specs(specs), _inventory(groups, play_hosts), label=label)
+    if not isinstance(swarm_services, bool):
+        raise AnsibleFilterError("swarm_services must be true or false")
+    if (
+        not isinstance(swarm_groups, Sequence)
+        or isinstance(swarm_groups, str)
+        or len(swarm_groups) != 2  # managers' and workers' group
+        or not all(isinstance(g, str) and g for g in swarm_groups)
+    ):
+        raise AnsibleFilterError("swarm_groups must be [managers' group, workers' group]")
+    return placement_errors(
+        _specs(specs),
+        _inventory(groups, play_hosts),
+        label=label,
+        swarm_groups=tuple(swarm_groups),
+        swarm_services=swarm_services,
+    )
 
 
 def apps_on_host_filter(specs: object, host: str, groups: object, play_hosts: object) -> list[Mapping[str, Any]]:

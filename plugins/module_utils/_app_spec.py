@@ -97,6 +97,10 @@ DATA_MOUNT_RESERVED_TOP: frozenset[str] = frozenset(
     }
 )
 DATA_KEYS = ("mount", "size")
+# A swarm on this bench has 3 nodes; a few tasks per node is the useful range for Streamlit (one
+# process per replica, sessions pinned to one), and a typo like 300 must not start 300 processes.
+MAX_REPLICAS = 12
+REPLICAS_RE = re.compile(r"[1-9][0-9]{0,2}")
 DATABASE_KINDS = ("postgresql",)
 # What the platform gives an app with a database: files in /run/secrets and libpq's settings in env.
 DATABASE_SECRET_FILES = ("pgpass", "database-url")
@@ -602,6 +606,8 @@ class AppSpec:
     # operator accepts that each of several hosts keeps its own copy of the app's data and database.
     hosts: list[str] = field(default_factory=list)
     per_host_state: bool = False
+    # Tasks of a swarm service (docs/multi-host.md); 1 = a single container per host as before.
+    replicas: int = 1
 
     @property
     def managed(self) -> bool:
@@ -782,6 +788,7 @@ _FIELD_CHECKS: dict[str, Callable[[object], str | None]] = {
     "repo_auth": lambda v: repo_auth_problem(v),  # pylint: disable=unnecessary-lambda  # defined below
     "hosts": lambda v: hosts_problem(v),  # pylint: disable=unnecessary-lambda  # defined below
     "per_host_state": lambda v: None if isinstance(v, bool) else "must be true or false",
+    "replicas": _check_int(1, MAX_REPLICAS),
 }
 
 
@@ -1449,6 +1456,33 @@ def _parse_per_host_state(e: _Entry, value: object) -> None:
         e.values["per_host_state"] = value
 
 
+def _parse_replicas(e: _Entry, value: object) -> None:
+    """`replicas: 3`: run the app as a swarm service with 3 tasks (Ansible may hand the number over as
+    text: a whole-string decimal is accepted). Per-host state cannot follow a task that the swarm moves to
+    another node, so data and database are refused with more than one replica, per_host_state or not."""
+    e.values["replicas"] = 1
+    if value is None:
+        return
+    number: int | None = None
+    if _is_int(value):
+        number = value  # type: ignore[assignment]
+    elif isinstance(value, str) and REPLICAS_RE.fullmatch(value):
+        number = int(value)
+    if number is None or not 1 <= number <= MAX_REPLICAS:
+        e.error(f"replicas {show(value)} must be a whole number within 1..{MAX_REPLICAS}")
+        return
+    e.values["replicas"] = number
+    if number > 1:
+        # data and database are read before replicas (APP_KEYS' order).
+        state = [what for what, key in (("data", "data_mount"), ("database", "database")) if e.values.get(key)]
+        if state:
+            e.error(
+                f"replicas {number} with {' and '.join(state)}: the swarm moves tasks between nodes and each node "
+                "would keep a separate copy; run an app with per-host state as one replica (per_host_state does "
+                "not lift this)"
+            )
+
+
 @dataclass(frozen=True)
 class KeyRule:
     """How one key of an app entry is read: its parser, and whether it is only for managed apps (those
@@ -1484,6 +1518,7 @@ APP_KEYS: dict[str, KeyRule] = {
     "per_host_state": KeyRule(
         _parse_per_host_state, True, "true: each of several hosts keeps its own copy of data and database"
     ),
+    "replicas": KeyRule(_parse_replicas, True, f"1..{MAX_REPLICAS}: tasks of a swarm service (hosts must be a swarm)"),
 }
 
 
@@ -1534,6 +1569,7 @@ def _parse_entry(
             repo_auth={},
             data_size="",
             per_host_state=False,
+            replicas=1,
         )
     return AppSpec(index=index, **values), []
 

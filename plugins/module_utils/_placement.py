@@ -56,9 +56,50 @@ def resolve(names: Collection[str], inventory: Inventory) -> tuple[list[str], li
     return sorted(hosts), unknown
 
 
-def placement_errors(specs: Sequence[Mapping[str, Any]], inventory: Inventory, *, label: str = "apps") -> list[str]:
+# roles/swarm's default group names (swarm_managers_group, swarm_workers_group).
+SWARM_GROUPS = ("swarm_managers", "swarm_workers")
+
+
+def swarm_members(inventory: Inventory, swarm_groups: Sequence[str] = SWARM_GROUPS) -> set[str]:
+    """The swarm's hosts, or none when its managers' group (the first of swarm_groups) has no host."""
+    if not inventory.groups.get(swarm_groups[0]):
+        return set()
+    return set().union(*(inventory.groups.get(group, frozenset()) for group in swarm_groups))
+
+
+def _replicas_error(spec: Mapping[str, Any], hosts: list[str], inventory: Inventory, groups: Sequence[str]) -> str:
+    """Why an app with several replicas cannot be a swarm service here, or "": its hosts must all be the
+    swarm's (the service runs on the swarm's nodes, not on hosts outside it)."""
+    replicas = spec.get("replicas", 1)
+    if replicas <= 1:
+        return ""
+    members = swarm_members(inventory, groups)
+    if not members:
+        return (
+            f"replicas {replicas} needs a swarm, and the inventory's {groups[0]} group has no host "
+            "(docs/multi-host.md); use replicas: 1 or add the swarm's managers"
+        )
+    outside = [host for host in hosts if host not in members]
+    if outside:
+        return (
+            f"replicas {replicas} runs as a swarm service, but {', '.join(outside)} "
+            f"{'is' if len(outside) == 1 else 'are'} not in the swarm ({' or '.join(groups)}); "
+            "place the app on the swarm's hosts (e.g. hosts: [" + groups[0] + ", " + groups[-1] + "])"
+        )
+    return ""
+
+
+def placement_errors(
+    specs: Sequence[Mapping[str, Any]],
+    inventory: Inventory,
+    *,
+    label: str = "apps",
+    swarm_groups: Sequence[str] = SWARM_GROUPS,
+    swarm_services: bool = True,
+) -> list[str]:
     """Every placement rule the specs (AppSpec.to_dict) break, one message each naming the entry; [] when
-    all is well."""
+    all is well. With swarm_services false (the apps role until it calls the swarm backend), an app with
+    replicas above 1 is refused rather than deployed as single containers."""
     errors: list[str] = []
     for spec in specs:
         names = spec.get("hosts") or []
@@ -71,6 +112,16 @@ def placement_errors(specs: Sequence[Mapping[str, Any]], inventory: Inventory, *
             continue
         if names and not hosts:
             errors.append(f"{where}: hosts {', '.join(repr(n) for n in names)} name only empty groups: no host runs it")
+            continue
+        problem = _replicas_error(spec, hosts, inventory, swarm_groups)
+        if problem:
+            errors.append(f"{where}: {problem}")
+            continue
+        if not swarm_services and spec.get("replicas", 1) > 1:
+            errors.append(
+                f"{where}: replicas {spec['replicas']}: the apps role does not deploy swarm services yet "
+                "(docs/multi-host.md, What comes next); use replicas: 1"
+            )
             continue
         state = [what for what, key in (("data", "data_mount"), ("database", "database")) if spec.get(key)]
         if state and len(hosts) > 1 and not spec.get("per_host_state"):

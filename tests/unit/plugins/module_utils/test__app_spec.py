@@ -227,6 +227,22 @@ HOSTILE: list[tuple[str, dict[str, Any], list[str]]] = [
     ("hosts twice", app(hosts=["web1", "web1"]), ["names a host or group twice"]),
     ("hosts not text", app(hosts=[1]), ["item 1 is not"]),
     ("per_host_state text", app(per_host_state="yes"), ["per_host_state 'yes' must be true or false"]),
+    # replicas (a swarm service; _placement.py checks that the app's hosts are a swarm)
+    ("replicas zero", app(replicas=0), ["apps[0] (name 'a'): replicas 0 must be a whole number within 1..12"]),
+    ("replicas too many", app(replicas=13), ["replicas 13 must be"]),
+    ("replicas bool", app(replicas=True), ["replicas True must be"]),
+    ("replicas float", app(replicas=2.0), ["replicas 2.0 must be"]),
+    ("replicas text padded", app(replicas="3 "), ["replicas '3 ' must be"]),
+    ("replicas text newline", app(replicas="3\n"), ["replicas '3\\n' must be"]),
+    ("replicas text sign", app(replicas="+3"), ["replicas '+3' must be"]),
+    ("replicas leading zero", app(replicas="03"), ["replicas '03' must be"]),
+    ("replicas with data", app(replicas=3, data=True), ["replicas 3 with data:", "per_host_state does not lift"]),
+    (
+        "replicas with database and per_host_state",
+        app(replicas=2, database="postgresql", per_host_state=True),
+        ["replicas 2 with database:"],
+    ),
+    ("replicas pinned", {"name": "a", "upstream": "10.0.0.5:8501", "replicas": 2}, ["replicas does not apply"]),
     ("unknown key", app(reqirements="r.txt"), ["unknown key 'reqirements' (did you mean 'requirements'?)"]),
     ("unknown key far", app(colour="red"), ["unknown key 'colour'", "known keys: access"]),
     ("non-text key", app(**{"1": 1}), ["unknown key '1'"]),
@@ -955,3 +971,18 @@ def test_a_spec_read_back_refuses_a_bad_repo_auth(repo_auth):
     (spec,) = parse_apps([app()], DEFAULTS)
     with pytest.raises(AppSpecError, match="repo_auth"):
         AppSpec.from_dict({**spec.to_dict(), "repo_auth": repo_auth})
+
+
+def test_replicas_default_to_one_and_accept_a_whole_number_or_its_text():
+    assert parse_apps([app()], Defaults())[0].replicas == 1
+    assert parse_apps([app(replicas=3)], Defaults())[0].replicas == 3
+    # Ansible templating hands numbers over as text.
+    assert parse_apps([app(replicas="12")], Defaults())[0].replicas == 12
+    # One replica keeps per-host state allowed: it is the single-container app it always was.
+    spec = parse_apps([app(replicas=1, data=True)], Defaults())[0]
+    assert (spec.replicas, spec.data_mount) == (1, "/data")
+    spec = parse_apps([app(replicas=3)], Defaults())[0]
+    assert spec.to_dict()["replicas"] == 3
+    assert AppSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(AppSpecError, match=r"replicas 0 must be a whole number within 1\.\.12"):
+        AppSpec.from_dict({**spec.to_dict(), "replicas": 0})

@@ -127,3 +127,50 @@ def test_the_filters_refuse_what_is_not_specs_or_an_inventory():
     with pytest.raises(AnsibleFilterError):
         apps_on_host_filter(specs({"name": "a"}), "web1", GROUPS, "web1")
     assert [s["name"] for s in apps_on_host_filter(specs({"name": "a"}), "web1", GROUPS, PLAY)] == ["a"]
+
+
+SWARM = {
+    **GROUPS,
+    "all": [*GROUPS["all"], "m1", "w1", "w2"],
+    "swarm_managers": ["m1"],
+    "swarm_workers": ["w1", "w2"],
+    "swarm": ["m1", "w1", "w2"],
+}
+SWARM_INV = Inventory.from_ansible(SWARM, ["web1", "m1", "w1", "w2"])
+
+
+def test_replicas_need_a_swarm_and_the_apps_hosts_inside_it():
+    entry = {"name": "a", "replicas": 3}
+    # No swarm in the inventory: refused, naming the entry and the group.
+    assert placement_errors(specs(entry), INV) == [
+        "apps[0] (name 'a'): replicas 3 needs a swarm, and the inventory's swarm_managers group has no host "
+        "(docs/multi-host.md); use replicas: 1 or add the swarm's managers"
+    ]
+    # The app's hosts are the swarm (by its groups, or a group naming the same hosts): accepted.
+    assert placement_errors(specs({**entry, "hosts": ["swarm_managers", "swarm_workers"]}), SWARM_INV) == []
+    assert placement_errors(specs({**entry, "hosts": ["swarm"]}), SWARM_INV) == []
+    # A host outside the swarm (also through "every host of the play"): refused.
+    errors = placement_errors(specs({**entry, "hosts": ["swarm", "web1"]}), SWARM_INV)
+    assert errors == [
+        "apps[0] (name 'a'): replicas 3 runs as a swarm service, but web1 is not in the swarm (swarm_managers or "
+        "swarm_workers); place the app on the swarm's hosts (e.g. hosts: [swarm_managers, swarm_workers])"
+    ]
+    assert "web1 is not in the swarm" in placement_errors(specs(entry), SWARM_INV)[0]
+    # One replica is the single-container app: no swarm needed.
+    assert placement_errors(specs({"name": "a", "replicas": 1}), INV) == []
+
+
+def test_replicas_follow_the_swarm_groups_the_operator_named():
+    groups = {**SWARM, "mgr": SWARM["swarm_managers"], "wrk": SWARM["swarm_workers"], "swarm_managers": []}
+    entry = {"name": "a", "replicas": 2, "hosts": ["mgr", "wrk"]}
+    assert "needs a swarm" in app_placement_errors(specs(entry), groups, ["m1"])[0]
+    assert app_placement_errors(specs(entry), groups, ["m1"], swarm_groups=["mgr", "wrk"], swarm_services=True) == []
+    # The filter's default (the apps role, which does not call the swarm backend yet) refuses replicas.
+    assert app_placement_errors(specs(entry), groups, ["m1"], swarm_groups=["mgr", "wrk"]) == [
+        "apps[0] (name 'a'): replicas 2: the apps role does not deploy swarm services yet "
+        "(docs/multi-host.md, What comes next); use replicas: 1"
+    ]
+    from ansible.errors import AnsibleFilterError  # as the filter tests above
+
+    with pytest.raises(AnsibleFilterError, match="swarm_groups"):
+        app_placement_errors(specs(entry), groups, ["m1"], swarm_groups="mgr")
