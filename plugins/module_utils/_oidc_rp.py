@@ -32,7 +32,8 @@ except ImportError:  # installed on a host: the libraries sit side by side
     from _oidc_config import Provider  # type: ignore[no-redef]
 
 try:
-    import authlib.deprecate  # noqa: F401  (its import puts an "always" filter for its warnings first)
+    # Imported first: its import puts an "always" filter for its warnings first.
+    import authlib.deprecate  # noqa: F401  # pylint: disable=unused-import
     import requests
 
     with warnings.catch_warnings():

@@ -246,7 +246,6 @@ class SwarmClient(Protocol):
 
     def wait_for_change(self, timeout: float) -> None:
         """Return at the first event that may move a task (service, node, container), or after `timeout`."""
-        ...
 
 
 class EdgeSwitch(Protocol):
