@@ -390,9 +390,20 @@ def test_the_runner_leaves_no_process_behind(server):
     server.commit("acme/demo")
     before = set(os.listdir("/proc"))
     GitSource(timeout=30).heads([authed(server)] * 3)
-    children = [p for p in set(os.listdir("/proc")) - before if p.isdigit() and Path(f"/proc/{p}/stat").exists()]
-    mine = [p for p in children if Path(f"/proc/{p}/stat").read_text().split()[3] == str(os.getpid())]
+    mine = [p for p in set(os.listdir("/proc")) - before if p.isdigit() and _child_of_this_process(p)]
     assert mine == []
+
+
+def _child_of_this_process(pid: str) -> bool:
+    """Whether the process is a child of this one and not the test git server's own http-backend (it runs
+    in this process's threads). A process of the busy machine may end between the listing and the read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # The command name is in parentheses and may hold spaces: the parent's pid is the 2nd field after it.
+    return stat.rpartition(")")[2].split()[1] == str(os.getpid()) and comm != "git-http-backend"
 
 
 # -- over SSH, against a real sshd (Debian's openssh-server) --------------------------------------------------
