@@ -11,9 +11,7 @@ tests/sso_idp).
 from __future__ import annotations
 
 import argparse
-import base64
 import os
-import socket
 import ssl
 import statistics
 import tempfile
@@ -21,26 +19,11 @@ import time
 from pathlib import Path
 
 from benchmarks.sso_latency import signed_in_session
-from tests.sso_stack import sso_stack
+from tests.sso_stack import sso_stack, websocket_handshake
 
 
 def open_websocket(origin: str, path: str, sid: str) -> ssl.SSLSocket:
-    port = int(origin.rsplit(":", 1)[1])
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    sock = context.wrap_socket(socket.create_connection(("localhost", port), timeout=30), server_hostname="localhost")
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n"
-            f"Cookie: __Host-streamlit-sso={sid}\r\n\r\n"
-        ).encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
+    sock, head = websocket_handshake(origin, path, sid)
     assert head.startswith(b"HTTP/1.1 101"), head
     return sock
 

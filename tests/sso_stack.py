@@ -12,9 +12,11 @@ import base64
 import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -134,6 +136,59 @@ class Echo(BaseHTTPRequestHandler):
         return
 
 
+def localhost_certificate(conf: Path) -> None:
+    """A self-signed P-256 certificate for localhost: conf/cert.pem and conf/key.pem."""
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            str(conf / "key.pem"),
+            "-out",
+            str(conf / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def websocket_handshake(origin: str, path: str, sid: str) -> tuple[ssl.SSLSocket, bytes]:
+    """A websocket client that runs no script: the handshake by hand over TLS, with the browser's session
+    cookie. Returns the socket and the answer's head (up to the blank line, or what came before EOF)."""
+    port = int(origin.rsplit(":", 1)[1])
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    sock = context.wrap_socket(socket.create_connection(("localhost", port), timeout=30), server_hostname="localhost")
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n"
+            f"Cookie: __Host-streamlit-sso={sid}\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        byte = sock.recv(1)
+        if not byte:
+            break
+        head += byte
+    return sock, head
+
+
 def render_edge(tmp: Path, port: int, upstream: str, sock: Path, app_headers: str = "") -> Path:
     """nginx's configuration: the role's SSO snippet, proxy snippet, identity map and log format, and
     its app locations (the site template's macros), around a minimal server on `port`; `app_headers`
@@ -202,30 +257,7 @@ def render_edge(tmp: Path, port: int, upstream: str, sock: Path, app_headers: st
     )
     locations = "".join(site.app_locations(a) for a in apps)
     relays = "".join(site.sso_relay_server(a) for a in apps if a["oidc"])
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            "-keyout",
-            str(conf / "key.pem"),
-            "-out",
-            str(conf / "cert.pem"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    localhost_certificate(conf)
     (tmp / "logs").mkdir()
     (conf / "nginx.conf").write_text(f"""
 # Workers as root here: pytest's directories are root-only (on a host the socket's group is nginx's).

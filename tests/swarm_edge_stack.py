@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -35,8 +34,10 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._swarm_ed
     location_conf,
     render_upstream,
 )
+from tests.sso_stack import free_port, localhost_certificate, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
+WAIT = 300  # seconds for a whole wait: Streamlit's first start on a loaded machine
 COMPONENT_PYTHON = REPO / ".cache/venv-component/bin/python"
 APP = "demo"
 __all__ = ["APP", "COOKIE_NAME", "Stack", "available", "swarm_edge"]
@@ -55,26 +56,6 @@ st.write(f"replica pid {os.getpid()} clicks {st.session_state.clicks}")
 
 def available() -> bool:
     return bool(shutil.which("nginx") and shutil.which("openssl") and COMPONENT_PYTHON.exists())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(check, what: str, timeout: float = 300) -> None:
-    """A deadline for the whole wait (a loaded machine), not per probe."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except (requests.ConnectionError, requests.Timeout, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not answer within {timeout} s")
-        time.sleep(0.3)
 
 
 @dataclass
@@ -148,28 +129,7 @@ def write_nginx(tmp: Path, port: int) -> Path:
     app = {"name": APP, "path": "/", "oidc": False, "htpasswd_users": [], "client_cert_cns": [], "upload_max_mb": 1}
     locations = site.app_locations(app)
     assert "include snippets/streamlit-swarm-edge-cookie.conf;" in locations
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            str(conf / "key.pem"),
-            "-out",
-            str(conf / "cert.pem"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    localhost_certificate(conf)
     (conf / "nginx.conf").write_text(f"""
 # Workers as root here: pytest's directories are root-only.
 user root;
@@ -224,6 +184,7 @@ def swarm_edge(tmp: Path, replicas: int = 3) -> Iterator[Stack]:
                     proc.poll() is None and requests.get(f"http://127.0.0.1:{p}/_stcore/health", timeout=5).ok
                 ),
                 f"streamlit on {port}",
+                WAIT,
             )
         # The first upstream exists before nginx starts (nginx refuses an unknown upstream name).
         (tmp / "conf/upstreams" / f"{APP}.conf").write_text(
@@ -232,7 +193,7 @@ def swarm_edge(tmp: Path, replicas: int = 3) -> Iterator[Stack]:
         check = subprocess.run([str(wrapper), "-t"], capture_output=True, text=True)
         assert check.returncode == 0, check.stderr
         nginx = subprocess.Popen([str(wrapper), "-g", "daemon off;"])
-        wait_for(lambda: stack.session().get(f"{stack.origin}/_stcore/health", timeout=5).ok, "nginx")
+        wait_for(lambda: stack.session().get(f"{stack.origin}/_stcore/health", timeout=5).ok, "nginx", WAIT)
         yield stack
     finally:
         if nginx is not None:

@@ -13,12 +13,9 @@ Needs: nginx, chromium, python3-authlib (apt), node + `npm install` in tests/sso
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 import time
@@ -29,7 +26,7 @@ import requests
 import yaml
 
 from scripts import headless_chromium
-from tests.sso_stack import IDP_DIR, REPO, free_port, sso_stack, wait_for
+from tests.sso_stack import IDP_DIR, REPO, free_port, sso_stack, wait_for, websocket_handshake
 
 IDLE = 20  # seconds: short, so the test sees the automatic logoff
 
@@ -271,28 +268,8 @@ def test_activity_reports_come_from_the_edge_s_script_only(edge) -> None:
 
 
 def raw_websocket(origin: str, sid: str) -> tuple[ssl.SSLSocket, bytes]:
-    """A websocket client that runs no script (what the activity script cannot reach): the handshake
-    by hand over TLS, with the browser's session cookie."""
-    port = int(origin.rsplit(":", 1)[1])
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    sock = context.wrap_socket(socket.create_connection(("localhost", port), timeout=30), server_hostname="localhost")
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /triage/_stcore/stream HTTP/1.1\r\nHost: localhost:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Origin: {origin}\r\nCookie: __Host-streamlit-sso={sid}\r\n\r\n"
-        ).encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        byte = sock.recv(1)
-        if not byte:
-            break
-        head += byte
-    return sock, head
+    """A websocket client that runs no script (what the activity script cannot reach)."""
+    return websocket_handshake(origin, "/triage/_stcore/stream", sid)
 
 
 def test_a_websocket_without_the_script_is_closed_when_the_session_ends(edge, browser) -> None:
