@@ -8,14 +8,11 @@ engine's own view (`docker node ls`, `docker info`) or a real TCP connection.
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
-import testinfra
+from conftest import REGISTRY_PORT, host_of
 
-INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
-REGISTRY_PORT = 5000
 REGISTRY_DIR = "/etc/docker/registry/swarm"
 MEMBERS = ["manager-swarm", "worker1-swarm", "worker2-swarm"]
 # A node reports Ready after its first heartbeat; generous for a loaded machine (only arrival is checked).
@@ -25,21 +22,6 @@ CONNECT = (
     "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.settimeout(8); "
     "sys.exit(0 if s.connect_ex((sys.argv[1], int(sys.argv[2]))) == 0 else 3)"
 )
-
-
-def host_of(name: str):
-    return testinfra.get_host(f"ansible://{name}", ansible_inventory=INVENTORY)
-
-
-@pytest.fixture(scope="module")
-def manager():
-    return host_of("manager-swarm")
-
-
-@pytest.fixture(scope="module")
-def manager_addr(manager) -> str:
-    info = json.loads(manager.check_output("docker info --format '{{json .Swarm}}'"))
-    return info["NodeAddr"]
 
 
 def nodes(manager) -> list[dict]:

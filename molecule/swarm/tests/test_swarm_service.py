@@ -7,14 +7,12 @@ log), only generous bounds asserted: the machine's 2 cores are shared."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
-import testinfra
+from conftest import host_of
 
-INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 ROOT = Path(__file__).resolve().parents[3]
 PROBE_DIR = "/opt/swarm-probe"
 SHA = {"v1": "1" * 40, "v2": "2" * 40, "broken": "3" * 40}
@@ -22,21 +20,6 @@ SHA = {"v1": "1" * 40, "v2": "2" * 40, "broken": "3" * 40}
 # reschedules; pulls on a loaded 2-core machine add to it.
 FAILOVER_BOUND = 240
 NODES = ["manager-swarm", "worker1-swarm", "worker2-swarm"]
-
-
-def host_of(name: str):
-    return testinfra.get_host(f"ansible://{name}", ansible_inventory=INVENTORY)
-
-
-@pytest.fixture(scope="module")
-def manager():
-    return host_of("manager-swarm")
-
-
-@pytest.fixture(scope="module")
-def registry(manager) -> str:
-    info = json.loads(manager.check_output("docker info --format '{{json .Swarm}}'"))
-    return f"{info['NodeAddr']}:5000"
 
 
 @pytest.fixture(scope="module")
