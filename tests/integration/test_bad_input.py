@@ -386,6 +386,12 @@ def the_failed_check(report: dict, host: str = PROBE) -> tuple[str, str, list[di
             ["Not usable: vault_p_token"],
             id="repo-token-variable-not-a-token",
         ),
+        pytest.param(
+            '{"apps_base_image_pull": true, "apps_base_image": "debian@sha256:' + "0" * 64 + '\\n"}',
+            "Fail on deployer settings out of range",
+            ["must be pinned by digest"],
+            id="pulled-base-image-digest-with-trailing-newline",
+        ),
     ],
 )
 def test_bad_setting_stops_before_any_change(inventory, extra_vars, failed_task, message_parts):

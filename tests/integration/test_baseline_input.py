@@ -133,6 +133,11 @@ def assert_stopped_before_any_change(report: dict, failed_task: str, message_par
             ["audit_extra_watches", "a b"],
         ),
         (
+            '{"audit_extra_watches": [{"path": "/srv/x", "key": "ab\\n"}]}',
+            "Fail on an audit key or log set name",
+            ["audit_extra_watches"],
+        ),
+        (
             '{"audit_logrotate_sets": [{"name": "x", "paths": ["/a"]}, {"name": "x", "paths": ["/b"]}]}',
             "Fail on two log sets with the same name",
             ["audit_logrotate_sets", "unique"],
