@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MAX_BYTES = 16 << 20
-Kind = type | tuple[type, ...]
 
 
 class SettingsFileError(ValueError):
@@ -120,13 +119,13 @@ def read_json_object(
         raise SettingsFileError(path, f"not a valid JSON object ({exc})") from exc
 
 
-def _kind_name(kind: Kind) -> str:
+def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}
     return " or ".join(names.get(k, "an object" if k is dict else k.__name__) for k in kinds)
 
 
-def is_kind(value: Any, kind: Kind) -> bool:
+def is_kind(value: Any, kind: type | tuple[type, ...]) -> bool:
     """isinstance, except that a bool is only a bool (not an int or a float) and an int is a float."""
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if isinstance(value, bool):
@@ -139,8 +138,8 @@ def is_kind(value: Any, kind: Kind) -> bool:
 def key_errors(
     obj: Mapping[str, Any],
     *,
-    required: Mapping[str, Kind],
-    optional: Mapping[str, Kind] | None = None,
+    required: Mapping[str, type | tuple[type, ...]],
+    optional: Mapping[str, type | tuple[type, ...]] | None = None,
 ) -> list[str]:
     """One message per problem, each naming the key: a missing or unknown key, a value of another type."""
     optional = optional or {}
@@ -157,8 +156,8 @@ def key_errors(
 def read_settings(
     path: str | os.PathLike[str],
     *,
-    required: Mapping[str, Kind],
-    optional: Mapping[str, Kind] | None = None,
+    required: Mapping[str, type | tuple[type, ...]],
+    optional: Mapping[str, type | tuple[type, ...]] | None = None,
     allowed_owners: Collection[int] | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> dict[str, Any]:
