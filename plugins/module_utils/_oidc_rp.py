@@ -104,6 +104,9 @@ class RPConfig:
             raise ValueError(f"configuration: unknown keys {unknown}, missing keys {missing}")
         if not client_secret:
             raise ValueError("configuration: the client secret credential is empty")
+        if not isinstance(d["lab"], bool):
+            # A string such as "false" is truthy: only a real JSON true/false says what it means.
+            raise ValueError(f"configuration: lab must be true or false (is {type(d['lab']).__name__})")
         apps = {}
         for name, rule in d["apps"].items():
             if not APP_RE.fullmatch(name) or set(rule) != {"groups", "users"}:
@@ -123,7 +126,7 @@ class RPConfig:
             provider=provider,
             origins={str(k).lower(): str(v) for k, v in d["origins"].items()},
             apps=apps,
-            lab=bool(d["lab"]),
+            lab=d["lab"],
         )
 
 

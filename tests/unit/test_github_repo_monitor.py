@@ -144,11 +144,11 @@ def test_bad_config_is_refused_naming_entry_and_rule(tmp_path, gh, apps, extra, 
 
 def test_a_refused_start_is_audited_and_a_credential_in_a_url_is_not_echoed(tmp_path, gh, capsys):
     secret_url = f"https://x-access-token:{TOKEN}@api.github.com"
-    path = write_config(tmp_path, gh, DEMO, api_url=secret_url, interval=float("nan"))
+    path = write_config(tmp_path, gh, DEMO, api_url=secret_url, interval=0)
     assert grm.main(["--config", str(path), "once"]) == 2
     err = capsys.readouterr().err
     assert "api_url: a URL with credentials in it is refused" in err
-    assert "interval must be a number of seconds > 0 (is nan)" in err
+    assert "interval must be a number of seconds > 0 (is 0)" in err
     records = [json.loads(line) for line in (tmp_path / "log/audit.jsonl").read_text().splitlines()]
     assert [r["event"] for r in records] == ["config_error"]
     assert len(records[0]["errors"]) == 2
@@ -969,3 +969,20 @@ def test_a_restart_after_a_refused_token_polls_at_once(tmp_path, gh, capsys):
     assert restarted.first_delay() < 30
     assert restarted.cycle()
     assert request_of(tmp_path, "demo") is not None
+
+
+@pytest.mark.parametrize(
+    ("mode", "content", "message"),
+    [
+        (0o660, None, "mode 0660 lets the group or others write it"),
+        (0o640, '{"interval": NaN}', "NaN is not JSON"),
+        (0o640, '{"interval": 30, "interval": 5}', "duplicate key 'interval'"),
+    ],
+)
+def test_a_configuration_others_could_write_or_not_plain_json_is_refused(tmp_path, gh, capsys, mode, content, message):
+    path = write_config(tmp_path, gh, DEMO)
+    if content is not None:
+        path.write_text(content)
+    path.chmod(mode)
+    assert grm.main(["--config", str(path), "check-config"]) == 2
+    assert message in capsys.readouterr().err

@@ -223,6 +223,30 @@ def test_the_alert_hook_runs_once_per_new_problem(installed, host, root_dir):
     assert calls.read_text().splitlines()[2].startswith("certificate edge edge.lab.test: expires")
 
 
+@pytest.mark.parametrize("owner", [0, NOBODY])
+def test_a_configuration_the_admin_group_could_write_never_runs_its_alert_command(host, root_dir, capsys, owner):
+    """Root runs alert_command: a group-writable status.json (or one an admin owns) would let an admin
+    member make root run any program. The timer's run refuses the file before it runs anything."""
+    if owner != 0 and os.geteuid() != 0:
+        pytest.skip("chown needs root")
+    ran = root_dir / "ran"
+    hook = root_dir / "hook.sh"
+    hook.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    hook.chmod(0o755)
+    write_config(host, alert_command=[str(hook)])
+    host.probe.set("hello", f"hello-{sha(2)[:12]}-abcdef", sha(2), health="unhealthy")
+    if owner == 0:
+        host.config_path.chmod(0o660)
+        rule = "mode 0660 lets the group or others write it"
+    else:
+        os.chown(host.config_path, owner, ADMIN_GID)
+        rule = f"owned by uid {owner}, must be owned by uid 0"
+    assert export(host) == 2
+    assert rule in capsys.readouterr().err
+    assert not ran.exists()
+    assert not (host.root / "status/status.json").exists()
+
+
 def test_an_engine_that_cannot_be_reached_still_gives_a_report(installed, host):
     def no_engine():
         raise ConnectionError("Error while fetching server API version")

@@ -209,10 +209,11 @@ def test_a_fresh_temporary_file_is_waited_for_and_an_abandoned_one_removed(spool
     ("change", "message"),
     [
         ({"apps": [{**spec("hello"), "name": "Bad Name"}]}, "name 'Bad Name'"),
-        ({"deploy_timeout_seconds": "10"}, "deploy_timeout_seconds must be a int"),
-        ({"spool_dir": None}, "spool_dir must be a str"),
+        ({"deploy_timeout_seconds": "10"}, "deploy_timeout_seconds must be an integer (is str)"),
+        ({"spool_dir": None}, "spool_dir must be a string (is NoneType)"),
         ({"settings": {"health_timout": 5}}, "unknown deploy settings: health_timout"),
         ({"ansible_playbook": "/x"}, "unknown key 'ansible_playbook'"),
+        ({"deploy_timeout_seconds": True}, "deploy_timeout_seconds must be an integer (is bool)"),
     ],
 )
 def test_check_config_refuses_a_bad_configuration(spool, change, message, capsys):
@@ -220,6 +221,19 @@ def test_check_config_refuses_a_bad_configuration(spool, change, message, capsys
     (spool["dir"] / "bad.json").write_text(json.dumps({**config, **change}))
     assert deployer.main(["--config", str(spool["dir"] / "bad.json"), "check-config"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_configuration_others_could_write_or_a_link_to_one_is_refused(spool, capsys):
+    """Root deploys what the configuration says: a file the group could write, or a symlink, is refused."""
+    config = spool["dir"] / "deployer.json"
+    config.chmod(0o660)
+    assert deployer.main(["--config", str(config), "check-config"]) == 2
+    assert "mode 0660 lets the group or others write it" in capsys.readouterr().err
+    config.chmod(0o600)
+    (spool["dir"] / "link.json").symlink_to(config)
+    assert deployer.main(["--config", str(spool["dir"] / "link.json"), "check-config"]) == 2
+    assert "a symbolic link" in capsys.readouterr().err
+    assert deployer.main(["--config", str(config), "check-config"]) == 0
 
 
 def test_a_newer_request_renamed_into_place_while_one_is_taken_is_not_lost(spool, monkeypatch):

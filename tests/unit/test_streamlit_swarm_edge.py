@@ -29,6 +29,9 @@ def test_check_config_exit_codes(tmp_path: Path, capsys) -> None:
     assert program.main(["--config", str(bad), "check-config"]) == 2
     assert "apps[0] (name 'triage'): unknown keys: x" in capsys.readouterr().err
     assert program.main(["--config", str(tmp_path / "missing.json"), "check-config"]) == 2
+    good.chmod(0o664)  # root rewrites nginx's upstreams from it: a file others could write is refused
+    assert program.main(["--config", str(good), "check-config"]) == 2
+    assert "mode 0664 lets the group or others write it" in capsys.readouterr().err
 
 
 class Stream:

@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
 
-from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _audit_log
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _audit_log, _settings_file
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import (
     NAME_RE,
     SHA_RE,
@@ -76,22 +76,9 @@ def log(message: str) -> None:
 
 
 def load_config(path: Path) -> dict[str, Any]:
-    """The configuration the apps role writes (root-owned): every key present and of its type, every app
-    valid by the one app model, the settings known to the engine."""
-    config = json.loads(path.read_text())
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: not a JSON object")
-    errors = [
-        f"{key} must be a {kind.__name__}" for key, kind in CONFIG_KEYS.items() if not isinstance(config.get(key), kind)
-    ]
-    errors += [
-        f"{key} must be a {kind.__name__}"
-        for key, kind in OPTIONAL_KEYS.items()
-        if key in config and not isinstance(config[key], kind)
-    ]
-    errors += [f"unknown key {key!r}" for key in sorted(set(config) - set(CONFIG_KEYS) - set(OPTIONAL_KEYS))]
-    if errors:
-        raise ValueError(f"{path}: " + "; ".join(errors))
+    """The configuration the apps role writes, read safely (root's, nobody else may write it): every key
+    present and of its type, every app valid by the one app model, the settings known to the engine."""
+    config = _settings_file.read_settings(path, required=CONFIG_KEYS, optional=OPTIONAL_KEYS)
     try:
         config["specs"] = [AppSpec.from_dict(entry) for entry in config["apps"]]
         config["engine_settings"] = Settings.from_mapping(config["settings"])

@@ -26,7 +26,7 @@ from typing import IO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
 
-from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _backup
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _backup, _settings_file
 
 DEFAULT_CONFIG = Path("/etc/secure-streamlit/backup/backup.json")
 MAX_AGE = 36 * 3600
@@ -49,11 +49,11 @@ def runner(argv: Sequence[str], *, stdin: IO[bytes] | None = None, stdout: IO[by
 
 def load_settings(path: Path) -> _backup.BackupSettings:
     try:
-        values = json.loads(path.read_text())
+        values = _settings_file.read_json_object(path)
+    except _settings_file.SettingsFileError as exc:
+        raise SystemExit(str(exc)) from exc
     except OSError as exc:
         raise SystemExit(f"{path}: cannot be read ({exc.strerror})") from exc
-    except ValueError as exc:
-        raise SystemExit(f"{path}: not JSON ({exc})") from exc
     try:
         return _backup.BackupSettings.from_mapping(values)
     except ValueError as exc:

@@ -50,6 +50,7 @@ try:
         _audit_log,
         _git_source,
         _repo_auth,
+        _settings_file,
         github_client,
     )
 except ImportError:  # installed on a host: the libraries sit beside this file
@@ -57,6 +58,7 @@ except ImportError:  # installed on a host: the libraries sit beside this file
     import _audit_log  # type: ignore[no-redef]
     import _git_source  # type: ignore[no-redef]
     import _repo_auth  # type: ignore[no-redef]
+    import _settings_file  # type: ignore[no-redef]
     import github_client  # type: ignore[no-redef]
 
 # The app rules live in one place (the app model); the monitor's config is written from it.
@@ -115,11 +117,11 @@ def load_config(path: Path, *, credentials: bool = True) -> dict[str, Any]:
     `credentials` (check-config of a new file, before systemd hands the service its credentials) the
     private repositories' credentials are checked for shape only, not read."""
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        raw = _settings_file.read_json_object(path)
+    except _settings_file.SettingsFileError as exc:
+        raise ConfigError([str(exc)]) from exc
+    except OSError as exc:
         raise ConfigError([f"{path}: cannot read JSON: {exc}"]) from exc
-    if not isinstance(raw, dict):
-        raise ConfigError([f"{path}: the configuration must be a JSON object"])
     errors = [f"unknown key {key!r}" for key in sorted(set(raw) - CONFIG_KEYS)]
     config = {
         "api_url": raw.get("api_url", "https://api.github.com"),
@@ -997,7 +999,7 @@ def saved_audit_hash(config: dict[str, Any]) -> str | None:
 def audit_config_error(path: Path, errors: list[str]) -> None:
     """A refused start goes on the audit trail too, when the file names a usable audit log."""
     try:
-        target = json.loads(path.read_text()).get("audit_log")
+        target = _settings_file.read_json_object(path).get("audit_log")
         if isinstance(target, str) and target.startswith("/"):
             _audit_log.AuditLog(Path(target), time.time).write("config_error", errors=errors[:50])
     except (OSError, ValueError, AttributeError) as exc:

@@ -41,6 +41,7 @@ from _oidc_rp import (
     denial_record,
     parse_cookies,
 )
+from _settings_file import read_json_object
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>
@@ -281,8 +282,8 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 def load(config_path: str, secret_path: str) -> RPConfig:
-    with open(config_path, encoding="utf-8") as handle:
-        data = json.load(handle)
+    # Root's file, readable by the service's group: refused if anyone else could have written it.
+    data = read_json_object(config_path)
     with open(secret_path, encoding="utf-8") as handle:
         secret = handle.read().strip()
     return RPConfig.from_mapping(data, secret)

@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
 
-from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _status
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _settings_file, _status
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy import write_file_at
 
 DEFAULT_CONFIG = Path("/etc/secure-streamlit/status/status.json")
@@ -49,26 +49,16 @@ class UsageError(Exception):
 
 
 def load_config(path: Path) -> dict[str, Any]:
-    """The configuration roles/status writes: every key present and of its type, no other key."""
+    """The configuration roles/status writes, read safely: root runs its alert_command, so a file that
+    is not root's (or the caller's own), or that the admin group or others could write, is refused;
+    every key present and of its type, no other key."""
     try:
-        config = json.loads(path.read_text())
+        config = _settings_file.read_json_object(path)
+    except _settings_file.SettingsFileError as exc:
+        raise UsageError(str(exc)) from exc
     except OSError as exc:
         raise UsageError(f"{path}: cannot be read ({exc.strerror}); are you in the status admin group?") from exc
-    except ValueError as exc:
-        raise UsageError(f"{path}: not JSON ({exc})") from exc
-    if not isinstance(config, dict):
-        raise UsageError(f"{path}: not a JSON object")
-    errors = [
-        f"{key} must be a {kind.__name__}"
-        for key, kind in CONFIG_KEYS.items()
-        if not isinstance(config.get(key), kind) or isinstance(config.get(key), bool)
-    ]
-    errors += [
-        f"{key} must be a {kind.__name__}"
-        for key, kind in OPTIONAL_KEYS.items()
-        if key in config and not isinstance(config[key], kind)
-    ]
-    errors += [f"unknown key {key!r}" for key in sorted(set(config) - set(CONFIG_KEYS) - set(OPTIONAL_KEYS))]
+    errors = _settings_file.key_errors(config, required=CONFIG_KEYS, optional=OPTIONAL_KEYS)
     app_snapshot = config.get("app_snapshot", "")
     if isinstance(app_snapshot, str) and app_snapshot and not app_snapshot.startswith("/"):
         errors.append("app_snapshot must be an absolute path")

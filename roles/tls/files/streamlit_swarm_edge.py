@@ -19,12 +19,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
 
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils import _settings_file
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._nginx_upstream import Edge
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._swarm_edge import (
     SwarmEdgeError,
     WatchConfig,
     Watcher,
-    load_config,
+    parse_config,
 )
 
 # Events that may move a task: a service changed, a node went down or up, a local container stopped.
@@ -80,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["check-config", "once", "run"])
     args = parser.parse_args(argv)
     try:
-        config: WatchConfig = load_config(args.config.read_text(encoding="utf-8"))
+        # Root rewrites nginx's upstreams from it: nobody else may have been able to write it.
+        config: WatchConfig = parse_config(_settings_file.read_json_object(args.config))
+    except _settings_file.SettingsFileError as error:
+        print(f"streamlit-swarm-edge: {error}", file=sys.stderr)
+        return 2
     except (OSError, SwarmEdgeError) as error:
         print(f"streamlit-swarm-edge: {args.config}: {error}", file=sys.stderr)
         return 2

@@ -480,12 +480,10 @@ def test_ssh_reads_the_head_with_the_deploy_key_and_a_known_host_only(tmp_path, 
 
 
 def test_on_the_host_the_git_source_answers_with_the_github_clients_result_type(tmp_path: Path) -> None:
-    """The monitor's directory holds the libraries side by side (roles/monitor/tasks/install.yml): there
-    `_git_source` imports github_client's HeadResult as a plain module, and both sources answer with it."""
-    tasks = yaml.safe_load((REPO / "roles/monitor/tasks/install.yml").read_text())
-    libraries = [
-        item["dest"] for task in tasks for item in task.get("loop", []) if "/module_utils/" in str(item.get("src"))
-    ]
+    """The monitor's directory holds the libraries side by side (roles/monitor/tasks/install.yml copies
+    roles/monitor/vars/main.yml's _monitor_modules): there `_git_source` imports github_client's
+    HeadResult as a plain module, and both sources answer with it."""
+    libraries = yaml.safe_load((REPO / "roles/monitor/vars/main.yml").read_text())["_monitor_modules"]
     assert {"_git_source.py", "github_client.py"} <= set(libraries)
     for name in libraries:
         (tmp_path / name).write_bytes((REPO / "plugins/module_utils" / name).read_bytes())

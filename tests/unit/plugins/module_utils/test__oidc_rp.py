@@ -211,6 +211,27 @@ def test_unknown_configuration_keys_are_refused() -> None:
         RPConfig.from_mapping({"issuer": ISSUER, "extra": 1}, "s")
 
 
+@pytest.mark.parametrize("lab", ["false", "true", 0, 1, None])
+def test_lab_must_be_a_real_bool(lab: object) -> None:
+    """Before: bool("false") is True, so lab: "false" in the file switched the lab mode on."""
+    mapping = {
+        "issuer": ISSUER,
+        "client_id": CLIENT,
+        "scopes": ["openid"],
+        "groups_claim": "groups",
+        "username_claim": "email",
+        "idle_timeout": 900,
+        "absolute_lifetime": 28800,
+        "origins": {},
+        "apps": {},
+        "lab": lab,
+    }
+    with pytest.raises(ValueError, match="lab must be true or false"):
+        RPConfig.from_mapping(mapping, "s")
+    assert RPConfig.from_mapping({**mapping, "lab": False}, "s").lab is False
+    assert RPConfig.from_mapping({**mapping, "lab": True}, "s").lab is True
+
+
 def test_activity_restarts_the_idle_clock_a_check_does_not() -> None:
     clock = Clock()
     party = rp(clock, idle=900, absolute=3600)
