@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build (or reuse) the Debian 12 + systemd + python3 base image for lab and test hosts.
-# Cached by a fingerprint of its recipe and of the host's extra CA certificates: when nothing changed
-# this is one `docker image inspect`. Where a registry answers the root fs is pulled, else debootstrap
+# Cached by a fingerprint of its recipe, of the host's extra CA certificates and of the ISO week: when
+# nothing changed this is one `docker image inspect`; a new week rebuilds it with that week's
+# bookworm-security and bookworm-updates applied (so the hardening role's upgrade finds little). Where a registry answers the root fs is pulled, else debootstrap
 # makes it; the same Dockerfile finishes both.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -11,11 +12,14 @@ EXTRA_CA_DIR="${SSH_EXTRA_CA_DIR:-/usr/local/share/ca-certificates}"
 SUITE=bookworm
 PULL_IMAGE="${SSH_BASE_PULL_IMAGE:-debian:bookworm}"
 # Bump when the way the image is made (not only its inputs below) changes.
-RECIPE_VERSION=1
+RECIPE_VERSION=2
+# SSH_BASE_UPDATES_WEEK pins the week (e.g. to rebuild the same image); by default the current one.
+UPDATES_WEEK="${SSH_BASE_UPDATES_WEEK:-$(date -u +%G-W%V)}"
+[[ "$UPDATES_WEEK" =~ ^[0-9]{4}-W[0-9]{2}$ ]] || die "SSH_BASE_UPDATES_WEEK must look like 2026-W49, not '$UPDATES_WEEK'"
 
 fingerprint() {
   {
-    echo "recipe=$RECIPE_VERSION suite=$SUITE pull=$PULL_IMAGE"
+    echo "recipe=$RECIPE_VERSION suite=$SUITE pull=$PULL_IMAGE updates=$UPDATES_WEEK"
     cat "$RECIPE_DIR/packages.txt" "$RECIPE_DIR/sources.list" "$RECIPE_DIR/Dockerfile" "$RECIPE_DIR"/*.service
     find "$EXTRA_CA_DIR" -maxdepth 1 -name '*.crt' -type f 2>/dev/null | sort | xargs -r cat
   } | sha256sum | cut -c1-16
@@ -40,7 +44,15 @@ rootfs_by_debootstrap() {
   info "debootstrap $SUITE from $(debian_mirror) (about 1-2 minutes)"
   debootstrap --variant=minbase --include="$include" "$SUITE" "$dir" "$(debian_mirror)" >"$CACHE_DIR/debootstrap.log" 2>&1 \
     || die "debootstrap failed; see $CACHE_DIR/debootstrap.log"
-  rm -rf "$dir"/var/cache/apt/archives/*.deb
+  # The week's security and point-release updates go into the root fs itself: applied in the
+  # Dockerfile's layer instead, the replaced files would stay in the layer below (~65 MB more).
+  info "applying bookworm-security and bookworm-updates of $UPDATES_WEEK"
+  cp "$RECIPE_DIR/sources.list" "$dir/etc/apt/sources.list"
+  cp -L /etc/resolv.conf "$dir/etc/resolv.conf" 2>/dev/null || true
+  { chroot "$dir" apt-get update -q \
+      && DEBIAN_FRONTEND=noninteractive chroot "$dir" apt-get -o Dpkg::Options::=--force-confold upgrade -y -q; } \
+    >>"$CACHE_DIR/debootstrap.log" 2>&1 || die "upgrading the root fs failed; see $CACHE_DIR/debootstrap.log"
+  rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
   tar -C "$dir" -c . | docker import - "$tag" >/dev/null
   rm -rf "$dir"
 }
@@ -56,7 +68,7 @@ main() {
     info "up to date: $BASE_IMAGE (fingerprint $fp)"
     return
   fi
-  local rootfs="secure-streamlit/rootfs:$fp"
+  local rootfs="$BASE_IMAGE_REPO-rootfs:$fp"
   if ! docker image inspect "$rootfs" >/dev/null 2>&1; then
     if timeout 20 docker pull -q "$PULL_IMAGE" >/dev/null 2>&1; then
       info "pulled $PULL_IMAGE from a registry"
@@ -71,9 +83,9 @@ main() {
   cp "$RECIPE_DIR/Dockerfile" "$RECIPE_DIR/packages.txt" "$RECIPE_DIR/sources.list" "$RECIPE_DIR"/*.service "$ctx/"
   mkdir "$ctx/extra-ca"
   find "$EXTRA_CA_DIR" -maxdepth 1 -name '*.crt' -type f -exec cp {} "$ctx/extra-ca/" \; 2>/dev/null || true
-  info "finishing layer (CA certificates, stale apt lists, systemd command)"
-  DOCKER_BUILDKIT=0 docker build -q --build-arg ROOTFS="$rootfs" \
-    --label "org.secure-streamlit.fingerprint=$fp" -t "$tag" -t "$BASE_IMAGE" "$ctx" >"$CACHE_DIR/base-build.log" 2>&1 \
+  info "finishing layer (updates of $UPDATES_WEEK, CA certificates, stale apt lists, systemd command)"
+  DOCKER_BUILDKIT=0 docker build -q --build-arg ROOTFS="$rootfs" --build-arg UPDATES_WEEK="$UPDATES_WEEK" \
+    --label "org.secure-streamlit.fingerprint=$fp" --label "org.secure-streamlit.updates-week=$UPDATES_WEEK" -t "$tag" -t "$BASE_IMAGE" "$ctx" >"$CACHE_DIR/base-build.log" 2>&1 \
     || { rm -rf "$ctx"; die "building the base image failed; see $CACHE_DIR/base-build.log"; }
   rm -rf "$ctx"
   docker rmi "$rootfs" >/dev/null 2>&1 || true

@@ -6,7 +6,8 @@ VENV="${SSH_VENV:-$REPO_ROOT/.venv}"
 SSLYZE_VENV="$REPO_ROOT/.cache/venv-sslyze"
 COMPONENT_VENV="$REPO_ROOT/.cache/venv-component"
 CACHE_DIR="${SSH_CACHE_DIR:-$REPO_ROOT/.cache}"
-BASE_IMAGE_REPO="secure-streamlit/base"
+# SSH_BASE_IMAGE_REPO builds into another repository (e.g. to try a recipe change beside the shared one).
+BASE_IMAGE_REPO="${SSH_BASE_IMAGE_REPO:-secure-streamlit/base}"
 # The tag every scenario and the lab use; setup points it at the current fingerprint.
 BASE_IMAGE="$BASE_IMAGE_REPO:bookworm"
 LAB_CONTAINER="${SSH_LAB_CONTAINER:-streamlit-lab}"
