@@ -31,6 +31,25 @@ REPOSITORY = "/srv/git/acme/hello.git"
 FAKE_STATE = "/var/lib/fake-github/state.json"
 DATA = "/srv/streamlit/apps/hello"
 MONITOR_STATE = "/var/lib/github-repo-monitor/state.json"
+MONITOR_CONFIG = "/etc/github-repo-monitor/config.json"
+# An inventory edit is converged with the tags of the tasks that read `apps` (and the preflights whose
+# checks and variables they rely on): the apps role whole, the edge's access rules, certificates and
+# routes, the monitor's configuration, the status command's access and timer. The engine, the packages
+# and the programs are not walked again; `always` tasks and notified handlers still run.
+INVENTORY_EDIT_TAGS = ",".join(
+    (
+        "apps",
+        "tls_preflight",
+        "tls_access",
+        "tls_certificates",
+        "tls_config",
+        "monitor_preflight",
+        "monitor_config",
+        "status_preflight",
+        "status_access",
+        "status_timer",
+    )
+)
 
 
 def sha(host, name: str) -> str:
@@ -98,6 +117,25 @@ def wait_until(condition, timeout: float, what: str) -> float:
     return time.monotonic() - start
 
 
+def monitor_polls(host, app: str, count: int, timeout: float) -> None:
+    """Waits until the monitor has read the app's head `count` more times (each poll stamps last_checked)."""
+    seen = {monitor_state(host, app).get("last_checked")}
+    wait_until(lambda: seen.add(monitor_state(host, app).get("last_checked")) or len(seen) > count, timeout, "polls")
+
+
+def edited_inventory(tmp_path: Path, **settings) -> Path:
+    """A copy of the scenario's inventory with the scenario's settings overridden by `settings`."""
+    inventory = yaml.safe_load(Path(os.environ["MOLECULE_INVENTORY_FILE"]).read_text())
+    inventory["all"]["vars"] = {**inventory["all"]["vars"], **_inventory_settings(), **settings}
+    edited = tmp_path / "inventory.yml"
+    edited.write_text(yaml.safe_dump(inventory))
+    return edited
+
+
+def monitored(host) -> list[str]:
+    return sorted(app["name"] for app in json.loads(host.check_output(f"cat {MONITOR_CONFIG}"))["apps"])
+
+
 class Load:
     """curl through the edge every 50 ms inside the instance while a deploy runs; counts non-200s."""
 
@@ -116,7 +154,8 @@ class Load:
 
     def __exit__(self, *exc) -> None:
         self.host.run("touch /tmp/load.stop")
-        time.sleep(1)
+        # The loop checks the stop file between requests ([l] keeps pgrep from matching this shell).
+        wait_until(lambda: self.host.run("pgrep -f '[l]oad.stop'").rc == 1, 30, "the load loop to stop")
         self.codes = self.host.check_output("cat /tmp/load.codes").split()
 
 
@@ -406,7 +445,7 @@ def test_a_broken_push_is_recorded_as_failed_not_retried_and_the_old_version_kee
     (record,) = audit_records(host, "broken")
     assert record["status"] == "failed"
     assert record["reason"].startswith("health failed")
-    time.sleep(8)  # four more polls of the same head
+    monitor_polls(host, "hello", 4, 120)  # four more polls of the same head
     assert len(audit_records(host, "broken")) == 1
     assert host.file("/var/spool/github-repo-monitor/requests").listdir() == []
     push(host, "main", "v2")  # back at the running commit: nothing to deploy
@@ -458,23 +497,18 @@ def test_redeploying_the_running_commit_changes_nothing(host):
 
 
 def test_an_app_added_and_one_removed_by_editing_only_the_inventory(host, tmp_path):
-    """The inventory's apps list loses `extra` and gains `third`; converge (site.yml's roles) does the rest."""
-    settings = copy.deepcopy(_inventory_settings())
-    settings["apps"] = [
-        *[a for a in settings["apps"] if a["name"] != "extra"],
+    """The inventory's apps list loses `extra` and gains `third`; a converge of what reads `apps` does the rest."""
+    apps = [
+        *[a for a in copy.deepcopy(_inventory_settings()["apps"]) if a["name"] != "extra"],
         {"name": "third", "repo": "acme/hello", "branch": "stable"},
     ]
-    inventory = yaml.safe_load(Path(os.environ["MOLECULE_INVENTORY_FILE"]).read_text())
-    inventory["all"]["vars"] = {**inventory["all"]["vars"], **settings}
-    edited = tmp_path / "inventory.yml"
-    edited.write_text(yaml.safe_dump(inventory))
-    result = run_playbook(CONVERGE, inventory=edited)
+    edited = edited_inventory(tmp_path, apps=apps)
+    result = run_playbook(CONVERGE, "--tags", INVENTORY_EDIT_TAGS, inventory=edited)
     assert result.returncode == 0, result.stdout[-3000:]
     # The third app: built, running hardened, routed, watched, accepted by the deployer.
     assert serving(host, "third")["Config"]["Labels"]["secure_streamlit.sha"] == sha(host, "v1")
     assert status_of(host, "/third/_stcore/health") == 200
-    monitor_config = json.loads(host.check_output("cat /etc/github-repo-monitor/config.json"))
-    assert sorted(a["name"] for a in monitor_config["apps"]) == ["hello", "third"]
+    assert monitored(host) == ["hello", "third"]
     deployer_config = json.loads(host.check_output("cat /opt/secure-streamlit-deployer/deployer.json"))
     assert [app["name"] for app in deployer_config["apps"]] == ["hello", "third"]
     # The removed one: no container, image, route or upstream left.
@@ -535,12 +569,14 @@ def test_the_status_command_shows_an_admin_the_deployed_apps_without_root(host):
 
 def test_removing_the_last_app_leaves_nothing_of_it_on_the_host(host, tmp_path):
     """Runs last: the inventory's apps list becomes empty."""
-    inventory = yaml.safe_load(Path(os.environ["MOLECULE_INVENTORY_FILE"]).read_text())
-    inventory["all"]["vars"] = {**inventory["all"]["vars"], **_inventory_settings(), "apps": []}
-    edited = tmp_path / "inventory.yml"
-    edited.write_text(yaml.safe_dump(inventory))
-    result = run_playbook(CONVERGE, inventory=edited)
+    edited = edited_inventory(tmp_path, apps=[])
+    result = run_playbook(CONVERGE, "--tags", INVENTORY_EDIT_TAGS, inventory=edited)
     assert result.returncode == 0, result.stdout[-3000:]
+    # Nothing routes to it or watches it any more.
+    assert not host.file(f"{UPSTREAMS}/hello.conf").exists
+    assert "location /hello/ " not in host.file("/etc/nginx/sites-enabled/streamlit-edge.conf").content_string
+    assert status_of(host, "/hello/") == 404
+    assert monitored(host) == []
     assert host.run("docker ps -aq --filter label=secure_streamlit.app").stdout.strip() == ""
     assert host.run("docker images -q --filter label=secure_streamlit.app").stdout.strip() == ""
     assert not host.file("/opt/secure-streamlit-deployer").exists
@@ -552,9 +588,9 @@ def test_removing_the_last_app_leaves_nothing_of_it_on_the_host(host, tmp_path):
     assert host.file(f"{DATA}/marker").content_string == "written-by-v1\n"
     databases = "runuser -u postgres -- psql -Atc 'select datname from pg_database'"
     assert "app_hello" in host.check_output(databases).split()
-    inventory["all"]["vars"]["apps_purge_data"] = ["hello"]
-    edited.write_text(yaml.safe_dump(inventory))
-    result = run_playbook(CONVERGE, inventory=edited)
+    # The purge is the apps role's alone.
+    edited = edited_inventory(tmp_path, apps=[], apps_purge_data=["hello"])
+    result = run_playbook(CONVERGE, "--tags", "apps", inventory=edited)
     assert result.returncode == 0, result.stdout[-3000:]
     assert not host.file(DATA).exists
     assert "app_hello" not in host.check_output(databases).split()
