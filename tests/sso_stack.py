@@ -307,12 +307,13 @@ def sso_stack(tmp: Path, idle: int = 900, upstream: str | None = None, app_heade
         issuer = f"http://127.0.0.1:{idp_port}"
         wait_for(lambda: requests.get(f"{issuer}/.well-known/openid-configuration", timeout=5).ok, "the IdP")
 
-        # The service as the role installs it: the program, _oidc_rp.py and _oidc_config.py side by side.
+        # The service as the role installs it (roles/sso/tasks/install.yml): the program and its
+        # libraries side by side.
         program = tmp / "program"
         program.mkdir()
         shutil.copy(REPO / "roles" / "sso" / "files" / "streamlit_sso.py", program)
-        shutil.copy(REPO / "plugins" / "module_utils" / "_oidc_rp.py", program)
-        shutil.copy(REPO / "plugins" / "module_utils" / "_oidc_config.py", program)
+        for library in ("_oidc_rp.py", "_oidc_config.py", "_settings_file.py"):
+            shutil.copy(REPO / "plugins" / "module_utils" / library, program)
         provider = parse_provider(
             {
                 "issuer": issuer,
@@ -329,6 +330,7 @@ def sso_stack(tmp: Path, idle: int = 900, upstream: str | None = None, app_heade
         config = service_config(provider, specs, {"localhost": origin}, lab=True)
         config["idle_timeout"] = idle  # may be below the role's minimum: a test need not wait 60 s
         (tmp / "config.json").write_text(json.dumps(config))
+        (tmp / "config.json").chmod(0o600)  # the service refuses a settings file others could write
         secret = tmp / "client-secret"
         secret.write_text(CLIENT_SECRET)
         secret.chmod(0o600)
