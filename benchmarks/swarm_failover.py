@@ -14,7 +14,7 @@ Then the dead node is removed from the swarm and a fresh instance joins in its p
 next round again kills the leader of three. Also one round kills a worker-like follower (a manager that is
 not the leader) for comparison when `--follower` is given.
 
-    PYTHONPATH=.:collections .venv/bin/python benchmarks/swarm_failover.py [--rounds 3] [--follower]
+    PYTHONPATH=.:collections .venv/bin/python benchmarks/swarm_failover.py [--rounds 3] [--follower] [--heartbeat 5s]
 
 Needs the outer engine (`make setup`) and .cache/images/base.tar. Removes what it made, also on failure.
 """
@@ -172,6 +172,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--follower", action="store_true", help="also one round that kills a follower")
+    parser.add_argument("--heartbeat", default="5s", help="the dispatcher's heartbeat period (swarm's default 5s)")
     args = parser.parse_args()
     client = docker.from_env()
     made: list[str] = []
@@ -190,7 +191,10 @@ def main() -> int:
         nodes = [fresh() for _ in range(3)]
         print(f"three instances with engines in {time.monotonic() - t0:.0f} s", flush=True)
         first = nodes[0]
-        run(first, f"docker swarm init --advertise-addr {address(first)} >/dev/null")
+        run(
+            first,
+            f"docker swarm init --dispatcher-heartbeat {args.heartbeat} --advertise-addr {address(first)} >/dev/null",
+        )
         token = run(first, "docker swarm join-token -q manager").strip()
         join = f"docker swarm join --token {token} {address(first)}:2377 >/dev/null"
         for node in nodes[1:]:
