@@ -128,7 +128,7 @@ def _open_checked(
 ) -> tuple[int, frozenset[int]]:
     """The file opened read-only through checked directories, no link followed, and the owners its
     descriptor may have: `owners`, and with `own_directory` the owner of the file's directory."""
-    *directories, name = os.path.abspath(os.fspath(path)).split("/")[1:]
+    *directories, name = [part for part in os.path.abspath(os.fspath(path)).split("/") if part] or [""]
     if not name:
         raise SettingsFileError(path, "not a regular file")
     dir_fd = _open_directory("/", None, path, "/")

@@ -217,6 +217,10 @@ def test_a_missing_directory_is_an_os_error_and_a_relative_path_is_walked_from_s
     settings(tmp_path)
     monkeypatch.chdir(tmp_path)
     assert read_json_object("settings.json") == {"a": 1}
+    (tmp_path / "sub").mkdir(mode=0o700)
+    assert read_json_object(f"/{tmp_path}/./sub/../settings.json") == {"a": 1}
+    with pytest.raises(SettingsFileError, match="not a regular file"):
+        read_json_object("/")
     tmp_path.chmod(0o777)
     with pytest.raises(SettingsFileError, match=f"directory {tmp_path} has mode 0777"):
         read_json_object("settings.json")
