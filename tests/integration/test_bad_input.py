@@ -541,6 +541,13 @@ def two_host_inventory(tmp_path, groups: str) -> str:
             id="swarm-with-live-restore",
         ),
         pytest.param(
+            "    swarm_managers:\n      hosts:\n        validation-probe:\n",
+            '{"swarm_dispatcher_heartbeat_period": 0}',
+            "Fail on a heartbeat period outside 1 to 60 seconds",
+            ["swarm_dispatcher_heartbeat_period must be a whole number of seconds from 1 to 60 (0;"],
+            id="swarm-heartbeat-zero",
+        ),
+        pytest.param(
             "",
             '{"apps": [{"name": "a", "repo": "acme/a", "data": true}]}',
             "Fail on an app placed where the inventory has no host, or with its state on several hosts",
