@@ -470,8 +470,13 @@ class SwarmBackend:
         return state in ("", "completed") and len(self.running(app, sha)) >= app.replicas
 
     def apps(self) -> set[str]:
-        """The apps that have a service of this backend."""
-        found = self.docker.api.services(filters={"label": LABEL_APP})
+        """The apps that have a service of this backend; none where the engine is no swarm manager (yet)."""
+        try:
+            found = self.docker.api.services(filters={"label": LABEL_APP})
+        except Exception as exc:  # docker.errors.APIError 503: "This node is not a swarm manager"
+            if getattr(exc, "status_code", None) == 503:
+                return set()
+            raise
         return {str((s.get("Spec", {}).get("Labels") or {}).get(LABEL_APP, "")) for s in found} - {""}
 
     def task_endpoints(self, app: AppSpec) -> list[tuple[str, int]]:
