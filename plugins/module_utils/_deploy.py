@@ -804,6 +804,11 @@ class Engine:
             outcome.commit_at_fault = failed.step in ("fetch", "build", "start", "health", "gate", "update")
             return outcome
         self.remember_serving(app.name, sha, service)
+        # The app's single container from before it had replicas: the service serves now.
+        for container in self.containers(app.name):
+            if SWARM_TASK_LABEL not in (container.labels or {}):
+                with contextlib.suppress(Exception):
+                    container.remove(force=True)
         with contextlib.suppress(Exception):
             self.prune(app.name, keep_image=self.docker.images.get(image).id)
         return outcome

@@ -856,3 +856,13 @@ def test_removal_leaves_the_swarms_task_containers_and_pulled_images_alone(world
     assert swarm.removed == [set()]
     assert not task.removed
     assert "10.0.0.1:5000/streamlit-apps/other:abc" in world.docker.images_by_tag
+
+
+def test_the_first_deploy_of_a_service_retires_the_apps_single_container(world):
+    world.engine.deploy(world.app, world.shas[0])
+    [single] = world.docker.containers_by_name.values()
+    _swarm, app = service_world(world)
+    task = world.docker._run("img", name="app-hello.1.x", labels={LABEL_APP: "hello", "com.docker.swarm.task.id": "x"})
+    assert world.engine.deploy(app, world.shas[1]).status == "deployed"
+    assert single.removed
+    assert not task.removed
