@@ -23,6 +23,7 @@ UPSTREAM = f"/etc/nginx/streamlit-upstreams/{APP}.conf"
 AUDIT_LOG = "/var/log/streamlit/deploys.log"
 SPOOL = "/var/spool/github-repo-monitor"
 PASSWORD_FILE = "/etc/docker/registry/swarm/password"
+REPOSITORY = "/srv/git/acme/replicas.git"
 # Bounds, not expectations: a build is cached, but a rolling update waits for each task's health check
 # and the swarm's 20 s monitor window, and the workers pull on a loaded machine.
 SETTLE_BOUND = 600
@@ -47,7 +48,7 @@ def service(host) -> dict:
 
 def running_tasks(host) -> list[dict]:
     ids = host.check_output(f"docker service ps -q --filter desired-state=running {SERVICE}").split()
-    tasks = json.loads(host.check_output(f"docker inspect {' '.join(ids)}")) if ids else []
+    tasks = json.loads(host.check_output(f"docker inspect --type task {' '.join(ids)}")) if ids else []
     return [t for t in tasks if t["Status"]["State"] == "running"]
 
 
@@ -105,7 +106,9 @@ class Load:
 
 
 def request_deploy(host, commit: str) -> float:
-    """What the monitor does on a push: a request file in its spool; the deployer answers in results/."""
+    """A push to main, and what the monitor does then: a request file in its spool; the deployer answers
+    in results/."""
+    host.check_output(f"git -C {REPOSITORY} update-ref refs/heads/main {commit}")
     host.check_output(f"rm -f {SPOOL}/results/{APP}.json; install -d -m 0750 {SPOOL}/requests")
     body = json.dumps({"app": APP, "sha": commit})
     temp, final = f"{SPOOL}/requests/.{APP}.tmp", f"{SPOOL}/requests/{APP}.json"
