@@ -746,18 +746,13 @@ class Engine:
         if self.swarm is None:
             return self.no_swarm(app, sha, requested_by)
         service = f"app-{app.name}"
-        serving_sha, _fp = self.swarm.serving(app)
-        outcome = Outcome(
-            app.name,
-            sha,
-            "deployed",
-            previous=[serving_sha] if serving_sha else [],
-            container=service,
-            requested_by=requested_by,
-        )
-        step = "egress"
+        outcome = Outcome(app.name, sha, "deployed", container=service, requested_by=requested_by)
+        step = "swarm"
         trial: Any | None = None
         try:
+            serving_sha, _fp = self.swarm.serving(app)  # the engine must answer as a manager
+            outcome.previous = [serving_sha] if serving_sha else []
+            step = "egress"
             if app.egress:
                 raise DeployFailed("egress", "per-app egress is not available to a swarm service")
             text, build_fp, run_fp = self.fingerprints(app, sha, [])
