@@ -57,10 +57,11 @@ options:
     default: []
   swarm:
     description:
-      - On the swarm's first manager, the swarm backend's settings (C(plugins/module_utils/_swarm_backend.py),
-        C(SwarmSettings)): C(registry) (host:port), C(registry_user), C(registry_password_file) (the swarm
-        role's root-only file, read in memory at each deploy), C(constraints) (app name to the placement
-        constraints of its service) and the update and health settings.
+      - On the swarm's first manager, the swarm backend's settings (C(SwarmSettings) in
+        C(plugins/module_utils/_swarm_backend.py)). They are C(registry) (host and port), C(registry_user),
+        C(registry_password_file) (the swarm role's root-only file, read in memory at each deploy),
+        C(constraints) (app name to the placement constraints of its service) and the update and health
+        settings.
       - An app with C(replicas) above 1 is then built here, started once in a throwaway container for the
         health check and the readiness gate, pushed to the registry and rolled out as the swarm service
         C(app-<name>). Without this option such an app fails at the C(swarm) step.
