@@ -131,8 +131,10 @@ def test_a_replica_leaving_keeps_the_other_sessions_websockets_and_unchanged_set
     assert staying
 
     before = stack.reloads()
+    old_workers = stack.workers()
     assert stack.route([p for p in ports if f"127.0.0.1:{p}" != leaving])
     assert stack.reloads() == before + 1
+    stack.wait_reloaded(old_workers)
     assert f"server {leaving};" not in (stack.tmp / "conf/upstreams/demo.conf").read_text()
 
     # New connections never reach the replica that left, whatever their cookie. (A keep-alive connection
