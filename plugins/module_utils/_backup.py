@@ -27,8 +27,12 @@ import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import IO, Any, Protocol
+
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._settings_file import (
+    SettingsFileError,
+    read_json_object,
+)
 
 SCHEMA = "secure-streamlit-backup/1"
 TAG_PLATFORM = "platform"
@@ -230,16 +234,15 @@ def write_private(path: str, data: bytes) -> None:
 
 
 def read_state(path: str) -> dict[str, Any]:
-    """The state file, or an empty state when there is none yet; a damaged one counts as a failure."""
+    """The state file, or an empty state when there is none yet; a damaged one, or one the safe reader
+    refuses (not root's, a link, in a directory others may change), counts as a failure."""
     try:
-        text = Path(path).read_text()
+        state = read_json_object(path)
     except FileNotFoundError:
         return {"schema": SCHEMA}
-    try:
-        state = json.loads(text)
-    except ValueError:
-        return {"schema": SCHEMA, "backup": {"ok": False, "error": f"{path} is not JSON"}}
-    if not isinstance(state, dict) or state.get("schema") != SCHEMA:
+    except SettingsFileError as exc:
+        return {"schema": SCHEMA, "backup": {"ok": False, "error": str(exc)}}
+    if state.get("schema") != SCHEMA:
         return {"schema": SCHEMA, "backup": {"ok": False, "error": f"{path} is not a {SCHEMA} document"}}
     return state
 

@@ -5,9 +5,19 @@ what it says must come from root (or the program's own user), and nobody else ma
 write it. `read_json_object` opens the path without following a symlink and without blocking (a FIFO
 does not hang the reader), then checks the descriptor it really reads, not the name: a regular file,
 owned by an allowed user (root and the reading process's own user by default), no group or other
-write bit, no larger than the limit. The JSON must be one object, with no duplicate key (the second
+write bit, one link only (a hard link elsewhere could be written under that other name's directory
+rules), no larger than the limit. The JSON must be one object, with no duplicate key (the second
 would silently win) and no NaN or Infinity (not JSON). `key_errors` names unknown keys, missing keys
 and values of the wrong type (a bool must be a real true/false, not "false" or 0).
+
+Whoever may change a directory on the way may swap what lies below it, so the path is walked from /
+one directory at a time (O_PATH|O_DIRECTORY|O_NOFOLLOW, each opened relative to the one checked
+before it: what is checked is what is read) and every directory must be a real directory (no symlink:
+/var/run is refused, /run is not), owned by root or an allowed owner, and not writable by group or
+others unless it has the sticky bit (like /tmp: others may add names there but not rename or remove
+root's; what they add fails the owner check below). `read_state_object` is the sibling for a file a
+program keeps for itself: it also accepts the owner of the file's own directory (the one root gave
+that program, e.g. the monitor's state directory), so an admin or root may read it too.
 
 Standard library only: the host programs have no Ansible. Imported as
 `ansible_collections.secure_streamlit.hosting.plugins.module_utils._settings_file` or, where the
@@ -16,6 +26,7 @@ libraries sit beside the program, as `_settings_file`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -76,9 +87,71 @@ def check_descriptor(
         raise SettingsFileError(
             path, f"mode {stat.S_IMODE(info.st_mode):04o} lets the group or others write it (must not)"
         )
+    if info.st_nlink != 1:
+        raise SettingsFileError(path, f"{info.st_nlink} hard links (must be 1: another name could be written)")
     if info.st_size > max_bytes:
         raise SettingsFileError(path, f"{info.st_size} bytes, larger than the limit of {max_bytes}")
     return info
+
+
+def _open_directory(name: str, dir_fd: int | None, path: str | os.PathLike[str], shown: str) -> int:
+    """A path-only descriptor of a directory on the way to `path`, a symlink refused."""
+    flags = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        with contextlib.suppress(OSError):
+            if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                raise SettingsFileError(path, f"{shown} is a symbolic link (refused: name the real path)") from exc
+        raise SettingsFileError(path, f"{shown} is not a directory") from exc
+
+
+def _check_directory(fd: int, path: str | os.PathLike[str], shown: str, owners: Collection[int]) -> None:
+    info = os.fstat(fd)
+    if info.st_uid != 0 and info.st_uid not in owners:
+        allowed = ", ".join(str(uid) for uid in sorted({0, *owners}))
+        raise SettingsFileError(
+            path, f"directory {shown} is owned by uid {info.st_uid}, must be owned by uid {allowed}"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+        raise SettingsFileError(
+            path,
+            f"directory {shown} has mode {stat.S_IMODE(info.st_mode):04o}: the group or others may swap "
+            "what is in it (no sticky bit)",
+        )
+
+
+def _open_checked(
+    path: str | os.PathLike[str], owners: frozenset[int], *, own_directory: bool
+) -> tuple[int, frozenset[int]]:
+    """The file opened read-only through checked directories, no link followed, and the owners its
+    descriptor may have: `owners`, and with `own_directory` the owner of the file's directory."""
+    *directories, name = [part for part in os.path.abspath(os.fspath(path)).split("/") if part] or [""]
+    if not name:
+        raise SettingsFileError(path, "not a regular file")
+    dir_fd = _open_directory("/", None, path, "/")
+    try:
+        _check_directory(dir_fd, path, "/", owners)
+        shown = ""
+        for index, part in enumerate(directories):
+            shown += "/" + part
+            next_fd = _open_directory(part, dir_fd, path, shown)
+            os.close(dir_fd)
+            dir_fd = next_fd
+            if own_directory and index == len(directories) - 1:
+                owners = owners | {os.fstat(dir_fd).st_uid}
+            _check_directory(dir_fd, path, shown, owners)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # the last component is a symlink
+                raise SettingsFileError(path, "a symbolic link (refused: the file itself must be named)") from exc
+            raise
+    finally:
+        os.close(dir_fd)
+    return fd, owners
 
 
 def read_json_object(
@@ -88,15 +161,24 @@ def read_json_object(
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> dict[str, Any]:
     """Read a settings file safely (see the module's docstring). `allowed_owners` defaults to root and
-    the process's effective user. OSError (missing, unreadable, a symlink: ELOOP) passes through;
-    every refusal of the file itself is a SettingsFileError naming the path and the rule."""
+    the process's effective user (root may always own a directory on the way). OSError (missing,
+    unreadable) passes through; every refusal of the file or a directory on its way is a
+    SettingsFileError naming the path and the rule."""
     owners = frozenset(allowed_owners) if allowed_owners is not None else frozenset({0, os.geteuid()})
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:  # the last component is a symlink
-            raise SettingsFileError(path, "a symbolic link (refused: the file itself must be named)") from exc
-        raise
+    return _read_object(path, owners, max_bytes=max_bytes, own_directory=False)
+
+
+def read_state_object(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
+    """read_json_object for a file a program writes for itself in its own directory: root, the process's
+    effective user and the owner of that directory may own it (and that directory); the directories
+    above it must still be root's (or the process's) and nobody else's to change."""
+    return _read_object(path, frozenset({0, os.geteuid()}), max_bytes=max_bytes, own_directory=True)
+
+
+def _read_object(
+    path: str | os.PathLike[str], owners: frozenset[int], *, max_bytes: int, own_directory: bool
+) -> dict[str, Any]:
+    fd, owners = _open_checked(path, owners, own_directory=own_directory)
     try:
         check_descriptor(fd, path, allowed_owners=owners, max_bytes=max_bytes)
         chunks: list[bytes] = []

@@ -155,6 +155,33 @@ def test_a_refused_start_is_audited_and_a_credential_in_a_url_is_not_echoed(tmp_
     assert TOKEN not in err + (tmp_path / "log/audit.jsonl").read_text()
 
 
+def test_a_refused_start_reads_the_configuration_once(tmp_path, gh, capsys, monkeypatch):
+    """The audit log of a refused start is the one the single read found; a file the safe reader refused
+    names none (it is not read a second time to look for one)."""
+    reads = []
+    real_read = grm._settings_file.read_json_object
+
+    def counting_read(path, **kwargs):
+        reads.append(path)
+        return real_read(path, **kwargs)
+
+    monkeypatch.setattr(grm._settings_file, "read_json_object", counting_read)
+    path = write_config(tmp_path, gh, DEMO, interval=0)
+    assert grm.main(["--config", str(path), "once"]) == 2
+    assert reads == [path]
+    log = tmp_path / "log/audit.jsonl"
+    assert [json.loads(line)["event"] for line in log.read_text().splitlines()] == ["config_error"]
+    path.chmod(0o660)
+    reads.clear()
+    assert grm.main(["--config", str(path), "once"]) == 2
+    assert reads == [path]
+    assert capsys.readouterr().err.splitlines()[-2:] == [
+        f"config error: {path}: mode 0660 lets the group or others write it (must not)",
+        "config error not audited (no audit log named by a readable configuration)",
+    ]
+    assert len(log.read_text().splitlines()) == 1
+
+
 def test_good_config_passes_check(tmp_path, gh, capsys):
     path = write_config(tmp_path, gh, [*DEMO, {"name": "other", "repo": "https://github.com/acme/other.git"}])
     assert grm.main(["--config", str(path), "check-config"]) == 0
@@ -305,6 +332,31 @@ def test_state_survives_a_restart(tmp_path, gh):
     assert sha in again.state["demo"]["failed_shas"]
     assert request_of(tmp_path, "demo") is None
     assert oct((tmp_path / "state/state.json").stat().st_mode & 0o777) == "0o640"
+
+
+def test_a_state_file_the_safe_reader_refuses_is_not_believed(tmp_path, gh, capsys):
+    """The state decides what is requested and which audit hash verify-audit expects: it is read like a
+    settings file (a hard link or a file others could write is refused), and the monitor then starts
+    from an empty state as it does with a damaged one."""
+    gh.push("acme", "demo")
+    monitor = make_monitor(tmp_path, gh, DEMO)
+    monitor.cycle()
+    state_file = tmp_path / "state/state.json"
+    assert grm.saved_audit_hash(grm.load_config(tmp_path / "config.json")) is not None
+    os.link(state_file, tmp_path / "elsewhere.json")
+    capsys.readouterr()
+    again = make_monitor(tmp_path, gh, DEMO)
+    assert again.state["demo"]["last_seen_sha"] is None
+    assert f"state file refused ({state_file}: 2 hard links" in capsys.readouterr().err
+    config = grm.load_config(tmp_path / "config.json")
+    assert grm.saved_audit_hash(config) is None
+    grm.print_status(config)
+    assert capsys.readouterr().out.splitlines()[1].split()[:3] == ["demo", "main", "-"]
+    (tmp_path / "elsewhere.json").unlink()
+    state_file.chmod(0o660)
+    assert grm.saved_audit_hash(config) is None
+    state_file.chmod(0o640)
+    assert grm.saved_audit_hash(config) is not None
 
 
 @pytest.mark.parametrize(

@@ -343,3 +343,20 @@ def test_a_relative_or_mistyped_app_snapshot_is_refused(installed, host):
         )
         assert result.returncode == 2, result.stdout
         assert "app_snapshot must be" in result.stderr + result.stdout
+
+
+def test_every_key_problem_is_named_at_once_and_the_alert_command_checked_after(host):
+    """read_settings checks the keys and their types (as the deployer's configuration); what the types do
+    not say (an absolute alert command) is checked once they hold."""
+    write_config(host, snapshot_max_age="60", colour="blue")
+    with pytest.raises(command.UsageError) as caught:
+        command.load_config(host.config_path)
+    assert str(caught.value) == (
+        f"{host.config_path}: snapshot_max_age must be an integer (is str); unknown key 'colour'"
+    )
+    write_config(host, alert_command=["notify-send", "x"])
+    with pytest.raises(command.UsageError) as caught:
+        command.load_config(host.config_path)
+    assert str(caught.value) == (
+        f"{host.config_path}: alert_command must be a list of strings starting with an absolute path"
+    )

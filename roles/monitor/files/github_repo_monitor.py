@@ -98,9 +98,11 @@ LOCAL_OR_HTTPS = ("https://", "http://127.0.0.1:", "http://localhost:")
 
 
 class ConfigError(Exception):
-    def __init__(self, errors: list[str]) -> None:
+    def __init__(self, errors: list[str], audit_log: object = None) -> None:
         super().__init__("\n".join(errors))
         self.errors = errors
+        # The audit log the file named, when it was read (a refused file names none: nothing in it counts).
+        self.audit_log = audit_log
 
 
 def log(message: str) -> None:
@@ -214,7 +216,7 @@ def load_config(path: Path, *, credentials: bool = True) -> dict[str, Any]:
             {"name": name, "repo": ref.full_name, "branch": ref.branch, "provider": "github", "ref": ref}
         )
     if errors:
-        raise ConfigError(errors)
+        raise ConfigError(errors, raw.get("audit_log"))
     return config
 
 
@@ -431,10 +433,12 @@ class Monitor:
     def _load_state(self) -> dict[str, dict[str, Any]]:
         state: Any = {}
         try:
-            state = json.loads(self.state_path.read_text())
+            state = _settings_file.read_state_object(self.state_path)
         except FileNotFoundError:
             pass
-        except (OSError, ValueError) as exc:
+        except _settings_file.SettingsFileError as exc:
+            log(f"state file refused ({exc}): starting from an empty state")
+        except OSError as exc:
             log(f"state file {self.state_path} unreadable ({type(exc).__name__}): starting from an empty state")
         if not isinstance(state, dict):
             state = {}
@@ -974,7 +978,7 @@ class Monitor:
 # -- command line ------------------------------------------------------------------------------------------
 def print_status(config: dict[str, Any]) -> None:
     try:
-        state = json.loads((Path(config["state_dir"]) / "state.json").read_text()).get("apps", {})
+        state = _settings_file.read_state_object(Path(config["state_dir"]) / "state.json").get("apps", {})
     except (OSError, ValueError):
         state = {}
     print(f"{'app':<20} {'branch':<16} {'last seen':<12} {'deployed':<12} {'failed':>6}  last error")
@@ -990,19 +994,22 @@ def print_status(config: dict[str, Any]) -> None:
 def saved_audit_hash(config: dict[str, Any]) -> str | None:
     """The last audit hash the daemon saved: the chain must still hold it."""
     try:
-        value = json.loads((Path(config["state_dir"]) / "state.json").read_text()).get("audit_last_hash")
-    except (OSError, ValueError, AttributeError):
+        value = _settings_file.read_state_object(Path(config["state_dir"]) / "state.json").get("audit_last_hash")
+    except (OSError, ValueError):
         return None
     return value if isinstance(value, str) and AUDIT_HASH_RE.match(value) else None
 
 
-def audit_config_error(path: Path, errors: list[str]) -> None:
-    """A refused start goes on the audit trail too, when the file names a usable audit log."""
+def audit_config_error(target: object, errors: list[str]) -> None:
+    """A refused start goes on the audit trail too, when the configuration as read (once, by
+    load_config) names a usable audit log; a file the safe reader refused names none."""
+    if target is None:
+        log("config error not audited (no audit log named by a readable configuration)")
+        return
     try:
-        target = _settings_file.read_json_object(path).get("audit_log")
         if isinstance(target, str) and target.startswith("/"):
             _audit_log.AuditLog(Path(target), time.time).write("config_error", errors=errors[:50])
-    except (OSError, ValueError, AttributeError) as exc:
+    except (OSError, ValueError) as exc:
         log(f"config error not audited ({type(exc).__name__})")
 
 
@@ -1014,6 +1021,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     token = None
+    config: dict[str, Any] | None = None
     try:
         # Only polling needs the repositories' credentials (systemd hands them to the unit, not to an
         # admin's verify-audit or status).
@@ -1025,7 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
         for error in exc.errors:
             print(f"config error: {error}", file=sys.stderr)
         if args.command in ("run", "once"):
-            audit_config_error(args.config, exc.errors)
+            audit_config_error(exc.audit_log if config is None else config["audit_log"], exc.errors)
         return 2
     if args.command == "check-config":
         print(f"config OK: {len(config['apps'])} apps, {'with' if token else 'without'} a token")

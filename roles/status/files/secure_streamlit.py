@@ -53,21 +53,18 @@ def load_config(path: Path) -> dict[str, Any]:
     is not root's (or the caller's own), or that the admin group or others could write, is refused;
     every key present and of its type, no other key."""
     try:
-        config = _settings_file.read_json_object(path)
+        config = _settings_file.read_settings(path, required=CONFIG_KEYS, optional=OPTIONAL_KEYS)
     except _settings_file.SettingsFileError as exc:
         raise UsageError(str(exc)) from exc
     except OSError as exc:
         raise UsageError(f"{path}: cannot be read ({exc.strerror}); are you in the status admin group?") from exc
-    errors = _settings_file.key_errors(config, required=CONFIG_KEYS, optional=OPTIONAL_KEYS)
+    # Every key is there and of its type (read_settings); what the types do not say:
+    errors: list[str] = []
     app_snapshot = config.get("app_snapshot", "")
-    if isinstance(app_snapshot, str) and app_snapshot and not app_snapshot.startswith("/"):
+    if app_snapshot and not app_snapshot.startswith("/"):
         errors.append("app_snapshot must be an absolute path")
-    command = config.get("alert_command")
-    if (
-        isinstance(command, list)
-        and command
-        and (not all(isinstance(part, str) for part in command) or not command[0].startswith("/"))
-    ):
+    command = config["alert_command"]
+    if command and (not all(isinstance(part, str) for part in command) or not command[0].startswith("/")):
         errors.append("alert_command must be a list of strings starting with an absolute path")
     if errors:
         raise UsageError(f"{path}: " + "; ".join(errors))

@@ -358,7 +358,25 @@ def test_a_damaged_state_file_counts_as_a_failure(tmp_path):
     path = tmp_path / "state.json"
     path.write_text("{not json")
     state = _backup.read_state(str(path))
-    assert _backup.summary(state, 0, 1)["attention"][0] == f"the last backup failed: {path} is not JSON"
+    assert _backup.summary(state, 0, 1)["attention"][0].startswith(
+        f"the last backup failed: {path}: not a valid JSON object (Expecting"
+    )
+
+
+def test_a_state_file_the_safe_reader_refuses_counts_as_a_failure(tmp_path):
+    """Root's record of the last backup is read like a settings file: a hard link or a file others
+    could write is not believed."""
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"schema": _backup.SCHEMA, "backup": {"ok": True, "last_success": 0}}))
+    path.chmod(0o600)
+    assert _backup.read_state(str(path))["backup"]["ok"] is True
+    os.link(path, tmp_path / "elsewhere")
+    state = _backup.read_state(str(path))
+    assert state["backup"] == {"ok": False, "error": f"{path}: 2 hard links (must be 1: another name could be written)"}
+    (tmp_path / "elsewhere").unlink()
+    path.chmod(0o666)
+    assert "lets the group or others write it" in _backup.read_state(str(path))["backup"]["error"]
+    assert _backup.read_state(str(tmp_path / "missing.json")) == {"schema": _backup.SCHEMA}
 
 
 def _as_mapping(settings: BackupSettings) -> dict:

@@ -17,6 +17,7 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._settings
     parse_json_object,
     read_json_object,
     read_settings,
+    read_state_object,
 )
 
 
@@ -152,3 +153,99 @@ def test_read_settings_reports_every_key_problem_at_once(tmp_path):
         read_settings(path, required={"a": int, "b": str})
     assert str(caught.value) == f"{path}: b is missing; a must be an integer (is str); unknown key 'z'"
     assert read_settings(settings(tmp_path, '{"a": 1}'), required={"a": int}) == {"a": 1}
+
+
+# -- the directories on the way and hard links ----------------------------------------------------------------
+def test_a_hard_link_is_refused(tmp_path):
+    path = settings(tmp_path)
+    os.link(path, tmp_path / "elsewhere.json")
+    with pytest.raises(SettingsFileError, match=r"settings\.json: 2 hard links \(must be 1"):
+        read_json_object(path)
+    with pytest.raises(SettingsFileError, match="2 hard links"):
+        read_state_object(path)
+
+
+def test_a_symlinked_directory_on_the_way_is_refused(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir(mode=0o755)
+    settings(real)
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(SettingsFileError) as caught:
+        read_json_object(tmp_path / "link" / "settings.json")
+    assert str(caught.value) == (
+        f"{tmp_path}/link/settings.json: {tmp_path}/link is a symbolic link (refused: name the real path)"
+    )
+    assert read_json_object(real / "settings.json") == {"a": 1}
+
+
+def test_a_file_on_the_way_is_not_a_directory(tmp_path):
+    path = settings(tmp_path)
+    with pytest.raises(SettingsFileError, match=f"{path} is not a directory"):
+        read_json_object(path / "settings.json")
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o730, 0o757, 0o777, 0o2775])
+def test_a_directory_the_group_or_others_may_change_is_refused(tmp_path, mode):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    path = settings(shared)
+    shared.chmod(mode)
+    message = f"directory {shared} has mode {mode:04o}: the group or others may swap what is in it"
+    for read in (read_json_object, read_state_object):
+        with pytest.raises(SettingsFileError, match=message):
+            read(path)
+
+
+def test_a_directory_higher_up_is_checked_too(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    path = settings(tmp_path / "a" / "b")
+    (tmp_path / "a").chmod(0o777)
+    with pytest.raises(SettingsFileError, match=f"directory {tmp_path}/a has mode 0777"):
+        read_json_object(path)
+
+
+def test_a_sticky_directory_like_tmp_is_accepted_for_a_file_of_an_allowed_owner(tmp_path):
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    assert read_json_object(settings(sticky)) == {"a": 1}
+
+
+def test_a_missing_directory_is_an_os_error_and_a_relative_path_is_walked_from_slash(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError):
+        read_json_object(tmp_path / "missing" / "settings.json")
+    settings(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert read_json_object("settings.json") == {"a": 1}
+    (tmp_path / "sub").mkdir(mode=0o700)
+    assert read_json_object(f"/{tmp_path}/./sub/../settings.json") == {"a": 1}
+    with pytest.raises(SettingsFileError, match="not a regular file"):
+        read_json_object("/")
+    tmp_path.chmod(0o777)
+    with pytest.raises(SettingsFileError, match=f"directory {tmp_path} has mode 0777"):
+        read_json_object("settings.json")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_a_directory_of_another_user_is_refused_a_state_file_in_its_own_directory_is_not(tmp_path):
+    nobody = pwd.getpwnam("nobody").pw_uid
+    own = tmp_path / "own"
+    own.mkdir(mode=0o750)
+    path = settings(own, mode=0o640)
+    os.chown(own, nobody, -1)
+    with pytest.raises(SettingsFileError, match=f"directory {own} is owned by uid {nobody}, must be owned by uid 0$"):
+        read_json_object(path)
+    assert read_state_object(path) == {"a": 1}
+    os.chown(path, nobody, -1)  # the program's own file in the program's own directory
+    assert read_state_object(path) == {"a": 1}
+    # Only the file's own directory: one of that user's higher up may swap the whole tree.
+    (own / "sub").mkdir(mode=0o750)
+    deeper = settings(own / "sub")
+    with pytest.raises(SettingsFileError, match=f"directory {own} is owned by uid {nobody}"):
+        read_state_object(deeper)
+    # Another user's file in root's directory is still refused.
+    (tmp_path / "root").mkdir(mode=0o755)
+    other = settings(tmp_path / "root")
+    os.chown(other, nobody, -1)
+    with pytest.raises(SettingsFileError, match=f"owned by uid {nobody}, must be owned by uid 0$"):
+        read_state_object(other)
