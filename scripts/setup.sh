@@ -98,4 +98,5 @@ step "Ansible collections (galaxy.yml dependencies)"
 if [ "${1:-}" != "--no-docker" ]; then
   bash scripts/docker-engine.sh
   bash scripts/base-image.sh save
+  bash scripts/app-cache-image.sh
 fi

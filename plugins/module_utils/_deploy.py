@@ -115,6 +115,10 @@ class Settings:
     keep_images: int = 3
     lock_wait_seconds: float = 1800.0
     build_nocache: bool = False
+    # An image of cache_image_dockerfile()'s layers (loaded from a saved archive): the builds may reuse its
+    # layers (the engine's --cache-from), so a new engine's first build skips the apt and Streamlit installs.
+    # "" = none; an image the engine does not have is skipped.
+    build_cache_image: str = ""
     log_max_size: str = "10m"
     log_max_file: int = 5
     tmp_size: str = "256m"
@@ -302,6 +306,36 @@ def tail_lines(text: str, count: int = OUTPUT_TAIL_LINES) -> list[str]:
 
 
 # -- the image ---------------------------------------------------------------------------------------------
+def cache_image_dockerfile(settings: Settings) -> str:
+    """The first layers of every app image (the OS packages, the app user, the venv, Streamlit): nothing of an
+    app or of the component. An image built from this text (scripts/app-cache-image.sh) lets an engine that
+    never built an app image reuse these layers (Settings.build_cache_image)."""
+    return f"""# Written by secure_streamlit.hosting: the layers every app image starts with.
+FROM {settings.base_image}
+USER root
+ENV DEBIAN_FRONTEND=noninteractive \\
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \\
+    PIP_NO_CACHE_DIR=1 \\
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \\
+    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \\
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \\
+    PYTHONDONTWRITEBYTECODE=1 \\
+    PYTHONUNBUFFERED=1
+COPY extra-ca/ /usr/local/share/ca-certificates/
+RUN set -eu; \\
+    apt-get update -qq; \\
+    apt-get install -y -qq --no-install-recommends python3 python3-venv ca-certificates >/dev/null; \\
+    rm -rf /var/lib/apt/lists/*; \\
+    update-ca-certificates >/dev/null; \\
+    groupadd --system --gid {settings.uid} app; \\
+    useradd --system --uid {settings.uid} --gid {settings.uid} --home-dir /nonexistent --no-create-home \\
+      --shell /usr/sbin/nologin app; \\
+    python3 -m venv /opt/venv
+RUN /opt/venv/bin/pip install -q "streamlit=={settings.streamlit_version}" \\
+    && echo "streamlit=={settings.streamlit_version}" > /opt/venv/constraints.txt
+"""
+
+
 def dockerfile(app: AppSpec, sha: str, settings: Settings, wheel_name: str) -> str:
     """The image of one app at one commit. Layers before the app's requirements are the same for every app
     and commit (the engine's build cache reuses them); Streamlit's settings are flags, so they win over any
@@ -329,31 +363,10 @@ def dockerfile(app: AppSpec, sha: str, settings: Settings, wheel_name: str) -> s
         f"--client.toolbarMode={settings.toolbar_mode}",
     ]
     entrypoint = json.dumps(["/opt/venv/bin/python", "/opt/streamlit_launch.py", "run", app.entrypoint, *flags])
+    first_layers = cache_image_dockerfile(settings).split("\n", 1)[1]  # without its comment line
     return f"""# Written by secure_streamlit.hosting's deploy engine: {app.name} at {sha}.
-FROM {settings.base_image}
-USER root
-ENV DEBIAN_FRONTEND=noninteractive \\
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \\
-    PIP_NO_CACHE_DIR=1 \\
-    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \\
-    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \\
-    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \\
-    PYTHONDONTWRITEBYTECODE=1 \\
-    PYTHONUNBUFFERED=1
-COPY extra-ca/ /usr/local/share/ca-certificates/
-RUN set -eu; \\
-    apt-get update -qq; \\
-    apt-get install -y -qq --no-install-recommends python3 python3-venv ca-certificates >/dev/null; \\
-    rm -rf /var/lib/apt/lists/*; \\
-    update-ca-certificates >/dev/null; \\
-    groupadd --system --gid {settings.uid} app; \\
-    useradd --system --uid {settings.uid} --gid {settings.uid} --home-dir /nonexistent --no-create-home \\
-      --shell /usr/sbin/nologin app; \\
-    python3 -m venv /opt/venv
-COPY component/{wheel_name} /tmp/component/
-RUN /opt/venv/bin/pip install -q "streamlit=={settings.streamlit_version}" /tmp/component/{wheel_name} \\
-    && rm -rf /tmp/component \\
-    && echo "streamlit=={settings.streamlit_version}" > /opt/venv/constraints.txt
+{first_layers}COPY component/{wheel_name} /tmp/component/
+RUN /opt/venv/bin/pip install -q -c /opt/venv/constraints.txt /tmp/component/{wheel_name} && rm -rf /tmp/component
 COPY streamlit_launch.py streamlit_gate.py /opt/
 {python_check}COPY requirements.txt /tmp/requirements.txt
 RUN /opt/venv/bin/pip install -q -c /opt/venv/constraints.txt -r /tmp/requirements.txt && rm /tmp/requirements.txt
@@ -924,6 +937,7 @@ class Engine:
                 forcerm=True,
                 pull=False,
                 nocache=self.settings.build_nocache,
+                cache_from=[self.settings.build_cache_image] if self.settings.build_cache_image else None,
                 labels={LABEL_BUILD: build_fp},
             )
         except Exception as exc:  # docker.errors.BuildError, APIError

@@ -24,6 +24,8 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy i
     LABEL_SHA,
     Engine,
     Settings,
+    cache_image_dockerfile,
+    dockerfile,
     ensure_data_dir,
     write_file_at,
 )
@@ -70,6 +72,7 @@ class FakeDocker:
         self.images_by_tag: dict[str, SimpleNamespace] = {}
         self.created: list[str] = []
         self.builds: list[str] = []
+        self.build_kwargs: list[dict] = []
         self.execs: list = []
         self.gate = (0, b'{"gate": 1, "ok": true, "exceptions": []}\n')
         self.build_error: Exception | None = None
@@ -115,8 +118,9 @@ class FakeDocker:
             raise LookupError(tag)
         return self.images_by_tag[tag]
 
-    def _build(self, *, path, tag, **_kwargs):
+    def _build(self, *, path, tag, **kwargs):
         self.builds.append(tag)
+        self.build_kwargs.append(kwargs)
         assert (Path(path) / "Dockerfile").is_file()
         if self.build_error:
             raise self.build_error
@@ -488,6 +492,32 @@ def test_settings_refuse_unknown_keys_and_wrong_types():
     with pytest.raises(ValueError, match="build_nocache must be true or false"):
         Settings.from_mapping({"build_nocache": "yes"})
     assert Settings.from_mapping({"keep_images": "2", "health_timeout": 30}).keep_images == 2
+
+
+def test_every_app_image_starts_with_the_cache_images_layers(world):
+    """The cache image (scripts/app-cache-image.sh) is built from this text: an app's Dockerfile must repeat
+    it instruction for instruction, or --cache-from finds nothing to reuse."""
+    settings = Settings(streamlit_version="1.67.0", uid=10002, base_image="example/base:1")
+    cache = cache_image_dockerfile(settings)
+    app = dockerfile(world.app, world.shas[0], settings, "component.whl")
+    layers = cache.split("\n", 1)[1]
+    assert app.split("\n", 1)[1].startswith(layers)
+    assert layers.startswith("FROM example/base:1\n")
+    assert 'pip install -q "streamlit==1.67.0"' in layers
+    assert "--uid 10002" in layers
+    assert "component" not in cache  # nothing of the component or of an app
+    assert world.app.name not in cache
+    # The component's install comes after and cannot move the pinned Streamlit.
+    assert "pip install -q -c /opt/venv/constraints.txt /tmp/component/component.whl" in app
+
+
+def test_builds_reuse_the_cache_images_layers_only_when_one_is_set(world):
+    world.engine.deploy(world.app, world.shas[0])
+    assert world.docker.build_kwargs[-1]["cache_from"] is None
+    world.engine.settings = dataclasses.replace(world.engine.settings, build_cache_image="secure-streamlit/app-cache:x")
+    world.engine.deploy(world.app, world.shas[1])
+    assert world.docker.build_kwargs[-1]["cache_from"] == ["secure-streamlit/app-cache:x"]
+    assert Settings.from_mapping({"build_cache_image": "a/b:c"}).build_cache_image == "a/b:c"
 
 
 def test_labels_are_the_ones_the_roles_and_tests_look_for():
