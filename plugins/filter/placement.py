@@ -36,11 +36,14 @@ def app_placement_errors(
     play_hosts: object,
     label: str = "apps",
     swarm_groups: object = SWARM_GROUPS,
-    swarm_services: object = False,
 ) -> list[str]:
     """Every placement rule the specs break, one message each; [] when all is well."""
-    if not isinstance(swarm_services, bool):
-        raise AnsibleFilterError("swarm_services must be true or false")
+    return placement_errors(
+        _specs(specs), _inventory(groups, play_hosts), label=label, swarm_groups=_swarm_groups(swarm_groups)
+    )
+
+
+def _swarm_groups(swarm_groups: object) -> tuple[str, str]:
     if (
         not isinstance(swarm_groups, Sequence)
         or isinstance(swarm_groups, str)
@@ -48,18 +51,14 @@ def app_placement_errors(
         or not all(isinstance(g, str) and g for g in swarm_groups)
     ):
         raise AnsibleFilterError("swarm_groups must be [managers' group, workers' group]")
-    return placement_errors(
-        _specs(specs),
-        _inventory(groups, play_hosts),
-        label=label,
-        swarm_groups=tuple(swarm_groups),
-        swarm_services=swarm_services,
-    )
+    return (str(swarm_groups[0]), str(swarm_groups[1]))
 
 
-def apps_on_host_filter(specs: object, host: str, groups: object, play_hosts: object) -> list[Mapping[str, Any]]:
-    """The specs placed on the host."""
-    return apps_on_host(_specs(specs), host, _inventory(groups, play_hosts))
+def apps_on_host_filter(
+    specs: object, host: str, groups: object, play_hosts: object, swarm_groups: object = SWARM_GROUPS
+) -> list[Mapping[str, Any]]:
+    """The specs placed on the host (a swarm service's on the swarm's first manager only)."""
+    return apps_on_host(_specs(specs), host, _inventory(groups, play_hosts), _swarm_groups(swarm_groups))
 
 
 class FilterModule:

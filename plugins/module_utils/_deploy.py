@@ -62,6 +62,7 @@ LABEL_SHA = "secure_streamlit.sha"
 LABEL_FINGERPRINT = "secure_streamlit.fingerprint"
 LABEL_BUILD = "secure_streamlit.build"
 PORT = 8501
+SWARM_TASK_LABEL = "com.docker.swarm.task.id"  # on every container the swarm runs for a task
 IMAGE_REPO = "streamlit-apps"
 FAILED_KEPT = 20
 OUTPUT_TAIL_LINES = 15
@@ -474,8 +475,12 @@ class Engine:
         lookup: Callable[[str], Sequence[str]] = lookup_ipv4,
         credentials: RepoCredentials | None = None,
         is_local: Callable[[str], bool] = local_address,
+        swarm: Any | None = None,
     ) -> None:
         self.settings = settings
+        # The swarm backend (_swarm_backend.SwarmBackend) on the swarm's first manager, None elsewhere: an app
+        # with replicas above 1 is a swarm service, deployed only where it is set.
+        self.swarm = swarm
         self.credentials = credentials or RepoCredentials(
             settings.repo_auth_dir, settings.ssh_known_hosts, settings.github_api_url, clock=clock
         )
@@ -686,6 +691,14 @@ class Engine:
             _text, _build_fp, run_fp = self.fingerprints(app, sha)
         except DeployFailed as exc:
             return Outcome(app.name, sha, "failed", f"{exc.step} failed: {exc.message}", exc.step)
+        if is_service(app):
+            if self.swarm is None:
+                return self.no_swarm(app, sha, requested_by)
+            serving_sha, _fp = self.swarm.serving(app)
+            status = "unchanged" if self.swarm.up_to_date(app, sha, self.service_fp(app, run_fp)) else "would_deploy"
+            return Outcome(
+                app.name, sha, status, previous=[serving_sha] if serving_sha else [], requested_by=requested_by
+            )
         serving = self.serving_container(app.name)
         previous = [serving.labels.get(LABEL_SHA, "")] if serving else []
         status = "unchanged" if self.up_to_date(app, serving, sha, run_fp) else "would_deploy"
@@ -709,7 +722,108 @@ class Engine:
         address = self.address(container)
         return bool(address) and self.edge.current(app.name) == f"{address}:{PORT}"
 
+    # -- swarm services (replicas above 1)
+    def service_fp(self, app: AppSpec, run_fp: str) -> str:
+        """The fingerprint a service records: the run fingerprint plus its replicas and placement."""
+        return str(self.swarm.fingerprint(app, run_fp)) if self.swarm is not None else run_fp
+
+    def no_swarm(self, app: AppSpec, sha: str, requested_by: str) -> Outcome:
+        outcome = Outcome(
+            app.name,
+            sha,
+            "failed",
+            f"swarm failed: replicas {app.replicas} runs as a swarm service, deployed from the swarm's first "
+            "manager only, and this engine has no swarm settings",
+            "swarm",
+            requested_by=requested_by,
+        )
+        outcome.commit_at_fault = False
+        return outcome
+
+    def secret_files(self, app: AppSpec) -> dict[str, bytes]:
+        """The app's secret files as root wrote them (tasks/secrets.yml), for Docker secrets: regular files
+        only, never through a link; the values stay in memory."""
+        directory = Path(self.settings.secrets_dir) / app.name
+        files: dict[str, bytes] = {}
+        for name in sorted(app.secrets):
+            data = read_bytes(directory / name)
+            if data is None:
+                raise DeployFailed("secrets", f"the secret file {name} of {app.name} is missing on this host")
+            files[name] = data
+        return files
+
+    def _deploy_service(self, app: AppSpec, sha: str, requested_by: str) -> Outcome:
+        """A swarm service: fetch and build here, start the image once in a throwaway container on this host
+        for the health check and the readiness gate, and only then push it and roll the service (the swarm's
+        start-first update; a failure rolls back and the old tasks keep serving)."""
+        if self.swarm is None:
+            return self.no_swarm(app, sha, requested_by)
+        service = f"app-{app.name}"
+        outcome = Outcome(app.name, sha, "deployed", container=service, requested_by=requested_by)
+        step = "swarm"
+        trial: Any | None = None
+        try:
+            serving_sha, _fp = self.swarm.serving(app)  # the engine must answer as a manager
+            outcome.previous = [serving_sha] if serving_sha else []
+            step = "egress"
+            if app.egress:
+                raise DeployFailed("egress", "per-app egress is not available to a swarm service")
+            text, build_fp, run_fp = self.fingerprints(app, sha, [])
+            fingerprint = self.service_fp(app, run_fp)
+            step = "swarm"
+            if self.swarm.up_to_date(app, sha, fingerprint):
+                outcome.status, outcome.reason = "unchanged", "the service runs this commit with these settings"
+                self.remember_serving(app.name, sha, service)
+                return outcome
+            image = f"{IMAGE_REPO}/{app.name}:{sha[:12]}-{build_fp[:8]}"
+            step = "fetch"
+            build_dir = self.fetch(app, sha, text)
+            step = "build"
+            self.build(image, build_fp, build_dir)
+            step = "secrets"
+            secrets = self.secret_files(app)
+            # The gate runs once, here, on the image every task will run: a broken commit is refused before
+            # the registry or the swarm sees it.
+            step = "start"
+            name = f"{app.name}-{sha[:12]}-gate"
+            for stale in self.containers(app.name):
+                if stale.name == name:
+                    stale.remove(force=True)  # left by an interrupted deploy
+            trial = self.start(app, sha, image, name, run_fp)
+            step = "health"
+            self.wait_healthy(app, trial)
+            step = "gate"
+            self.gate(app, trial)
+            with contextlib.suppress(Exception):
+                trial.remove(force=True)
+            trial = None
+            step = "service"
+            self.swarm.deploy(app, sha, image, build_fp, fingerprint, secrets)
+        except Exception as exc:
+            failed = exc if isinstance(exc, DeployFailed) else DeployFailed(step, describe(exc))
+            if trial is not None:
+                with contextlib.suppress(Exception):
+                    failed.tail = failed.tail or self.container_tail(trial)
+                    trial.remove(force=True)
+            outcome.status, outcome.step = "failed", failed.step
+            outcome.reason = f"{failed.step} failed: {failed.message}"
+            outcome.tail = failed.tail
+            # Only the commit's own steps mark it failed; a registry or swarm outage does not.
+            outcome.commit_at_fault = failed.step in ("fetch", "build", "start", "health", "gate", "update")
+            return outcome
+        self.remember_serving(app.name, sha, service)
+        # The app's single container from before it had replicas: the service serves now.
+        for container in self.containers(app.name):
+            if SWARM_TASK_LABEL not in (container.labels or {}):
+                with contextlib.suppress(Exception):
+                    container.remove(force=True)
+        with contextlib.suppress(Exception):
+            self.prune(app.name, keep_image=self.docker.images.get(image).id)
+        return outcome
+
     def _deploy_locked(self, app: AppSpec, sha: str, requested_by: str) -> Outcome:
+        if is_service(app):
+            return self._deploy_service(app, sha, requested_by)
         try:
             rules = self.egress_rules(app)
         except DeployFailed as exc:
@@ -1165,14 +1279,20 @@ class Engine:
     def remove_absent(self, keep: set[str], *, check_mode: bool = False) -> list[str]:
         """Remove the containers, images and state of apps not in `keep`; return their names."""
         removed: set[str] = set()
+        if self.swarm is not None:
+            removed.update(self.swarm.remove_absent(keep, check_mode=check_mode))
         for container in self.docker.containers.list(all=True, filters={"label": LABEL_APP}):
             name = container.labels.get(LABEL_APP, "")
+            if SWARM_TASK_LABEL in (container.labels or {}):
+                continue  # a swarm task: the swarm's to place and remove, not this host's
             if name not in keep:
                 removed.add(name)
                 if not check_mode:
                     container.remove(force=True)
         for image in self.docker.images.list(filters={"label": LABEL_APP}):
             name = (image.labels or {}).get(LABEL_APP, "")
+            if any(not tag.startswith(f"{IMAGE_REPO}/") for tag in getattr(image, "tags", None) or []):
+                continue  # pulled from the swarm's registry for a task: the swarm's
             if name not in keep:
                 removed.add(name)
                 if not check_mode:
@@ -1222,6 +1342,11 @@ class Engine:
             if not check_mode:
                 shutil.rmtree(path)  # fd-based on Linux: links inside are removed, never followed
         return purged
+
+
+def is_service(app: AppSpec) -> bool:
+    """Whether the app runs as a swarm service (replicas above 1) rather than one container per host."""
+    return app.replicas > 1
 
 
 def describe(exc: BaseException) -> str:

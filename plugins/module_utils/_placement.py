@@ -9,7 +9,7 @@ own copy (`per_host_state: true`, docs/multi-host.md). Standard library only.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -20,6 +20,9 @@ class Inventory:
     hosts: frozenset[str]
     groups: Mapping[str, frozenset[str]]
     play_hosts: tuple[str, ...]
+    # The first host of each group as the inventory lists it (a set keeps no order): the swarm's first
+    # manager deploys its services.
+    first: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_ansible(cls, groups: Mapping[str, Sequence[str]], play_hosts: Sequence[str]) -> Inventory:
@@ -29,6 +32,7 @@ class Inventory:
             hosts=every,
             groups={str(name): frozenset(str(h) for h in members) for name, members in groups.items()},
             play_hosts=tuple(str(h) for h in play_hosts),
+            first={str(name): str(members[0]) for name, members in groups.items() if members},
         )
 
 
@@ -95,11 +99,9 @@ def placement_errors(
     *,
     label: str = "apps",
     swarm_groups: Sequence[str] = SWARM_GROUPS,
-    swarm_services: bool = True,
 ) -> list[str]:
     """Every placement rule the specs (AppSpec.to_dict) break, one message each naming the entry; [] when
-    all is well. With swarm_services false (the apps role until it calls the swarm backend), an app with
-    replicas above 1 is refused rather than deployed as single containers."""
+    all is well."""
     errors: list[str] = []
     for spec in specs:
         names = spec.get("hosts") or []
@@ -117,10 +119,11 @@ def placement_errors(
         if problem:
             errors.append(f"{where}: {problem}")
             continue
-        if not swarm_services and spec.get("replicas", 1) > 1:
+        if spec.get("replicas", 1) > 1 and spec.get("egress"):
             errors.append(
-                f"{where}: replicas {spec['replicas']}: the apps role does not deploy swarm services yet "
-                "(docs/multi-host.md, What comes next); use replicas: 1"
+                f"{where}: egress with replicas {spec['replicas']}: per-app egress is a host's firewall table "
+                "and the app's own bridge, which a swarm service's tasks on other nodes do not have; "
+                "use replicas: 1 or leave egress out"
             )
             continue
         state = [what for what, key in (("data", "data_mount"), ("database", "database")) if spec.get(key)]
@@ -134,7 +137,24 @@ def placement_errors(
     return errors
 
 
-def apps_on_host(specs: Sequence[Mapping[str, Any]], host: str, inventory: Inventory) -> list[Mapping[str, Any]]:
+def swarm_deployer(inventory: Inventory, swarm_groups: Sequence[str] = SWARM_GROUPS) -> str:
+    """The host that deploys the swarm's services: the first host of the managers' group, "" without one."""
+    return inventory.first.get(swarm_groups[0], "")
+
+
+def apps_on_host(
+    specs: Sequence[Mapping[str, Any]], host: str, inventory: Inventory, swarm_groups: Sequence[str] = SWARM_GROUPS
+) -> list[Mapping[str, Any]]:
     """The specs placed on `host`, in their order. An app without `hosts` runs on every host of the play,
-    which the asking host always is (also when a play names it otherwise, as the edge's render test does)."""
-    return [spec for spec in specs if not spec.get("hosts") or host in resolve(spec["hosts"], inventory)[0]]
+    which the asking host always is (also when a play names it otherwise, as the edge's render test does).
+    An app with replicas above 1 is a swarm service: the swarm's first manager alone deploys it, routes it
+    and watches its repository (the swarm places its tasks by `hosts:`)."""
+    return [
+        spec
+        for spec in specs
+        if (
+            host == swarm_deployer(inventory, swarm_groups)
+            if spec.get("replicas", 1) > 1
+            else not spec.get("hosts") or host in resolve(spec["hosts"], inventory)[0]
+        )
+    ]

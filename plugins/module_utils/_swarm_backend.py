@@ -20,11 +20,15 @@ the service itself: the high-level model cannot express the pids limit or a port
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import os
 import re
+import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ansible_collections.secure_streamlit.hosting.plugins.module_utils._app_spec import SHA_RE, AppSpec
@@ -43,6 +47,10 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy i
 SERVICE_PREFIX = "app-"
 REGISTRY_RE = re.compile(r"[A-Za-z0-9.-]{1,253}:[0-9]{1,5}")
 SECRET_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# node.hostname==H or node.hostname!=H (what _swarm_apps.swarm_placement makes), H a host name.
+CONSTRAINT_RE = re.compile(r"node\.hostname(==|!=)[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
+MAX_PASSWORD_BYTES = 4096
 # The swarm's update states after which nothing more happens without a new update.
 ROLLED_BACK = frozenset({"rollback_completed", "rollback_paused", "paused"})
 
@@ -67,10 +75,92 @@ class SwarmSettings:
     update_monitor: str = "20s"
     stop_grace_period: str = "10s"
     converge_timeout: float = 600.0
+    # The registry's user and the root-only file holding its password (roles/swarm): read in memory at each
+    # deploy, never in argv, the environment or a message. "" = the engine's own login (config.json).
+    registry_user: str = ""
+    registry_password_file: str = ""
+    # App name -> the service's placement constraints (the swarm_placement filter's output).
+    constraints: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not REGISTRY_RE.fullmatch(self.registry):
             raise ValueError(f"registry must be host:port, not {self.registry!r}")
+        if self.registry_user and not USER_RE.fullmatch(self.registry_user):
+            raise ValueError(f"registry_user is not a user name: {self.registry_user!r}")
+        if bool(self.registry_user) != bool(self.registry_password_file):
+            raise ValueError("registry_user and registry_password_file go together")
+        if self.registry_password_file and not self.registry_password_file.startswith("/"):
+            raise ValueError("registry_password_file must be an absolute path")
+        for app, constraints in self.constraints.items():
+            bad = [c for c in constraints if not isinstance(c, str) or not CONSTRAINT_RE.fullmatch(c)]
+            if bad:
+                raise ValueError(f"constraints of {app!r}: not node.hostname==H or node.hostname!=H: {bad}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> SwarmSettings:
+        """The settings from the apps role's `swarm` mapping (the module's option, the deployer's config):
+        unknown keys and wrong types are refused, naming the key."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown swarm settings: {', '.join(unknown)}")
+        if "registry" not in values:
+            raise ValueError("swarm settings need registry (host:port)")
+        converted: dict[str, Any] = {}
+        defaults = cls(registry="localhost:5000")
+        for name, value in values.items():
+            if name == "constraints":
+                if not isinstance(value, Mapping) or not all(
+                    isinstance(k, str) and isinstance(v, list | tuple) for k, v in value.items()
+                ):
+                    raise ValueError("constraints must map app names to lists of constraints")
+                converted[name] = {k: tuple(v) for k, v in value.items()}
+                continue
+            kind = type(getattr(defaults, name))
+            if kind in (int, float):
+                if isinstance(value, bool) or not isinstance(value, int | float | str):
+                    raise ValueError(f"swarm setting {name} must be a number")
+                try:
+                    converted[name] = kind(value)
+                except ValueError:
+                    raise ValueError(f"swarm setting {name} must be a number") from None
+            elif not isinstance(value, str):
+                raise ValueError(f"swarm setting {name} must be text")
+            else:
+                converted[name] = value
+        return cls(**converted)
+
+    def constraints_of(self, app: str) -> list[str]:
+        return sorted(self.constraints.get(app, ()))
+
+
+def read_password(path: str) -> str:
+    """The registry password from root's file: a regular file, not a link, not readable by group or others,
+    one line. The value stays in memory; errors name the file, never its content."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise DeployFailed("push", f"cannot open the registry password file {path} ({type(exc).__name__})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DeployFailed("push", f"the registry password file {path} is not a regular file")
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) or (os.geteuid() == 0 and info.st_uid != 0):
+            raise DeployFailed("push", f"the registry password file {path} must be root's, mode 0600 or stricter")
+        data = os.read(fd, MAX_PASSWORD_BYTES + 1)
+    finally:
+        os.close(fd)
+    text = data.decode("utf-8", "replace").strip()
+    if not text or len(data) > MAX_PASSWORD_BYTES or "\n" in text:
+        raise DeployFailed("push", f"the registry password file {path} does not hold one line of text")
+    return text
+
+
+def service_fingerprint(run_fp: str, app: AppSpec, constraints: Sequence[str]) -> str:
+    """What the service label records: the engine's run fingerprint plus what only a service has (the
+    number of tasks, the placement). A change in any of them is a rolling update."""
+    payload = {"run": run_fp, "replicas": app.replicas, "constraints": sorted(constraints)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def service_name(app: AppSpec) -> str:
@@ -99,6 +189,7 @@ def service_spec(
     image: str,
     run_fp: str,
     secrets: Sequence[Mapping[str, Any]] = (),
+    constraints: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The keyword arguments of docker-py's APIClient.create_service/update_service for the app at `sha`.
 
@@ -157,6 +248,7 @@ def service_spec(
                 }
             },
             "RestartPolicy": {"Condition": "on-failure", "MaxAttempts": 5},
+            "Placement": {"Constraints": sorted(constraints)},
             "LogDriver": {
                 "Name": "json-file",
                 "Options": {"max-size": settings.log_max_size, "max-file": str(settings.log_max_file)},
@@ -195,6 +287,24 @@ class SwarmBackend:
         self.monotonic = monotonic
         self.sleep = sleep
         self.log = log
+
+    # -- the registry
+    def login(self) -> None:
+        """Log the client in to the swarm's registry with the password read from root's file: docker-py keeps
+        the credential in memory and sends it with the push and, as X-Registry-Auth, with the service's
+        create and update, so that the workers can pull. Nothing is written to a config file."""
+        settings = self.settings
+        if not settings.registry_user:
+            return
+        password = read_password(settings.registry_password_file)
+        try:
+            self.docker.login(
+                username=settings.registry_user, password=password, registry=settings.registry, reauth=True
+            )
+        except Exception as exc:  # docker.errors.APIError: the message is the registry's, never the password
+            raise DeployFailed(
+                "push", f"the registry {settings.registry} refused the login ({type(exc).__name__})"
+            ) from None
 
     # -- the image
     def push(self, app: AppSpec, local_image: str, build_fp: str) -> str:
@@ -328,15 +438,46 @@ class SwarmBackend:
     def deploy(
         self, app: AppSpec, sha: str, local_image: str, build_fp: str, run_fp: str, secret_files: Mapping[str, bytes]
     ) -> float:
-        """Push, create or update, and wait; the seconds the swarm took to converge."""
+        """Log in, push, create or update, and wait; the seconds the swarm took to converge."""
+        self.login()
         image = self.push(app, local_image, build_fp)
         refs = self.ensure_secrets(app, secret_files)
         before = (self.service(app) or {}).get("UpdateStatus")
-        self.apply(app, service_spec(self.settings, app, sha, image, run_fp, refs))
+        spec = service_spec(self.settings, app, sha, image, run_fp, refs, self.settings.constraints_of(app.name))
+        self.apply(app, spec)
         seconds = self.wait_converged(app, sha, before)
         self.prune_secrets(app, refs)
         self.log(f"{app.name}: {app.replicas} tasks at {sha[:12]} in {seconds:.1f} s")
         return seconds
+
+    def fingerprint(self, app: AppSpec, run_fp: str) -> str:
+        return service_fingerprint(run_fp, app, self.settings.constraints_of(app.name))
+
+    def serving(self, app: AppSpec) -> tuple[str, str]:
+        """(sha, fingerprint) the service's spec runs, ("", "") without a service."""
+        labels = ((self.service(app) or {}).get("Spec") or {}).get("Labels") or {}
+        return str(labels.get(LABEL_SHA, "")), str(labels.get(LABEL_FINGERPRINT, ""))
+
+    def up_to_date(self, app: AppSpec, sha: str, fingerprint: str) -> bool:
+        """The service runs `sha` with these settings, its update (if any) is done and every task runs."""
+        service = self.service(app)
+        if service is None:
+            return False
+        labels = (service.get("Spec") or {}).get("Labels") or {}
+        if labels.get(LABEL_SHA) != sha or labels.get(LABEL_FINGERPRINT) != fingerprint:
+            return False
+        state = str((service.get("UpdateStatus") or {}).get("State", ""))
+        return state in ("", "completed") and len(self.running(app, sha)) >= app.replicas
+
+    def apps(self) -> set[str]:
+        """The apps that have a service of this backend; none where the engine is no swarm manager (yet)."""
+        try:
+            found = self.docker.api.services(filters={"label": LABEL_APP})
+        except Exception as exc:  # docker.errors.APIError 503: "This node is not a swarm manager"
+            if getattr(exc, "status_code", None) == 503:
+                return set()
+            raise
+        return {str((s.get("Spec", {}).get("Labels") or {}).get(LABEL_APP, "")) for s in found} - {""}
 
     def task_endpoints(self, app: AppSpec) -> list[tuple[str, int]]:
         """(node address, published port) of each running task: what the edge balances to."""
@@ -353,6 +494,20 @@ class SwarmBackend:
                 if port.get("TargetPort") == PORT and port.get("PublishedPort") and addresses[node]:
                     endpoints.append((addresses[node], int(port["PublishedPort"])))
         return sorted(endpoints)
+
+    def remove_absent(self, keep: set[str], *, check_mode: bool = False) -> list[str]:
+        """Remove the services (and their secrets) of apps not in `keep`; their names."""
+        removed = sorted(self.apps() - keep)
+        if check_mode:
+            return removed
+        for name in removed:
+            for service in self.docker.api.services(filters={"name": SERVICE_PREFIX + name}):
+                if service.get("Spec", {}).get("Name") == SERVICE_PREFIX + name:
+                    self.docker.api.remove_service(service["ID"])
+            for secret in self.docker.secrets.list(filters={"label": f"{LABEL_APP}={name}"}):
+                with contextlib.suppress(Exception):  # in use until the tasks are gone: a later run removes it
+                    secret.remove()
+        return removed
 
     def remove(self, app: AppSpec) -> bool:
         """Remove the service and its secrets; whether there was one."""

@@ -55,6 +55,17 @@ options:
     type: list
     elements: str
     default: []
+  swarm:
+    description:
+      - On the swarm's first manager, the swarm backend's settings (C(SwarmSettings) in
+        C(plugins/module_utils/_swarm_backend.py)). They are C(registry) (host and port), C(registry_user),
+        C(registry_password_file) (the swarm role's root-only file, read in memory at each deploy),
+        C(constraints) (app name to the placement constraints of its service) and the update and health
+        settings.
+      - An app with C(replicas) above 1 is then built here, started once in a throwaway container for the
+        health check and the readiness gate, pushed to the registry and rolled out as the swarm service
+        C(app-<name>). Without this option such an app fails at the C(swarm) step.
+    type: dict
 requirements:
   - The Docker SDK for Python (Debian's python3-docker) and git on the managed host.
 attributes:
@@ -153,6 +164,7 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._quota im
     parse_size,
     read_mounts,
 )
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._swarm_backend import SwarmBackend, SwarmSettings
 
 
 def record_quota(engine: Engine, app: str, entry: dict, check_mode: bool) -> bool:
@@ -182,6 +194,7 @@ def main() -> None:
             "requested_by": {"type": "str", "default": "ansible"},
             "remove_absent": {"type": "bool", "default": False},
             "purge_data": {"type": "list", "elements": "str", "default": []},
+            "swarm": {"type": "dict"},
         },
         required_by={"sha": "name"},
         supports_check_mode=True,
@@ -192,6 +205,7 @@ def main() -> None:
     try:
         specs = [AppSpec.from_dict(entry) for entry in params["apps"]]
         settings = Settings.from_mapping(params["settings"])
+        swarm_settings = SwarmSettings.from_mapping(params["swarm"]) if params["swarm"] else None
     except (TypeError, ValueError) as exc:
         module.fail_json(msg=f"app_deploy: {exc}")
     managed = [spec for spec in specs if spec.managed]
@@ -204,7 +218,9 @@ def main() -> None:
     if params["sha"] is not None and not SHA_RE.fullmatch(params["sha"]):
         module.fail_json(msg="sha must be a full commit SHA (40 lower-case hex digits)")
 
-    engine = Engine(settings, docker.from_env(timeout=600))
+    client = docker.from_env(timeout=600)
+    swarm = SwarmBackend(swarm_settings, client) if swarm_settings is not None else None
+    engine = Engine(settings, client, swarm=swarm)
     outcomes = []
     before, after = [], []
     for spec in managed:

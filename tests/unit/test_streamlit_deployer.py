@@ -214,6 +214,9 @@ def test_a_fresh_temporary_file_is_waited_for_and_an_abandoned_one_removed(spool
         ({"settings": {"health_timout": 5}}, "unknown deploy settings: health_timout"),
         ({"ansible_playbook": "/x"}, "unknown key 'ansible_playbook'"),
         ({"deploy_timeout_seconds": True}, "deploy_timeout_seconds must be an integer (is bool)"),
+        ({"swarm": {"registry": "m:5000", "registy_user": "x"}}, "unknown swarm settings: registy_user"),
+        ({"swarm": {"registry": "https://m:5000"}}, "registry must be host:port"),
+        ({"swarm": ["m:5000"]}, "swarm must be"),
     ],
 )
 def test_check_config_refuses_a_bad_configuration(spool, change, message, capsys):
@@ -262,3 +265,35 @@ def test_restore_brings_back_every_app_at_what_served(spool):
     code = deployer.Deployer(config, lambda s: FakeEngine(s, spool["dir"] / "calls.jsonl")).restore()
     assert code == 0
     assert sorted(calls(spool)) == [["extra", None, "restore"], ["hello", None, "restore"]]
+
+
+def test_the_swarm_key_gives_the_engine_a_swarm_backend(spool, monkeypatch):
+    """On the swarm's first manager a request for a service deploys it like any app: the deployer's engine
+    gets the backend, built from the configuration's swarm settings (no password in it: a file's path)."""
+    swarm = {
+        "registry": "10.0.0.1:5000",
+        "registry_user": "swarm",
+        "registry_password_file": "/etc/docker/registry/swarm/password",
+        "constraints": {"hello": ["node.hostname!=w2"]},
+    }
+    config = json.loads((spool["dir"] / "deployer.json").read_text())
+    (spool["dir"] / "deployer.json").write_text(json.dumps({**config, "swarm": swarm}))
+    assert deployer.main(["--config", str(spool["dir"] / "deployer.json"), "check-config"]) == 0
+    loaded = deployer.load_config(spool["dir"] / "deployer.json")
+    assert loaded["swarm_settings"].constraints_of("hello") == ["node.hostname!=w2"]
+    made = spool["dir"] / "made.jsonl"  # the deploy runs in a child process: what it saw, in a file
+
+    def fake_default_engine(settings, swarm_settings=None):
+        with open(made, "a") as handle:
+            handle.write(json.dumps(swarm_settings.registry_password_file if swarm_settings else None) + "\n")
+        return FakeEngine(settings, spool["dir"] / "calls.jsonl")
+
+    monkeypatch.setattr(deployer, "default_engine", fake_default_engine)
+    FakeEngine.mode = "deploy"
+    request(spool, "hello")
+    assert deployer.Deployer(loaded).run() == 0
+    # Without the key (every other host) the engine has no backend.
+    request(spool, "hello")
+    assert deployer.Deployer(loaded | {"swarm_settings": None}).run() == 0
+    seen = [json.loads(line) for line in made.read_text().splitlines()]
+    assert seen == ["/etc/docker/registry/swarm/password", None]

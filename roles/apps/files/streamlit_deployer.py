@@ -49,13 +49,18 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._deploy i
     Outcome,
     Settings,
 )
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._swarm_backend import (
+    SwarmBackend,
+    SwarmSettings,
+)
 
 MAX_REQUEST_BYTES = 4096
 # A dot-file is the monitor's write in progress (it renames it into place); older than this it was
 # abandoned and is removed, or the path unit would start this program again and again.
 TEMP_FILE_GRACE_SECONDS = 30
 CONFIG_KEYS = {"apps": list, "settings": dict, "spool_dir": str, "deploy_timeout_seconds": int}
-OPTIONAL_KEYS = {"monitor_audit_log": str}
+# swarm: the swarm backend's settings, on the swarm's first manager only (apps with replicas above 1).
+OPTIONAL_KEYS = {"monitor_audit_log": str, "swarm": dict}
 # Apps restored at once after a reboot: their waits overlap, their builds (rare: only a lost image) share
 # the engine.
 RESTORE_WORKERS = 4
@@ -82,6 +87,7 @@ def load_config(path: Path) -> dict[str, Any]:
     try:
         config["specs"] = [AppSpec.from_dict(entry) for entry in config["apps"]]
         config["engine_settings"] = Settings.from_mapping(config["settings"])
+        config["swarm_settings"] = SwarmSettings.from_mapping(config["swarm"]) if config.get("swarm") else None
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from exc
     bad = [spec.name for spec in config["specs"] if not NAME_RE.fullmatch(spec.name)]
@@ -128,7 +134,8 @@ class Deployer:
         self.apps = set(self.specs)
         self.settings: Settings = config["engine_settings"]
         self.requests_dir = Path(config["spool_dir"]) / "requests"
-        self.engine_factory = engine_factory or default_engine
+        swarm_settings = config.get("swarm_settings")
+        self.engine_factory = engine_factory or (lambda settings: default_engine(settings, swarm_settings))
         self.audit = _audit_log.AuditLog(Path(self.settings.audit_log), time.time)
 
     # the spool
@@ -254,10 +261,12 @@ class Deployer:
         return 1 if any(outcome.status == "failed" for outcome in outcomes) else 0
 
 
-def default_engine(settings: Settings) -> Engine:
+def default_engine(settings: Settings, swarm_settings: SwarmSettings | None = None) -> Engine:
     import docker
 
-    return Engine(settings, docker.from_env(timeout=600), log=log)
+    client = docker.from_env(timeout=600)
+    swarm = SwarmBackend(swarm_settings, client, log=log) if swarm_settings is not None else None
+    return Engine(settings, client, log=log, swarm=swarm)
 
 
 def verify_audit(config: dict[str, Any]) -> int:

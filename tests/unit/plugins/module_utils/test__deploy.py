@@ -719,3 +719,180 @@ def test_rules_the_kernel_lost_are_loaded_again_on_the_next_deploy(world):
     world.engine.nft = flushed
     assert world.engine.deploy(with_egress(world)).status == "unchanged"
     assert world.nft[1:] == [["-c", "-f", str(world.tmp / "egress.nft")], ["-f", str(world.tmp / "egress.nft")]]
+
+
+# -- apps with replicas above 1: swarm services deployed from the swarm's first manager
+class FakeSwarmBackend:
+    """What the engine asks of _swarm_backend.SwarmBackend (its own tests cover the swarm's side)."""
+
+    def __init__(self) -> None:
+        self.settings = SimpleNamespace(constraints_of=lambda _app: ["node.hostname!=w2"])
+        self.deploys: list[tuple] = []
+        self.labels: dict[str, str] = {}
+        self.error: _deploy.DeployFailed | None = None
+        self.removed: list[set] = []
+
+    def fingerprint(self, app, run_fp: str) -> str:
+        return f"svc-{app.replicas}-{run_fp[:8]}"
+
+    def serving(self, app) -> tuple[str, str]:
+        return self.labels.get("sha", ""), self.labels.get("fp", "")
+
+    def up_to_date(self, app, sha: str, fingerprint: str) -> bool:
+        return self.labels == {"sha": sha, "fp": fingerprint}
+
+    def deploy(self, app, sha, local_image, build_fp, run_fp, secret_files) -> float:
+        self.deploys.append((app.name, sha, local_image, build_fp, run_fp, dict(secret_files)))
+        if self.error:
+            raise self.error
+        self.labels = {"sha": sha, "fp": run_fp}
+        return 12.5
+
+    def remove_absent(self, keep: set, *, check_mode: bool = False) -> list[str]:
+        self.removed.append(set(keep))
+        return ["gone"]
+
+
+def service_world(world, **changes):
+    swarm = FakeSwarmBackend()
+    world.engine.swarm = swarm
+    secrets = world.tmp / "secrets"
+    (secrets / "hello").mkdir(parents=True)
+    (secrets / "hello" / "api-key").write_bytes(b"s3cret-value")
+    world.engine.settings = dataclasses.replace(world.engine.settings, secrets_dir=str(secrets))
+    (app,) = parse_apps(
+        [{"name": "hello", "repo": world.app.url, "replicas": 3, "secrets": {"api-key": "vault_key"}, **changes}],
+        Defaults(git_allow_file_urls=True),
+    )
+    return swarm, app
+
+
+def test_a_service_is_built_and_gated_once_here_then_handed_to_the_swarm(world):
+    swarm, app = service_world(world)
+    outcome = world.engine.deploy(app, requested_by="site.yml")
+    assert outcome.status == "deployed", outcome
+    assert outcome.container == "app-hello"
+    [(name, sha, image, _build_fp, fingerprint, secrets)] = swarm.deploys
+    assert (name, sha) == ("hello", world.shas[1])
+    assert image in world.docker.builds
+    assert image.startswith("streamlit-apps/hello:")
+    assert fingerprint.startswith("svc-3-")
+    assert secrets == {"api-key": b"s3cret-value"}
+    # The gate ran the script once in a throwaway container on the built image, which is gone.
+    [trial] = world.docker.created
+    assert trial == f"hello-{world.shas[1][:12]}-gate"
+    assert world.docker.execs[0][-1] == "/app/streamlit_app.py"
+    assert world.docker.containers_by_name == {}
+    # The edge's upstream is the swarm edge watcher's: the engine switches nothing.
+    assert world.nginx == []
+    assert world.engine.load_state("hello")["serving"]["container"] == "app-hello"
+    assert records(world)[-1]["container"] == "app-hello"
+    assert json.loads((world.tmp / "results/hello.json").read_text())["status"] == "deployed"
+
+
+def test_a_service_at_its_commit_and_settings_is_left_alone(world):
+    swarm, app = service_world(world)
+    world.engine.deploy(app)
+    builds = len(world.docker.builds)
+    again = world.engine.deploy(app)
+    assert again.status == "unchanged"
+    assert len(swarm.deploys) == 1
+    assert len(world.docker.builds) == builds
+    assert world.engine.deploy(app, check_mode=True).status == "unchanged"
+    assert world.engine.deploy(app, world.shas[0], check_mode=True).status == "would_deploy"
+    assert len(swarm.deploys) == 1
+
+
+def test_a_service_whose_script_raises_never_reaches_the_swarm(world):
+    swarm, app = service_world(world)
+    world.engine.deploy(app, world.shas[0])
+    world.docker.gate = (
+        1,
+        b'{"gate": 1, "ok": false, "exceptions": [{"type": "ModuleNotFoundError", "message": "No module named x"}]}\n',
+    )
+    outcome = world.engine.deploy(app, world.shas[1], requested_by="monitor")
+    assert (outcome.status, outcome.step) == ("failed", "gate")
+    assert "ModuleNotFoundError" in outcome.reason
+    assert outcome.previous == [world.shas[0]]
+    assert len(swarm.deploys) == 1  # only the first
+    assert world.docker.containers_by_name == {}  # the trial container is removed
+    assert world.shas[1] in world.engine.load_state("hello")["failed"]
+
+
+def test_a_rolled_back_update_marks_the_commit_a_registry_outage_does_not(world):
+    swarm, app = service_world(world)
+    swarm.error = _deploy.DeployFailed("update", "the swarm rolled app-hello back", ["t1 failed: exit 1"])
+    outcome = world.engine.deploy(app, world.shas[0])
+    assert (outcome.status, outcome.step, outcome.tail) == ("failed", "update", ["t1 failed: exit 1"])
+    assert world.shas[0] in world.engine.load_state("hello")["failed"]
+    swarm.error = _deploy.DeployFailed("push", "the registry 10.0.0.1:5000 refused the login (APIError)")
+    outcome = world.engine.deploy(app, world.shas[1])
+    assert (outcome.status, outcome.step) == ("failed", "push")
+    assert world.shas[1] not in world.engine.load_state("hello")["failed"]
+
+
+def test_a_service_needs_the_swarm_backend_and_no_egress(world):
+    _swarm, app = service_world(world)
+    world.engine.swarm = None
+    outcome = world.engine.deploy(app, world.shas[0])
+    assert (outcome.status, outcome.step) == ("failed", "swarm")
+    assert "first manager" in outcome.reason
+    assert world.engine.load_state("hello")["failed"] == {}
+    assert world.engine.deploy(app, world.shas[0], check_mode=True).step == "swarm"
+    swarm, app = (
+        FakeSwarmBackend(),
+        parse_apps(
+            [
+                {
+                    "name": "hello",
+                    "repo": world.app.url,
+                    "replicas": 2,
+                    "egress": [{"host": "target.lab.test", "port": 443}],
+                }
+            ],
+            Defaults(git_allow_file_urls=True),
+        )[0],
+    )
+    world.engine.swarm = swarm
+    outcome = world.engine.deploy(app, world.shas[0])
+    assert (outcome.status, outcome.step) == ("failed", "egress")
+    assert swarm.deploys == []
+    assert world.nft == []
+
+
+def test_a_missing_secret_file_fails_before_anything_starts(world):
+    swarm, app = service_world(world)
+    (world.tmp / "secrets/hello/api-key").unlink()
+    outcome = world.engine.deploy(app, world.shas[0])
+    assert (outcome.status, outcome.step) == ("failed", "secrets")
+    assert world.docker.created == []
+    assert swarm.deploys == []
+
+
+def test_removal_leaves_the_swarms_task_containers_and_pulled_images_alone(world):
+    swarm = FakeSwarmBackend()
+    world.engine.swarm = swarm
+    task = world.docker._run(
+        "10.0.0.1:5000/streamlit-apps/other:abc",
+        name="app-other.1.xyz",
+        labels={LABEL_APP: "other", "com.docker.swarm.task.id": "xyz"},
+    )
+    pulled = "10.0.0.1:5000/streamlit-apps/other:abc"
+    world.docker.images_by_tag[pulled] = SimpleNamespace(
+        id="sha256:pulled", attrs={"Created": "1"}, labels={LABEL_APP: "other"}, tags=[pulled]
+    )
+    removed = world.engine.remove_absent(set())
+    assert removed == ["gone"]  # the backend's, not the task's app
+    assert swarm.removed == [set()]
+    assert not task.removed
+    assert "10.0.0.1:5000/streamlit-apps/other:abc" in world.docker.images_by_tag
+
+
+def test_the_first_deploy_of_a_service_retires_the_apps_single_container(world):
+    world.engine.deploy(world.app, world.shas[0])
+    [single] = world.docker.containers_by_name.values()
+    _swarm, app = service_world(world)
+    task = world.docker._run("img", name="app-hello.1.x", labels={LABEL_APP: "hello", "com.docker.swarm.task.id": "x"})
+    assert world.engine.deploy(app, world.shas[1]).status == "deployed"
+    assert single.removed
+    assert not task.removed

@@ -164,13 +164,30 @@ def test_replicas_follow_the_swarm_groups_the_operator_named():
     groups = {**SWARM, "mgr": SWARM["swarm_managers"], "wrk": SWARM["swarm_workers"], "swarm_managers": []}
     entry = {"name": "a", "replicas": 2, "hosts": ["mgr", "wrk"]}
     assert "needs a swarm" in app_placement_errors(specs(entry), groups, ["m1"])[0]
-    assert app_placement_errors(specs(entry), groups, ["m1"], swarm_groups=["mgr", "wrk"], swarm_services=True) == []
-    # The filter's default (the apps role, which does not call the swarm backend yet) refuses replicas.
-    assert app_placement_errors(specs(entry), groups, ["m1"], swarm_groups=["mgr", "wrk"]) == [
-        "apps[0] (name 'a'): replicas 2: the apps role does not deploy swarm services yet "
-        "(docs/multi-host.md, What comes next); use replicas: 1"
-    ]
+    assert app_placement_errors(specs(entry), groups, ["m1"], swarm_groups=["mgr", "wrk"]) == []
     from ansible.errors import AnsibleFilterError  # as the filter tests above
 
     with pytest.raises(AnsibleFilterError, match="swarm_groups"):
         app_placement_errors(specs(entry), groups, ["m1"], swarm_groups="mgr")
+
+
+def test_a_service_with_egress_is_refused_naming_the_entry():
+    entry = {"name": "a", "replicas": 3, "hosts": ["swarm"], "egress": [{"host": "api.example.org", "port": 443}]}
+    assert placement_errors(specs(entry), SWARM_INV) == [
+        "apps[0] (name 'a'): egress with replicas 3: per-app egress is a host's firewall table and the app's own "
+        "bridge, which a swarm service's tasks on other nodes do not have; use replicas: 1 or leave egress out"
+    ]
+    assert placement_errors(specs({**entry, "replicas": 1}), SWARM_INV) == []
+
+
+def test_a_service_is_placed_on_the_swarms_first_manager_only():
+    entries = ({"name": "svc", "replicas": 3, "hosts": ["swarm"]}, {"name": "one", "hosts": ["swarm"]})
+    on = {host: [s["name"] for s in apps_on_host(specs(*entries), host, SWARM_INV)] for host in ("m1", "w1", "w2")}
+    assert on == {"m1": ["svc", "one"], "w1": ["one"], "w2": ["one"]}
+    # The first manager as the inventory lists it, through the filter and the operator's group names.
+    groups = {**SWARM, "mgr": ["m2", "m1"], "wrk": SWARM["swarm_workers"], "all": [*SWARM["all"], "m2"]}
+    for host, expected in (("m2", ["svc"]), ("m1", [])):
+        found = apps_on_host_filter(specs(entries[0]), host, groups, ["m1"], swarm_groups=["mgr", "wrk"])
+        assert [s["name"] for s in found] == expected
+    # Without a swarm nobody deploys it (the preflight has refused it already).
+    assert apps_on_host(specs(entries[0]), "web1", INV) == []

@@ -5,6 +5,8 @@ what a rolled-back update reports, and the endpoints the edge gets. The real swa
 from __future__ import annotations
 
 import itertools
+import os
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,7 +18,9 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._swarm_ba
     SwarmBackend,
     SwarmSettings,
     image_ref,
+    read_password,
     secret_name,
+    service_fingerprint,
     service_spec,
 )
 
@@ -40,6 +44,8 @@ class FakeSwarm:
         self.pushed: list[tuple[str, str]] = []
         self.tagged: list[tuple[str, str, str]] = []
         self.push_error = ""
+        self.registry_password = "pw-NeverShown-0123456789"
+        self.logins: list[tuple[str, str]] = []
         self.service_list: list[dict[str, Any]] = []
         self.task_list: list[dict[str, Any]] = []
         self.secret_objs: list[SimpleNamespace] = []
@@ -49,13 +55,25 @@ class FakeSwarm:
         self.secrets = SimpleNamespace(list=self._secrets_list, create=self._secret_create)
         self.api = SimpleNamespace(
             push=self._push,
-            services=lambda filters: [s for s in self.service_list if s["Spec"]["Name"] == filters["name"]],
+            services=self._services,
             create_service=self._create,
             update_service=self._update,
             remove_service=lambda sid: self.service_list.remove(next(s for s in self.service_list if s["ID"] == sid)),
             tasks=lambda filters: [t for t in self.task_list if t["ServiceName"] == filters["service"]],
             inspect_node=lambda node: {"Status": {"Addr": NODES[node]}},
         )
+
+    def _services(self, filters: dict[str, str]) -> list[dict[str, Any]]:
+        if "name" in filters:
+            return [s for s in self.service_list if s["Spec"]["Name"] == filters["name"]]
+        return [s for s in self.service_list if filters["label"] in s["Spec"]["Labels"]]
+
+    def login(self, username: str, password: str, registry: str, reauth: bool) -> dict[str, str]:
+        assert reauth
+        if password != self.registry_password:
+            raise type("APIError", (Exception,), {})(f"login attempt to https://{registry}/v2/ failed")
+        self.logins.append((username, registry))
+        return {"Status": "Login Succeeded"}
 
     def _image(self, name: str) -> SimpleNamespace:
         return SimpleNamespace(tag=lambda repo, tag: self.tagged.append((name, repo, tag)))
@@ -325,3 +343,137 @@ def test_a_service_that_does_not_exist_yet_has_no_tasks():
 
     swarm.api.tasks = not_found
     assert backend(swarm).tasks(app()) == []
+
+
+def password_file(tmp_path: Path, text: str = "pw-NeverShown-0123456789\n", mode: int = 0o600) -> str:
+    path = tmp_path / "password"
+    path.write_text(text)
+    path.chmod(mode)
+    return str(path)
+
+
+def test_the_settings_come_from_the_roles_mapping_and_refuse_what_they_do_not_know():
+    settings = SwarmSettings.from_mapping(
+        {
+            "registry": "10.0.0.1:5000",
+            "registry_user": "swarm",
+            "registry_password_file": "/etc/docker/registry/swarm/password",
+            "constraints": {"triage": ["node.hostname==w1"], "intake": []},
+            "uid": "10001",
+            "converge_timeout": 300,
+            "update_monitor": "10s",
+        }
+    )
+    assert settings.uid == 10001
+    assert settings.converge_timeout == 300.0
+    assert settings.constraints_of("triage") == ["node.hostname==w1"]
+    assert settings.constraints_of("other") == []
+    for values, message in (
+        ({"registry": "m:5000", "registy_user": "x"}, "unknown swarm settings: registy_user"),
+        ({"registry_user": "x"}, "need registry"),
+        ({"registry": "m:5000", "uid": True}, "uid must be a number"),
+        ({"registry": "m:5000", "uid": "ten"}, "uid must be a number"),
+        ({"registry": "m:5000", "update_delay": 2}, "update_delay must be text"),
+        ({"registry": "m:5000", "constraints": ["node.hostname==w1"]}, "constraints must map"),
+        ({"registry": "m:5000", "constraints": {"a": ["node.role==manager"]}}, "constraints of 'a'"),
+        ({"registry": "m:5000", "constraints": {"a": ["node.hostname==w1 || x"]}}, "constraints of 'a'"),
+        ({"registry": "m:5000", "registry_user": "swarm"}, "go together"),
+        ({"registry": "m:5000", "registry_user": "swarm", "registry_password_file": "pw"}, "absolute path"),
+        ({"registry": "m:5000", "registry_user": "a b", "registry_password_file": "/pw"}, "not a user name"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            SwarmSettings.from_mapping(values)
+
+
+def test_the_password_is_read_from_a_root_only_regular_file_and_never_shown(tmp_path):
+    assert read_password(password_file(tmp_path)) == "pw-NeverShown-0123456789"
+    for text, mode, message in (
+        ("pw-NeverShown\n", 0o640, "mode 0600"),
+        ("", 0o600, "one line"),
+        ("pw-NeverShown\nsecond\n", 0o600, "one line"),
+    ):
+        with pytest.raises(DeployFailed, match=message) as caught:
+            read_password(password_file(tmp_path, text, mode))
+        assert "NeverShown" not in str(caught.value)
+    link = tmp_path / "link"
+    os.symlink(password_file(tmp_path), link)
+    with pytest.raises(DeployFailed, match="cannot open") as caught:
+        read_password(str(link))
+    with pytest.raises(DeployFailed, match="cannot open"):
+        read_password(str(tmp_path / "missing"))
+
+
+def test_a_deploy_logs_in_with_the_password_from_the_file_before_the_push(tmp_path):
+    swarm = FakeSwarm()
+    engine = backend(swarm, registry_user="swarm", registry_password_file=password_file(tmp_path))
+    engine.deploy(app(), SHA_OLD, "img", FP, "run", {})
+    assert swarm.logins == [("swarm", "manager-swarm:5000")]
+    assert len(swarm.pushed) == 1
+    # No user: the engine's own login (config.json) is used, nothing is read.
+    swarm = FakeSwarm()
+    backend(swarm).deploy(app(), SHA_OLD, "img", FP, "run", {})
+    assert swarm.logins == []
+
+
+def test_a_refused_login_fails_the_push_step_without_the_password(tmp_path):
+    swarm = FakeSwarm()
+    swarm.registry_password = "another"
+    engine = backend(swarm, registry_user="swarm", registry_password_file=password_file(tmp_path))
+    with pytest.raises(DeployFailed, match="refused the login") as caught:
+        engine.deploy(app(), SHA_OLD, "img", FP, "run", {})
+    assert caught.value.step == "push"
+    assert "NeverShown" not in str(caught.value) + " ".join(caught.value.tail)
+    assert swarm.pushed == []
+    assert swarm.service_list == []
+
+
+def test_the_placement_constraints_go_into_the_service():
+    swarm = FakeSwarm()
+    engine = backend(swarm, constraints={"triage": ("node.hostname!=w2", "node.hostname!=m1")})
+    engine.deploy(app(), SHA_OLD, "img", FP, "run", {})
+    placement = swarm.service_list[0]["Spec"]["TaskTemplate"]["Placement"]
+    assert placement == {"Constraints": ["node.hostname!=m1", "node.hostname!=w2"]}
+    spec = service_spec(SwarmSettings(registry="m:5000"), app(), SHA_NEW, "m:5000/i:t", FP)
+    assert spec["task_template"]["Placement"] == {"Constraints": []}
+
+
+def test_the_service_is_up_to_date_only_at_this_commit_fingerprint_and_every_task_running():
+    swarm = FakeSwarm()
+    engine = backend(swarm)
+    assert engine.up_to_date(app(), SHA_OLD, "fp") is False
+    assert engine.serving(app()) == ("", "")
+    fingerprint = engine.fingerprint(app(), "run")
+    engine.deploy(app(), SHA_OLD, "img", FP, fingerprint, {})
+    assert engine.serving(app()) == (SHA_OLD, fingerprint)
+    assert engine.up_to_date(app(), SHA_OLD, fingerprint) is True
+    assert engine.up_to_date(app(), SHA_NEW, fingerprint) is False
+    assert engine.up_to_date(app(), SHA_OLD, engine.fingerprint(app(), "other run")) is False
+    # The number of tasks and the placement are part of it: a change is an update.
+    assert engine.fingerprint(app(replicas=4), "run") != fingerprint
+    assert service_fingerprint("run", app(), ["node.hostname==w1"]) != fingerprint
+    swarm.task_list[0]["Status"]["State"] = "starting"  # one task down: not up to date
+    assert engine.up_to_date(app(), SHA_OLD, fingerprint) is False
+
+
+def test_services_of_apps_that_left_the_inventory_are_removed():
+    swarm = FakeSwarm()
+    engine = backend(swarm)
+    engine.deploy(app(), SHA_OLD, "img", FP, "run", {"api-key": b"s3cret"})
+    engine.deploy(app(name="intake"), SHA_OLD, "img", FP, "run", {})
+    assert engine.apps() == {"triage", "intake"}
+    assert engine.remove_absent({"intake"}, check_mode=True) == ["triage"]
+    assert len(swarm.service_list) == 2
+    assert engine.remove_absent({"intake"}) == ["triage"]
+    assert [s["Spec"]["Name"] for s in swarm.service_list] == ["app-intake"]
+    assert swarm.secret_objs == []
+
+
+def test_an_engine_that_is_no_manager_has_no_services():
+    swarm = FakeSwarm()
+
+    def not_a_manager(filters):
+        raise type("APIError", (Exception,), {"status_code": 503})("This node is not a swarm manager")
+
+    swarm.api.services = not_a_manager
+    assert backend(swarm).apps() == set()
+    assert backend(swarm).remove_absent(set()) == []
