@@ -800,14 +800,7 @@ class Engine:
             step = "service"
             self.swarm.deploy(app, sha, image, build_fp, fingerprint, secrets)
         except Exception as exc:
-            failed = exc if isinstance(exc, DeployFailed) else DeployFailed(step, describe(exc))
-            if trial is not None:
-                with contextlib.suppress(Exception):
-                    failed.tail = failed.tail or self.container_tail(trial)
-                    trial.remove(force=True)
-            outcome.status, outcome.step = "failed", failed.step
-            outcome.reason = f"{failed.step} failed: {failed.message}"
-            outcome.tail = failed.tail
+            failed = self._record_failure(outcome, exc, step, trial)
             # Only the commit's own steps mark it failed; a registry or swarm outage does not.
             outcome.commit_at_fault = failed.step in ("fetch", "build", "start", "health", "gate", "update")
             return outcome
@@ -820,6 +813,18 @@ class Engine:
         with contextlib.suppress(Exception):
             self.prune(app.name, keep_image=self.docker.images.get(image).id)
         return outcome
+
+    def _record_failure(self, outcome: Outcome, exc: BaseException, step: str, container: Any | None) -> DeployFailed:
+        """Mark `outcome` failed at `step`; a container this deploy started is removed, its log tail kept."""
+        failed = exc if isinstance(exc, DeployFailed) else DeployFailed(step, describe(exc))
+        if container is not None:
+            with contextlib.suppress(Exception):
+                failed.tail = failed.tail or self.container_tail(container)
+                container.remove(force=True)
+        outcome.status, outcome.step = "failed", failed.step
+        outcome.reason = f"{failed.step} failed: {failed.message}"
+        outcome.tail = failed.tail
+        return failed
 
     def _deploy_locked(self, app: AppSpec, sha: str, requested_by: str) -> Outcome:
         if is_service(app):
@@ -882,14 +887,7 @@ class Engine:
             step = "switch"
             self.edge.switch(app.name, f"{address}:{PORT}")
         except (DeployFailed, UpstreamError, Exception) as exc:
-            failed = exc if isinstance(exc, DeployFailed) else DeployFailed(step, describe(exc))
-            if new is not None and fresh:
-                with contextlib.suppress(Exception):
-                    failed.tail = failed.tail or self.container_tail(new)
-                    new.remove(force=True)
-            outcome.status, outcome.step = "failed", failed.step
-            outcome.reason = f"{failed.step} failed: {failed.message}"
-            outcome.tail = failed.tail
+            self._record_failure(outcome, exc, step, new if fresh else None)
             outcome.commit_at_fault = fresh  # a restore that fails says nothing about the commit
             return outcome
         self.remember_serving(app.name, sha, name)
