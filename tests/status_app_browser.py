@@ -142,6 +142,11 @@ def main(base: str, out: Path, stage: str) -> int:
     seen: dict[str, object] = {"screenshots": []}
     with headless_chromium.browser() as browser:
         page = browser.new_context(**context_options(base)).new_page()
+        # Every answer of 400 or above, and every request that failed: what a page left without its
+        # scripts has to say (a 429 from the edge's rate limit once left the timeline without a table).
+        refused: list[str] = []
+        page.on("response", lambda r: r.status >= 400 and refused.append(f"{r.status} {r.url}"))
+        page.on("requestfailed", lambda r: refused.append(f"{r.failure} {r.url}"))
 
         def shot(name: str) -> None:
             path = out / f"{name}.png"
@@ -152,7 +157,7 @@ def main(base: str, out: Path, stage: str) -> int:
             run(page, base, stage, seen, shot)
         except Exception as exc:
             shot("failed")
-            seen.update(error=str(exc), failed_at=page.url, shown=page.inner_text("body"))
+            seen.update(error=str(exc), failed_at=page.url, shown=page.inner_text("body"), refused=refused[-40:])
             print(json.dumps(seen))
             return 1
     print(json.dumps(seen))

@@ -193,6 +193,11 @@ def the_failed_check(report: dict, host: str = PROBE) -> tuple[str, str, list[di
         ),
         ('{"tls_public_https_port": 70000}', "Fail on a public port", ["tls_public_https_port", "70000"]),
         (
+            '{"tls_rate_limit_static_rate": "100/s"}',
+            "Fail on a request rate or burst nginx does not read",
+            ["tls_rate_limit_static_rate must be a rate like 20r/s", '"100/s"'],
+        ),
+        (
             '{"apps": [{"name": "a", "repo": "acme/a", "access": {"htpasswd_users": [{"name": "bob"}]}}]}',
             APP_RULE,
             ["apps[0]", "bob", "non-empty password"],

@@ -189,11 +189,6 @@ def test_push_goes_live_and_a_broken_push_does_not(first_run, tmp_path):
     assert (tmp_path / "broken/after-broken.png").stat().st_size > 0
 
 
-# Quarantined 2026-12-04: since that afternoon, on stop 29's tree as on today's, the timeline page loses its
-# JavaScript after the lab's pushes ("Failed to fetch dynamically imported module .../DataFrame....js"; in CI
-# an empty page): the status app seems to stop serving while it draws the table. Not yet found; the closing
-# note of 2026-12-04 has the evidence. The test stays and runs; a pass shows as XPASS.
-@pytest.mark.xfail(strict=False, reason="status timeline loses its JavaScript after the lab's pushes (under study)")
 def test_lab_status_timeline_shows_the_pushes_deploy_and_failure(first_run, tmp_path):
     """Issue 18 in the lab: after the push and the broken push above, the status app's deploy timeline
     (Chromium, through the edge, as the lab admin), filtered to the example app, lists its last successful
