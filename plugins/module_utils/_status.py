@@ -909,13 +909,15 @@ def replicas_lines(replicas: Any) -> list[str]:
         f"{replicas.get('desired', 0)} replicas run {_short(replicas.get('sha'))}"
         f" ({replicas.get('running', 0)} running)" + (f", update {update['state']}" if update.get("state") else "")
     ]
-    lines.append(f"    {'slot':<5} {'node':<20} {'node state':<16} {'task':<10} {'commit':<12} {'port':>6}  since")
-    for task in replicas.get("tasks", []):
+    tasks = replicas.get("tasks", [])
+    width = max([4, *(len(str(task.get("node", "-"))) for task in tasks)])
+    lines.append(f"    {'slot':<5} {'node':<{width}} {'node state':<16} {'task':<10} {'commit':<12} {'port':>6}  since")
+    for task in tasks:
         node_state = "/".join(part for part in (task.get("node_state"), task.get("node_availability")) if part)
         port = str(task["port"]) if task.get("port") else "-"
         slot = str(task["slot"]) if task.get("slot") is not None else "-"
         lines.append(
-            f"    {slot:<5} {task.get('node', '-'):<20} {node_state or '-':<16} {task.get('state', '?'):<10} "
+            f"    {slot:<5} {task.get('node', '-'):<{width}} {node_state or '-':<16} {task.get('state', '?'):<10} "
             f"{_short(task.get('sha')):<12} {port:>6}  {task.get('since') or '-'}"
             + (f", {task['restarts']} failed before" if task.get("restarts") else "")
         )

@@ -393,4 +393,4 @@ def test_a_replicated_app_s_tasks_reach_the_snapshot_and_the_text(installed, hos
         result.stdout
     )
     assert "  service app-hello: 1 of 2 replicas run" in result.stdout
-    assert "    1     worker-1             ready/active     running" in result.stdout
+    assert "    1     worker-1 ready/active     running" in result.stdout

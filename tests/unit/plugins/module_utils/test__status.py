@@ -563,7 +563,7 @@ def test_a_replicated_app_shows_each_task_s_node_slot_port_and_since(swarm_host)
     assert hello["health"]["state"] == "healthy"
     text = _status.render_text(report)
     assert f"  service app-web: 3 of 3 replicas run {sha(2)[:12]} (3 running)" in text
-    assert "    3     worker-2             down/drain       running" in text
+    assert "    3     worker-2  down/drain       running" in text
     dumped = json.dumps(report)
     assert "hunter2" not in dumped
     assert "DB_PASSWORD" not in dumped
