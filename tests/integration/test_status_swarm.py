@@ -113,6 +113,24 @@ def install_status_command(node) -> None:
     put_file(node, f"/var/lib/streamlit-apps/{APP}/state.json", json.dumps(state).encode(), 0o600)
 
 
+# The swarm's part of one collection, timed inside (the report's `collect_seconds` covers all of it): the
+# replicated app's service, tasks and nodes, and an app without a service (one filtered list).
+TIMING = f"""
+import statistics, sys, time
+sys.path.insert(0, "{INSTALL}/lib")
+import docker
+from ansible_collections.secure_streamlit.hosting.plugins.module_utils._status import SwarmProbe
+probe = SwarmProbe(docker.from_env(timeout=30))
+for app in ("{APP}", "no-service"):
+    took = []
+    for _ in range(7):
+        start = time.perf_counter()
+        probe.service(app)
+        took.append((time.perf_counter() - start) * 1000)
+    print(f"{{app}}: best {{min(took):.1f}} ms, median {{statistics.median(took):.1f}} ms")
+"""
+
+
 def status(node, *args: str) -> tuple[int, str]:
     return run(node, ["python3", f"{INSTALL}/secure_streamlit.py", "--config", CONFIG, "status", APP, *args], False)
 
@@ -210,6 +228,7 @@ def test_the_status_command_shows_each_replica_s_node_slot_and_port_then_a_repli
         run(manager, f"python3 -c \"import urllib.request as u; u.urlopen('http://127.0.0.1:{port}/', timeout=5)\"")
     code, text = status(manager, "--live")
     assert code == 0, text
+    print("the swarm's part of a collection:", run(manager, ["python3", "-c", TIMING])[1].strip().replace("\n", "; "))
     assert f"  service app-{APP}: 3 of 3 replicas run {COMMIT[:12]} (3 running)" in text
     assert f"    1     {manager.name} ready/active     running    {COMMIT[:12]}" in text
 
