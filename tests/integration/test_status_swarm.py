@@ -34,6 +34,7 @@ IMAGE = "secure-streamlit/base:bookworm"
 IMAGES = (REPO / ".cache/images").resolve()
 PREFIX = "status-swarm-test-"
 APP = "web"
+FLAKY = "flaky"
 PORT = 8501
 WAIT = 300.0  # any one wait, on a machine two other helpers load
 INSTALL = "/opt/secure-streamlit-status"
@@ -102,15 +103,16 @@ def install_status_command(node) -> None:
     for name in MODULES:
         put_file(node, f"{LIB}/{name}", (REPO / "plugins/module_utils" / name).read_bytes(), 0o644)
     config = {
-        "settings": {"apps": [APP]},
+        "settings": {"apps": [APP, FLAKY]},
         "snapshot": "/var/lib/secure-streamlit-status/status.json",
         "snapshot_max_age": 300,
         "alert_command": [],
     }
     put_file(node, CONFIG, json.dumps(config).encode(), 0o640)
     # What the deploy engine records after a swarm deploy (_deploy.Engine._deploy_service).
-    state = {"serving": {"sha": COMMIT, "container": f"app-{APP}", "since": "2026-12-04T18:00:00Z"}, "failed": {}}
-    put_file(node, f"/var/lib/streamlit-apps/{APP}/state.json", json.dumps(state).encode(), 0o600)
+    for app in (APP, FLAKY):
+        state = {"serving": {"sha": COMMIT, "container": f"app-{app}", "since": "2026-12-04T18:00:00Z"}, "failed": {}}
+        put_file(node, f"/var/lib/streamlit-apps/{app}/state.json", json.dumps(state).encode(), 0o600)
 
 
 # The swarm's part of one collection, timed inside (the report's `collect_seconds` covers all of it): the
@@ -131,12 +133,12 @@ for app in ("{APP}", "no-service"):
 """
 
 
-def status(node, *args: str) -> tuple[int, str]:
-    return run(node, ["python3", f"{INSTALL}/secure_streamlit.py", "--config", CONFIG, "status", APP, *args], False)
+def status(node, *args: str, app: str = APP) -> tuple[int, str]:
+    return run(node, ["python3", f"{INSTALL}/secure_streamlit.py", "--config", CONFIG, "status", app, *args], False)
 
 
-def report(node) -> dict:
-    code, text = status(node, "--json", "--live")
+def report(node, app: str = APP) -> dict:
+    code, text = status(node, "--json", "--live", app=app)
     assert code in (0, 1), text
     return json.loads(text)
 
@@ -248,3 +250,54 @@ def test_the_status_command_shows_each_replica_s_node_slot_and_port_then_a_repli
     assert problem.startswith(f"  ! app {APP}: 3 of 4 replicas run {COMMIT[:12]}; slot 4 on no node: pending: "), text
     assert "no suitable node" in problem
     assert report(manager)["apps"][0]["health"]["state"] == "degraded"
+
+
+def test_a_replica_whose_health_check_fails_is_replaced_and_counted(manager):
+    """What "healthy" means for a replica (docs/status.md): the swarm kills a task whose health check keeps
+    failing and starts another in its slot; the report counts the failure and keeps its error."""
+    run(
+        manager,
+        [
+            "docker", "service", "create", "--detach", "--quiet", "--name", f"app-{FLAKY}", "--replicas", "2",
+            "--label", f"secure_streamlit.app={FLAKY}", "--label", f"secure_streamlit.sha={COMMIT}",
+            "--container-label", f"secure_streamlit.app={FLAKY}", "--container-label", f"secure_streamlit.sha={COMMIT}",
+            "--health-cmd", "test ! -e /tmp/broken", "--health-interval", "1s", "--health-timeout", "2s",
+            "--health-retries", "2",
+            IMAGE, "sleep", "infinity",
+        ],
+    )  # fmt: skip
+
+    def replicas_at(count: int):
+        found = report(manager, FLAKY)["apps"][0].get("replicas") or {}
+        return found if found.get("running_at_sha") == count else None
+
+    before = wait_for("2 tasks running (healthy)", lambda: replicas_at(2))
+    assert [t["restarts"] for t in before["tasks"]] == [0, 0]
+    listing = run(
+        manager,
+        ["docker", "ps", "--filter", f"label=com.docker.swarm.service.name=app-{FLAKY}",
+         "--format", '{{.ID}} {{.Label "com.docker.swarm.task.name"}}'],
+    )[1]  # fmt: skip
+    container = next(line.split()[0] for line in listing.splitlines() if f" app-{FLAKY}.1." in f" {line.split()[1]}")
+    broken = time.monotonic()
+    run(manager, ["docker", "exec", container, "touch", "/tmp/broken"])
+
+    seen: list[str] = []  # slot 1's states on the way (how often the timer would see it depends on timing)
+
+    def replaced():
+        found = report(manager, FLAKY)["apps"][0].get("replicas") or {}
+        slot1 = found["tasks"][0]
+        if not seen or seen[-1] != slot1["state"]:
+            seen.append(slot1["state"])
+        return found if found.get("running_at_sha") == 2 and slot1["restarts"] >= 1 else None
+
+    after = wait_for("slot 1 replaced after its health check failed", replaced, limit=120, step=0.5)
+    print(f"\nslot 1 failed its health check and ran again after {time.monotonic() - broken:.1f} s: "
+          f"{after['tasks'][0]['last_error']!r}; states seen: {' -> '.join(seen)}")  # fmt: skip
+    slot1, slot2 = after["tasks"]
+    assert (slot1["slot"], slot1["state"], slot1["healthy"], slot1["restarts"]) == (1, "running", True, 1)
+    assert slot1["last_error"]
+    assert slot2["restarts"] == 0
+    code, text = status(manager, "--live", app=FLAKY)
+    assert code == 0, text
+    assert "failed before" in text
