@@ -673,7 +673,8 @@ class Collector:
             return {
                 "state": "missing",
                 "containers": [],
-                "problem": f"its service {replicas['service']} is missing on this swarm manager",
+                "problem": f"the deploy state says its service {replicas['service']} serves, but this engine "
+                "lists no such service (removed, or the engine is no swarm manager any more)",
             }
         problem = replicas_problem(replicas)
         state = "healthy" if not problem else "degraded" if replicas["running_at_sha"] else "down"

@@ -642,7 +642,10 @@ def test_a_service_the_deploy_state_names_but_the_swarm_lacks_needs_attention(sw
     report = report_of(swarm_host, swarm=_NoService())
     web = next(a for a in report["apps"] if a["name"] == "web")
     assert web["health"]["state"] == "missing"
-    assert web["attention"] == ["its service app-web is missing on this swarm manager"]
+    assert web["attention"] == [
+        "the deploy state says its service app-web serves, but this engine lists no such service "
+        "(removed, or the engine is no swarm manager any more)"
+    ]
     assert _status.render_text(report)  # a missing service has no task table
 
 
