@@ -8,6 +8,7 @@ the other parts already keep -- nothing is asked twice and nothing here writes t
 | per app: serving SHA and since when, SHAs marked failed and why | the deploy engine's `<state_dir>/<app>/state.json` |
 | per app: the last deploys (who asked, duration, outcome) | the deploy audit log (`deploys.log`) |
 | per app: container state and health, limits | the Docker engine (injectable: `ContainerProbe`) |
+| per replicated app: desired and running tasks; each task's node, state, port | a swarm manager (`ServiceProbe`) |
 | per app: the pending request | the monitor's spool `requests/<app>.json` and its state |
 | the monitor: last poll, API budget left, interval | the monitor's state and configuration, its audit log |
 | certificates and their expiry | the edge's PEM files (`cryptography`) |
@@ -27,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -42,6 +44,12 @@ from ansible_collections.secure_streamlit.hosting.plugins.module_utils._quota im
 SCHEMA = "secure-streamlit-status/1"
 LABEL_APP = "secure_streamlit.app"  # the deploy engine's container label (_deploy.LABEL_APP)
 LABEL_SHA = "secure_streamlit.sha"
+SERVICE_PREFIX = "app-"  # a replicated app's swarm service (_swarm_backend.SERVICE_PREFIX)
+# Task states after which a task never runs again (docker/swarmkit api.TaskState), and those of them that
+# are a failure: the swarm's own restarts (an exit, a failed health check) leave them in the slot's history.
+TASK_ENDED = frozenset({"complete", "shutdown", "failed", "rejected", "remove", "orphaned"})
+TASK_FAILED = frozenset({"failed", "rejected"})
+MAX_TASK_TEXT = 300
 MAX_STATE_BYTES = 1 << 20
 WINDOW = 3600.0
 # The monitor's budgets (github_repo_monitor.py): 90 % of GitHub's hourly limit, with and without a token.
@@ -133,6 +141,150 @@ class DockerProbe:
     def containers(self, app: str) -> list[dict[str, Any]]:
         found = self.client.containers.list(all=True, filters={"label": f"{LABEL_APP}={app}"})
         return [container_info(c.attrs) for c in found]
+
+
+class ServiceProbe(Protocol):
+    def service(self, app: str) -> dict[str, Any] | None:
+        """The app's swarm service as `service_info` shapes it; None when the app has no service here."""
+
+
+class SwarmProbe:
+    """A replicated app's swarm service as a manager of the swarm sees it (docker-py's low-level API: the
+    service, its tasks, the node list for the names). On an engine that is no manager, every app has none."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def service(self, app: str) -> dict[str, Any] | None:
+        name = SERVICE_PREFIX + app
+        try:
+            found = self.client.api.services(filters={"name": name})
+        except Exception as exc:  # docker.errors.APIError 503: "This node is not a swarm manager"
+            if getattr(exc, "status_code", None) == 503:
+                return None
+            raise
+        service = next((s for s in found if (s.get("Spec") or {}).get("Name") == name), None)
+        if service is None:
+            return None
+        tasks = self.client.api.tasks(filters={"service": service["ID"]})
+        return service_info(service, tasks, self.client.api.nodes())
+
+
+def _docker_time(text: Any) -> str | None:
+    """An engine timestamp (RFC 3339 with nanoseconds) as the report's ISO seconds, None when it is none."""
+    if not isinstance(text, str) or text.startswith("0001-"):
+        return None
+    moment = _parse_time(re.sub(r"\.[0-9]+", "", text))
+    return _iso(moment) if moment is not None else None
+
+
+def _task_text(value: Any) -> str:
+    return " ".join(str(value or "").split())[:MAX_TASK_TEXT]
+
+
+def service_info(
+    service: Mapping[str, Any], tasks: Iterable[Mapping[str, Any]], nodes: Iterable[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """What the report keeps of a service: its desired and running tasks, and per slot the task meant to
+    run (else the newest): node by name, the node's availability and state, the task's state, message and
+    error, its commit, its published host port, since when; how many of the slot's tasks the swarm kept in
+    its history failed (its restarts: a task whose health check fails is killed and replaced). No
+    environment, no secret, no command line."""
+    spec = service.get("Spec") or {}
+    labels = spec.get("Labels") or {}
+    commit = str(labels.get(LABEL_SHA, ""))
+    desired = ((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas")
+    by_id = {
+        str(node.get("ID", "")): {
+            "hostname": str((node.get("Description") or {}).get("Hostname", "")),
+            "availability": str((node.get("Spec") or {}).get("Availability", "")),
+            "state": str((node.get("Status") or {}).get("State", "")),
+        }
+        for node in nodes
+    }
+    slots: dict[str, list[Mapping[str, Any]]] = {}
+    for task in tasks:
+        key = str(task.get("Slot") or task.get("NodeID") or task.get("ID", ""))  # global services: per node
+        slots.setdefault(key, []).append(task)
+    replicas = []
+    for history in slots.values():
+        history.sort(key=lambda t: str(t.get("Status", {}).get("Timestamp") or t.get("CreatedAt") or ""))
+        current = [t for t in history if t.get("DesiredState") == "running"]
+        if not current:
+            continue  # a slot scaled away or a task being stopped: not one of the service's replicas now
+        task = current[-1]
+        replicas.append(_replica(task, history, by_id))
+    replicas.sort(key=lambda r: (r["slot"] if isinstance(r["slot"], int) else 1 << 30, r["node"]))
+    running = [r for r in replicas if r["state"] == "running"]
+    update = service.get("UpdateStatus") or {}
+    return {
+        "service": str(spec.get("Name", "")),
+        "sha": commit,
+        "desired": int(desired) if _number(desired) else len(replicas),
+        "running": len(running),
+        "running_at_sha": sum(1 for r in running if r["sha"] == commit),
+        "update": {"state": str(update.get("State", "")), "message": _task_text(update.get("Message"))}
+        if update
+        else None,
+        "tasks": replicas,
+    }
+
+
+def _replica(
+    task: Mapping[str, Any], history: Sequence[Mapping[str, Any]], nodes: Mapping[str, Mapping[str, str]]
+) -> dict[str, Any]:
+    status = task.get("Status") or {}
+    container_spec = (task.get("Spec") or {}).get("ContainerSpec") or {}
+    node_id = str(task.get("NodeID") or "")
+    node = nodes.get(node_id) or {}
+    ports = [
+        int(port["PublishedPort"])
+        for port in (status.get("PortStatus") or {}).get("Ports") or []
+        if port.get("PublishMode") == "host" and _number(port.get("PublishedPort"))
+    ]
+    failures = [t for t in history if (t.get("Status") or {}).get("State") in TASK_FAILED]
+    last_error = next((_task_text(t["Status"].get("Err")) for t in reversed(failures) if t["Status"].get("Err")), "")
+    slot = task.get("Slot")
+    state = str(status.get("State", "unknown"))
+    return {
+        "slot": int(slot) if _number(slot) else None,
+        "node": node.get("hostname") or ("-" if not node_id else f"unknown node {node_id[:12]}"),
+        "node_availability": node.get("availability", ""),
+        "node_state": node.get("state", ""),
+        "state": state,
+        # The swarm starts a task with a health check as `starting` and makes it `running` only once the
+        # check passes; a check that fails later gets the task killed and replaced (counted in restarts).
+        "healthy": state == "running",
+        "message": _task_text(status.get("Message")),
+        "error": _task_text(status.get("Err")),
+        "sha": str((container_spec.get("Labels") or {}).get(LABEL_SHA, "")),
+        "image": str(container_spec.get("Image", "")).split("@", 1)[0][:200],
+        "port": ports[0] if ports else None,
+        "since": _docker_time(status.get("Timestamp")),
+        "restarts": len(failures),
+        "last_error": last_error,
+    }
+
+
+def replicas_problem(info: Mapping[str, Any]) -> str:
+    """Why a service needs a person ("" when it does not): fewer tasks than desired run its commit."""
+    desired, at_sha = info.get("desired", 0), info.get("running_at_sha", 0)
+    if at_sha >= desired:
+        return ""
+    problem = f"{at_sha} of {desired} replicas run {_short(info.get('sha'))}"
+    update = info.get("update") or {}
+    if update.get("state") in ("updating", "rollback_started"):
+        problem += f" (the swarm's update is {update['state']})"
+    for task in info.get("tasks", []):
+        if task["state"] == "running" and task["sha"] == info.get("sha"):
+            continue
+        why = task["error"] or task["message"] or task["last_error"]
+        where = f"on {task['node']}" if task["node"] != "-" else "on no node"
+        detail = f"{task['state']}{f': {why}' if why else ''}"
+        if task["state"] == "running":
+            detail = f"running {_short(task['sha'])}"
+        problem += f"; slot {task['slot'] if task['slot'] is not None else '-'} {where}: {detail}"
+    return problem[:1000]
 
 
 def container_info(attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -333,7 +485,8 @@ def _utc(cert: Any, name: str) -> float:
 # -- the report --------------------------------------------------------------------------------------------
 class Collector:
     """Gathers the report. Every collaborator is injected: the settings, the clock, the container probe
-    (None: the engine is not asked), the host name and free-space reader."""
+    (None: the engine is not asked), the swarm's service probe (None: no app is asked for its replicas),
+    the host name and free-space reader."""
 
     def __init__(
         self,
@@ -341,12 +494,14 @@ class Collector:
         *,
         clock: Callable[[], float],
         probe: ContainerProbe | None,
+        swarm: ServiceProbe | None = None,
         hostname: Callable[[], str] = socket.gethostname,
         statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.probe = probe
+        self.swarm = swarm
         self.hostname = hostname
         self.statvfs = statvfs
         self._engine_error: str | None = None
@@ -444,7 +599,10 @@ class Collector:
         ]
         failed.sort(key=lambda entry: entry["at"], reverse=True)
         monitor_app = _mapping(_mapping(monitor_state.get("apps")).get(name))
-        health = self.health(name, serving_entry)
+        replicas = self.replicas(name)
+        if replicas is None and serving_entry and serving_entry["container"] == SERVICE_PREFIX + name:
+            replicas = self.missing_service(name)
+        health = self.health(name, serving_entry) if replicas is None else self.service_health(name, replicas)
         pending = self.pending(name, monitor_app)
         attention: list[str] = []
         if serving_entry is None:
@@ -479,7 +637,48 @@ class Collector:
             "attention": attention,
             "deploy_key": self.deploy_key(name),
             "data": data,
+            # Only for an app that runs as a swarm service, on a manager: absent in reports before it.
+            **({"replicas": replicas} if replicas is not None else {}),
         }
+
+    # -- a replicated app (a swarm service)
+    def replicas(self, name: str) -> dict[str, Any] | None:
+        """The app's service as the swarm's manager sees it; None without a swarm probe or a service."""
+        if self.swarm is None or self._engine_error is not None:
+            return None
+        try:
+            return self.swarm.service(name)
+        except Exception as exc:  # the engine down: said once for the host, as for the containers
+            self._engine_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            return None
+
+    def missing_service(self, name: str) -> dict[str, Any] | None:
+        """The deploy state names the app's service but the engine has none (or was not asked)."""
+        if self.swarm is None or self._engine_error is not None:
+            return None
+        return {
+            "service": SERVICE_PREFIX + name,
+            "sha": "",
+            "desired": 0,
+            "running": 0,
+            "running_at_sha": 0,
+            "update": None,
+            "tasks": [],
+            "missing": True,
+        }
+
+    def service_health(self, name: str, replicas: Mapping[str, Any]) -> dict[str, Any]:
+        """A service's health from its tasks: `healthy` when every desired task runs its commit."""
+        if replicas.get("missing"):
+            return {
+                "state": "missing",
+                "containers": [],
+                "problem": f"the deploy state says its service {replicas['service']} serves, but this engine "
+                "lists no such service (removed, or the engine is no swarm manager any more)",
+            }
+        problem = replicas_problem(replicas)
+        state = "healthy" if not problem else "degraded" if replicas["running_at_sha"] else "down"
+        return {"state": state, "containers": [], "problem": problem}
 
     def data(self, name: str) -> dict[str, Any] | None:
         """The app's data directory against its size (from what the play recorded), or None without a size."""
@@ -701,6 +900,36 @@ def _short(sha: Any) -> str:
     return str(sha)[:12] if sha else "-"
 
 
+def replicas_lines(replicas: Any) -> list[str]:
+    """A replicated app's tasks for the terminal: one line per slot (none for a single-host app)."""
+    if not isinstance(replicas, Mapping) or replicas.get("missing"):
+        return []
+    update = replicas.get("update") or {}
+    lines = [
+        f"  service {replicas.get('service', '?')}: {replicas.get('running_at_sha', 0)} of "
+        f"{replicas.get('desired', 0)} replicas run {_short(replicas.get('sha'))}"
+        f" ({replicas.get('running', 0)} running)" + (f", update {update['state']}" if update.get("state") else "")
+    ]
+    tasks = replicas.get("tasks", [])
+    width = max([4, *(len(str(task.get("node", "-"))) for task in tasks)])
+    lines.append(f"    {'slot':<5} {'node':<{width}} {'node state':<16} {'task':<10} {'commit':<12} {'port':>6}  since")
+    for task in tasks:
+        node_state = "/".join(part for part in (task.get("node_state"), task.get("node_availability")) if part)
+        port = str(task["port"]) if task.get("port") else "-"
+        slot = str(task["slot"]) if task.get("slot") is not None else "-"
+        lines.append(
+            f"    {slot:<5} {task.get('node', '-'):<{width}} {node_state or '-':<16} {task.get('state', '?'):<10} "
+            f"{_short(task.get('sha')):<12} {port:>6}  {task.get('since') or '-'}"
+            + (f", {task['restarts']} failed before" if task.get("restarts") else "")
+        )
+        why = task.get("error") or (task.get("message") if task.get("state") != "running" else "")
+        if why:
+            lines.append(f"          {why}")
+        elif task.get("last_error") and task.get("restarts"):
+            lines.append(f"          last failure: {task['last_error']}")
+    return lines
+
+
 def render_text(report: Mapping[str, Any], *, app: str | None = None) -> str:
     """The report for a terminal: one block per app, then the host-wide parts (all of them without APP)."""
     lines = [
@@ -732,6 +961,7 @@ def render_text(report: Mapping[str, Any], *, app: str | None = None) -> str:
                 f"  container {container['name']} {container['status']}, {container['restarts']} restarts"
                 + (f", limits {limits}" if limits else "")
             )
+        lines += replicas_lines(entry.get("replicas"))
         pending = entry.get("pending")
         if pending:
             since = f", since {pending['since']}" if pending.get("since") else ""
@@ -809,3 +1039,7 @@ def validate_report(report: Any, required: Sequence[str] = ("schema", "generated
         raise ValueError(f"missing {', '.join(missing)}")
     if report["schema"] != SCHEMA:
         raise ValueError(f"schema {report['schema']!r}, this command reads {SCHEMA!r}")
+    # `replicas` came later in the same schema: absent in older reports, a mapping where it is present.
+    for entry in report.get("apps") or []:
+        if isinstance(entry, dict) and "replicas" in entry and not isinstance(entry["replicas"], dict):
+            raise ValueError(f"app {entry.get('name', '?')}: replicas is not an object")

@@ -360,3 +360,37 @@ def test_every_key_problem_is_named_at_once_and_the_alert_command_checked_after(
     assert str(caught.value) == (
         f"{host.config_path}: alert_command must be a list of strings starting with an absolute path"
     )
+
+
+def test_a_replicated_app_s_tasks_reach_the_snapshot_and_the_text(installed, host):
+    """On a swarm manager the timer's run asks the swarm too (a stand-in here: tests/integration/
+    test_status_swarm.py asks a real one); the installed program shows the tasks from the snapshot."""
+
+    class OneSlotDown:
+        def service(self, app):
+            if app != "hello":
+                return None
+            task = {"slot": 1, "node": "worker-1", "node_state": "ready", "node_availability": "active"}
+            task |= {"state": "running", "healthy": True, "message": "started", "error": "", "sha": sha(2)}
+            task |= {"image": "r:5000/x", "port": 30001, "since": "2027-01-15T07:55:00Z", "restarts": 0}
+            down = task | {"slot": 2, "node": "-", "state": "pending", "healthy": False, "port": None}
+            down |= {"error": "no suitable node", "last_error": ""}
+            return {"service": "app-hello", "sha": sha(2), "desired": 2, "running": 1, "running_at_sha": 1} | {
+                "update": None,
+                "tasks": [task | {"last_error": ""}, down],
+            }
+
+    assert command.default_swarm(host.probe) is None  # only the Docker engine's client can be asked
+    command.main(
+        ["--config", str(host.config_path), "export"],
+        probe_factory=lambda: host.probe,
+        clock=host.clock,
+        swarm_factory=lambda _probe: OneSlotDown(),
+    )
+    result = status(installed, host, "hello")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"  ! app hello: 1 of 2 replicas run {sha(2)[:12]}; slot 2 on no node: pending: no suitable node" in (
+        result.stdout
+    )
+    assert "  service app-hello: 1 of 2 replicas run" in result.stdout
+    assert "    1     worker-1 ready/active     running" in result.stdout

@@ -5,7 +5,8 @@
     secure-streamlit export                 # root: the timer's run; writes the snapshot, alerts
     secure-streamlit check-config           # the role's check of a new configuration
 
-`status` shows, per app, the commit that serves and since when, its container's health, a pending request,
+`status` shows, per app, the commit that serves and since when, its container's health (for an app with
+replicas, on the swarm's manager: each task's slot, node, state, commit and port), a pending request,
 the commits marked failed and why, the last deploys; the monitor's last poll, API budget and interval; the
 certificates and their expiry; the disk; both audit chains. Exit code 0 when nothing needs attention, 1
 when something does (the report says what), 2 when no report could be made (bad config, unknown app, no
@@ -81,6 +82,12 @@ def default_probe() -> _status.ContainerProbe:
     return _status.DockerProbe(docker.from_env(timeout=30))
 
 
+def default_swarm(probe: _status.ContainerProbe) -> _status.ServiceProbe | None:
+    """The swarm's view through the same engine client: on a manager, the replicated apps' tasks; on any
+    other engine it answers that it is no manager and every app is reported as before."""
+    return _status.SwarmProbe(probe.client) if isinstance(probe, _status.DockerProbe) else None
+
+
 class Unreachable:
     """The engine as a probe that could not be made: the report says why, once."""
 
@@ -91,14 +98,21 @@ class Unreachable:
         raise self.error
 
 
+SwarmFactory = Callable[[_status.ContainerProbe], _status.ServiceProbe | None]
+
+
 def collect(
-    config: dict[str, Any], probe_factory: Callable[[], _status.ContainerProbe], clock: Callable[[], float]
+    config: dict[str, Any],
+    probe_factory: Callable[[], _status.ContainerProbe],
+    clock: Callable[[], float],
+    swarm_factory: SwarmFactory = default_swarm,
 ) -> dict[str, Any]:
     try:
-        probe: _status.ContainerProbe | None = probe_factory()
+        probe: _status.ContainerProbe = probe_factory()
     except Exception as exc:  # no SDK, no socket: the report says the engine did not answer
         probe = Unreachable(exc)
-    return _status.Collector(config["status_settings"], clock=clock, probe=probe).collect()
+    swarm = None if isinstance(probe, Unreachable) else swarm_factory(probe)
+    return _status.Collector(config["status_settings"], clock=clock, probe=probe, swarm=swarm).collect()
 
 
 def read_snapshot(path: Path, max_age: int, clock: Callable[[], float]) -> dict[str, Any]:
@@ -166,7 +180,10 @@ def alert(command: list[str], report: dict[str, Any], problems: list[str]) -> in
 
 
 def export(
-    config: dict[str, Any], probe_factory: Callable[[], _status.ContainerProbe], clock: Callable[[], float]
+    config: dict[str, Any],
+    probe_factory: Callable[[], _status.ContainerProbe],
+    clock: Callable[[], float],
+    swarm_factory: SwarmFactory = default_swarm,
 ) -> int:
     path = Path(config["snapshot"])
     previous = None
@@ -177,7 +194,7 @@ def export(
     except (OSError, ValueError):
         previous = None
     started = time.monotonic()
-    report = collect(config, probe_factory, clock)
+    report = collect(config, probe_factory, clock, swarm_factory)
     report["collect_seconds"] = round(time.monotonic() - started, 3)
     write_snapshot(path, report)
     if config.get("app_snapshot"):
@@ -196,6 +213,7 @@ def main(
     *,
     probe_factory: Callable[[], _status.ContainerProbe] = default_probe,
     clock: Callable[[], float] = time.time,
+    swarm_factory: SwarmFactory = default_swarm,
 ) -> int:
     parser = argparse.ArgumentParser(prog="secure-streamlit", description="The operator's view of this host.")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
@@ -218,12 +236,12 @@ def main(
                 print(f"config OK: {len(config['status_settings'].apps)} apps")
                 return 0
             if args.command == "export":
-                return export(config, probe_factory, clock)
+                return export(config, probe_factory, clock, swarm_factory)
             if args.live and os.geteuid() != 0:
                 raise UsageError("--live needs root (the sources are root's); without it the snapshot is read")
             live = args.live or os.geteuid() == 0
             if live:
-                report = collect(config, probe_factory, clock)
+                report = collect(config, probe_factory, clock, swarm_factory)
             else:
                 report = read_snapshot(Path(config["snapshot"]), config["snapshot_max_age"], clock)
         if args.app is not None:

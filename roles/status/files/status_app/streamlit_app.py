@@ -143,6 +143,8 @@ def overview() -> None:
         )
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     st.markdown(" · ".join(f"[{app['name']}](history?app={app['name']})" for app in report.get("apps", [])))
+    for app in report.get("apps", []):
+        replicas(app)
     monitor = report.get("monitor") or {}
     if monitor.get("installed"):
         st.subheader("Monitor")
@@ -151,6 +153,44 @@ def overview() -> None:
             f"(configured {monitor.get('interval')} s), API budget {monitor.get('budget_left')}/"
             f"{monitor.get('budget_per_hour')} left this hour ({monitor.get('mode')})"
         )
+
+
+def replicas(app: dict[str, Any]) -> None:
+    """A replicated app's tasks (the swarm manager's report): one row per slot, where it runs and how."""
+    found = app.get("replicas")
+    if not isinstance(found, dict) or found.get("missing"):
+        return
+    st.subheader(f"Replicas of {app['name']}")
+    line = (
+        f"service `{found.get('service')}`: {found.get('running_at_sha')} of {found.get('desired')} replicas "
+        f"run {short(found.get('sha'))} ({found.get('running')} running)"
+    )
+    update = found.get("update") or {}
+    if update.get("state"):
+        line += f", update {update['state']}"
+    (st.success if found.get("running_at_sha", 0) >= found.get("desired", 0) else st.warning)(line)
+    rows = [
+        {
+            "slot": task.get("slot"),
+            "node": task.get("node"),
+            "node state": "/".join(p for p in (task.get("node_state"), task.get("node_availability")) if p),
+            "task": task.get("state"),
+            "healthy": task.get("healthy"),
+            "commit": short(task.get("sha")),
+            "port": task.get("port"),
+            "since": task.get("since") or "",
+            "failed before": task.get("restarts"),
+            "why": task.get("error")
+            or (task.get("message") if task.get("state") != "running" else "")
+            or task.get("last_error")
+            or "",
+        }
+        for task in found.get("tasks", [])
+    ]
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame = frame.astype({"slot": "Int64", "port": "Int64"})  # a pending task has neither: not 0, not NaN
+    st.dataframe(frame, hide_index=True, width="stretch")
 
 
 def timeline() -> None:

@@ -438,3 +438,235 @@ def test_without_a_recorded_size_there_is_no_data_entry(host):
     report = report_of(host)
     assert [app["data"] for app in report["apps"]] == [None, None]
     assert report["verdict"] == "ok"
+
+
+# -- a replicated app (a swarm service) on the swarm's manager ----------------------------------------------
+NODES = [
+    {
+        "ID": "n1",
+        "Description": {"Hostname": "manager-1"},
+        "Spec": {"Availability": "active"},
+        "Status": {"State": "ready"},
+    },
+    {
+        "ID": "n2",
+        "Description": {"Hostname": "worker-1"},
+        "Spec": {"Availability": "active"},
+        "Status": {"State": "ready"},
+    },
+    {
+        "ID": "n3",
+        "Description": {"Hostname": "worker-2"},
+        "Spec": {"Availability": "drain"},
+        "Status": {"State": "down"},
+    },
+]
+
+
+def swarm_task(
+    slot, node, state, sha_, *, desired="running", port=30001, at="2027-01-15T07:55:00.123456789Z", **status
+):
+    return {
+        "ID": f"task-{slot}-{node}-{state}-{at}",
+        "Slot": slot,
+        "NodeID": node,
+        "DesiredState": desired,
+        "Spec": {
+            "ContainerSpec": {
+                "Image": f"manager-1:5000/secure-streamlit/web:abc@sha256:{'0' * 64}",
+                "Labels": {"secure_streamlit.app": "web", "secure_streamlit.sha": sha_},
+                "Env": ["DB_PASSWORD=hunter2"],
+                "Secrets": [{"SecretName": "web.token.0123456789ab", "File": {"Name": "token"}}],
+            }
+        },
+        "Status": {
+            "Timestamp": at,
+            "State": state,
+            "Message": status.get("message", "started" if state == "running" else ""),
+            "Err": status.get("err", ""),
+            "PortStatus": {"Ports": [{"TargetPort": 8501, "PublishedPort": port, "PublishMode": "host"}]}
+            if port
+            else {},
+        },
+    }
+
+
+class FakeSwarmClient:
+    """docker-py's APIClient calls SwarmProbe makes, over a service, its tasks and the node list."""
+
+    def __init__(self, tasks, *, replicas=3, sha_=None, error=None, update=None):
+        self.service = {
+            "ID": "svc1",
+            "Spec": {
+                "Name": "app-web",
+                "Labels": {"secure_streamlit.app": "web", "secure_streamlit.sha": sha_ or sha(2)},
+                "Mode": {"Replicated": {"Replicas": replicas}},
+            },
+        } | ({"UpdateStatus": update} if update else {})
+        self.task_list = tasks
+        self.error = error
+        self.api = self
+
+    def services(self, filters):
+        if self.error:
+            raise self.error
+        return [self.service] if filters["name"] == self.service["Spec"]["Name"] else []
+
+    def tasks(self, filters):
+        assert filters == {"service": "svc1"}
+        return self.task_list
+
+    def nodes(self):
+        return NODES
+
+
+def three_running():
+    return [
+        swarm_task(1, "n1", "running", sha(2), port=30001),
+        swarm_task(2, "n2", "running", sha(2), port=30002),
+        swarm_task(3, "n3", "running", sha(2), port=30003),
+    ]
+
+
+@pytest.fixture
+def swarm_host(tmp_path):
+    host = Host(tmp_path, ["web", "hello"]).healthy()
+    host.engine.remember_serving("web", sha(2), "app-web")  # what _deploy_service records
+    host.probe.by_app["web"] = []  # the manager's own task container is the swarm's, not looked at
+    return host
+
+
+def test_a_replicated_app_shows_each_task_s_node_slot_port_and_since(swarm_host):
+    report = report_of(swarm_host, swarm=_status.SwarmProbe(FakeSwarmClient(three_running())))
+    assert report["verdict"] == "ok", report["attention"]
+    web = next(a for a in report["apps"] if a["name"] == "web")
+    replicas = web["replicas"]
+    assert (replicas["service"], replicas["desired"], replicas["running"], replicas["running_at_sha"]) == (
+        "app-web",
+        3,
+        3,
+        3,
+    )
+    assert [(t["slot"], t["node"], t["port"], t["state"], t["healthy"]) for t in replicas["tasks"]] == [
+        (1, "manager-1", 30001, "running", True),
+        (2, "worker-1", 30002, "running", True),
+        (3, "worker-2", 30003, "running", True),
+    ]
+    first = replicas["tasks"][0]
+    assert first["since"] == "2027-01-15T07:55:00Z"
+    assert first["sha"] == sha(2)
+    assert first["image"] == "manager-1:5000/secure-streamlit/web:abc"
+    assert (replicas["tasks"][2]["node_state"], replicas["tasks"][2]["node_availability"]) == ("down", "drain")
+    assert web["health"]["state"] == "healthy"
+    hello = next(a for a in report["apps"] if a["name"] == "hello")
+    assert "replicas" not in hello  # a single-host app is as before
+    assert hello["health"]["state"] == "healthy"
+    text = _status.render_text(report)
+    assert f"  service app-web: 3 of 3 replicas run {sha(2)[:12]} (3 running)" in text
+    assert "    3     worker-2  down/drain       running" in text
+    dumped = json.dumps(report)
+    assert "hunter2" not in dumped
+    assert "DB_PASSWORD" not in dumped
+    assert "web.token" not in dumped
+    _status.validate_report(json.loads(dumped))
+
+
+def test_a_replica_no_node_can_take_needs_attention_and_says_why(swarm_host):
+    tasks = [
+        *three_running()[:2],
+        swarm_task(
+            3,
+            "",
+            "pending",
+            sha(2),
+            port=None,
+            message="pending task scheduling",
+            err="no suitable node (scheduling constraints not satisfied on 3 nodes)",
+        ),
+    ]
+    report = report_of(swarm_host, swarm=_status.SwarmProbe(FakeSwarmClient(tasks)))
+    assert report["verdict"] == "attention"
+    (problem,) = [p for p in report["attention"] if p.startswith("app web")]
+    assert problem == (
+        f"app web: 2 of 3 replicas run {sha(2)[:12]}; slot 3 on no node: pending: no suitable node "
+        "(scheduling constraints not satisfied on 3 nodes)"
+    )
+    web = next(a for a in report["apps"] if a["name"] == "web")
+    assert web["health"]["state"] == "degraded"
+    assert web["replicas"]["tasks"][2]["node"] == "-"
+    assert "no suitable node" in _status.render_text(report)
+
+
+def test_a_slot_whose_tasks_keep_failing_counts_the_swarm_s_restarts(swarm_host):
+    failing = [
+        swarm_task(
+            3, "n3", "failed", sha(2), desired="shutdown", at=f"2027-01-15T07:5{i}:00Z", err="task: non-zero exit (1)"
+        )
+        for i in range(3)
+    ]
+    tasks = [*three_running()[:2], *failing, swarm_task(3, "n3", "starting", sha(2), at="2027-01-15T07:59:00Z")]
+    report = report_of(swarm_host, swarm=_status.SwarmProbe(FakeSwarmClient(tasks)))
+    web = next(a for a in report["apps"] if a["name"] == "web")
+    slot3 = web["replicas"]["tasks"][2]
+    assert (slot3["state"], slot3["healthy"], slot3["restarts"], slot3["last_error"]) == (
+        "starting",
+        False,
+        3,
+        "task: non-zero exit (1)",
+    )
+    assert len(web["replicas"]["tasks"]) == 3  # one entry per slot, not per task of its history
+    assert "app web: 2 of 3 replicas run" in report["attention"][0]
+
+
+def test_replicas_of_an_old_commit_do_not_count_during_an_update(swarm_host):
+    tasks = three_running()
+    tasks[0] = swarm_task(1, "n1", "running", sha(1))
+    client = FakeSwarmClient(tasks, update={"State": "updating", "Message": "update in progress"})
+    report = report_of(swarm_host, swarm=_status.SwarmProbe(client))
+    web = next(a for a in report["apps"] if a["name"] == "web")
+    assert (web["replicas"]["running"], web["replicas"]["running_at_sha"]) == (3, 2)
+    assert web["attention"] == [
+        f"2 of 3 replicas run {sha(2)[:12]} (the swarm's update is updating); "
+        f"slot 1 on manager-1: running {sha(1)[:12]}"
+    ]
+
+
+def test_an_engine_that_is_no_swarm_manager_changes_nothing(host):
+    error = type("APIError", (Exception,), {"status_code": 503})("This node is not a swarm manager")
+    plain = report_of(host)
+    report = report_of(host, swarm=_status.SwarmProbe(FakeSwarmClient([], error=error)))
+    assert report == plain
+
+
+def test_a_service_the_deploy_state_names_but_the_swarm_lacks_needs_attention(swarm_host):
+    report = report_of(swarm_host, swarm=_NoService())
+    web = next(a for a in report["apps"] if a["name"] == "web")
+    assert web["health"]["state"] == "missing"
+    assert web["attention"] == [
+        "the deploy state says its service app-web serves, but this engine lists no such service "
+        "(removed, or the engine is no swarm manager any more)"
+    ]
+    assert _status.render_text(report)  # a missing service has no task table
+
+
+class _NoService:
+    def service(self, app):
+        return None
+
+
+def test_a_swarm_that_does_not_answer_is_the_engine_s_problem_once(swarm_host):
+    client = FakeSwarmClient([], error=ConnectionError("socket refused"))
+    report = report_of(swarm_host, swarm=_status.SwarmProbe(client))
+    assert report["engine"]["error"] == "ConnectionError: socket refused"
+    assert [p for p in report["attention"] if "engine" in p] == [
+        "engine: the container engine did not answer (ConnectionError: socket refused): the apps' health is unknown"
+    ]
+
+
+def test_a_report_without_replicas_still_reads_and_a_bad_one_is_refused(host):
+    report = json.loads(json.dumps(report_of(host)))
+    _status.validate_report(report)  # a snapshot written before replicas existed
+    assert "service app-" not in _status.render_text(report)
+    report["apps"][0]["replicas"] = ["not", "an", "object"]
+    with pytest.raises(ValueError, match="replicas is not an object"):
+        _status.validate_report(report)
