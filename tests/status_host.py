@@ -134,7 +134,7 @@ class Host:
         self.engine = Engine(
             self.deploy_settings,
             None,
-            edge=Edge(upstream_dir=root / "upstreams", check_candidate=None),
+            edge=Edge(upstream_dir=root / "upstreams", check_candidate=None, pid_file=None),
             clock=self.clock,
         )
         self.specs = {

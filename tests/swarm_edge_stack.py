@@ -198,7 +198,11 @@ def swarm_edge(tmp: Path, replicas: int = 3) -> Iterator[Stack]:
     (tmp / "app.py").write_text(APP_SOURCE)
     edge_port = free_port()
     wrapper = write_nginx(tmp, edge_port)
-    stack = Stack(tmp, f"https://localhost:{edge_port}", Edge(tmp / "conf/upstreams", None, str(wrapper)))
+    stack = Stack(
+        tmp,
+        f"https://localhost:{edge_port}",
+        Edge(tmp / "conf/upstreams", None, str(wrapper), pid_file=tmp / "nginx.pid"),
+    )
     nginx: subprocess.Popen | None = None
     try:
         for _ in range(replicas):

@@ -9,6 +9,10 @@ candidate checker (a scratch copy of /etc/nginx with the candidate in place, `ng
 it over the live file, checks the whole live configuration once more and reloads nginx gracefully (old
 workers finish their requests). Any failure after the rename puts the previous file back, so the running
 nginx keeps serving the old address.
+
+A reload only signals nginx's master: for a moment the workers of the old configuration still accept new
+connections. `reload` returns once none of them does (bounded, `reload_wait`), so a caller that stops the
+old upstream next (the engine, after its drain) never has a new connection sent there.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import contextlib
 import os
 import re
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +70,12 @@ class Edge:
     check_candidate: Path | None = Path("/usr/local/sbin/streamlit-edge-check-candidate")
     nginx: str = "/usr/sbin/nginx"
     run: Runner = _run
+    # Where the master's pid and the processes are read (None: do not wait for the new workers).
+    pid_file: Path | None = Path("/run/nginx.pid")
+    proc: Path = Path("/proc")
+    reload_wait: float = 30.0
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
 
     def path(self, app: str) -> Path:
         return self.upstream_dir / f"{app}.conf"
@@ -128,10 +139,58 @@ class Edge:
             raise
 
     def reload(self) -> None:
+        """Reload gracefully and wait (bounded) until no worker of the old configuration accepts."""
+        before = self.accepting_workers()
         if Path("/run/systemd/system").is_dir():
             self._must(["systemctl", "reload", "nginx"], "nginx did not reload")
         else:
             self._must([self.nginx, "-s", "reload"], "nginx did not reload")
+        if before:
+            self.wait_replaced(before)
+
+    def accepting_workers(self) -> set[int]:
+        """The pids of the master's workers that accept new connections (a worker told to stop retitles
+        itself "is shutting down" and closes its listening sockets). Empty when nothing can be read: no pid
+        file, or processes of other users hidden."""
+        master = self._master()
+        if master is None:
+            return set()
+        found = set()
+        try:
+            entries = list(self.proc.iterdir())
+        except OSError:
+            return set()
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                status = (entry / "status").read_text()
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                continue
+            if f"\nPPid:\t{master}\n" in status and title == "nginx: worker process":
+                found.add(int(entry.name))
+        return found
+
+    def wait_replaced(self, before: set[int]) -> bool:
+        """Whether, within reload_wait, the accepting workers became new ones only."""
+        deadline = self.clock() + self.reload_wait
+        while True:
+            now = self.accepting_workers()
+            if now and not now & before:
+                return True
+            if self.clock() >= deadline:
+                return False
+            self.sleep(0.05)
+
+    def _master(self) -> int | None:
+        if self.pid_file is None:
+            return None
+        try:
+            text = self.pid_file.read_text().strip()
+        except OSError:
+            return None
+        return int(text) if re.fullmatch(r"[1-9][0-9]{0,9}", text) else None
 
     # helpers
     def _must(self, argv: Sequence[str], what: str) -> None:

@@ -142,6 +142,7 @@ def test_the_engine_deploys_the_status_app_hardened_reading_its_snapshot_read_on
         upstream_dir=root / "upstreams",
         check_candidate=None,
         run=lambda argv: subprocess.CompletedProcess(argv, 0, "", ""),
+        pid_file=None,
     )
     engine = Engine(settings, DOCKER, edge=edge)
 

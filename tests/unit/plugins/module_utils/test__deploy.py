@@ -187,7 +187,7 @@ def world(tmp_path: Path):
         return subprocess.CompletedProcess(argv, 0, "", "")
 
     docker = FakeDocker()
-    edge = Edge(upstream_dir=tmp_path / "upstreams", check_candidate=None, run=nginx)
+    edge = Edge(upstream_dir=tmp_path / "upstreams", check_candidate=None, run=nginx, pid_file=None)
     nft_calls: list = []
 
     def nft(argv):

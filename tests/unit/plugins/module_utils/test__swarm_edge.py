@@ -185,7 +185,7 @@ def watcher(tmp_path: Path):
         calls.append(list(argv))
         return subprocess.CompletedProcess(argv, 0, "", "")
 
-    edge = Edge(upstream_dir=tmp_path, check_candidate=None, run=run)
+    edge = Edge(upstream_dir=tmp_path, check_candidate=None, run=run, pid_file=None)
     swarm, clock, log = FakeSwarm(), FakeClock(), []
     config = WatchConfig((TARGET,), resync_seconds=15)
     return Watcher(config, swarm, edge, clock, log.append), swarm, clock, log, calls, tmp_path
