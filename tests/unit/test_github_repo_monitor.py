@@ -360,6 +360,21 @@ def test_a_state_file_the_safe_reader_refuses_is_not_believed(tmp_path, gh, caps
 
 
 @pytest.mark.parametrize(
+    "apps", [[], "demo", {"demo": []}, {"demo": {"last_seen_sha": 7, "failed_shas": ["x"], "last_error": None}}]
+)
+def test_the_status_shows_the_apps_whatever_shape_the_state_file_has(tmp_path, gh, capsys, apps):
+    gh.push("acme", "demo")
+    make_monitor(tmp_path, gh, DEMO).cycle()
+    state_file = tmp_path / "state/state.json"
+    state_file.write_text(json.dumps({"apps": apps}))
+    capsys.readouterr()
+    grm.print_status(grm.load_config(tmp_path / "config.json"))
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[:2] == ["demo", "main"]
+    assert row[4] == "0"
+
+
+@pytest.mark.parametrize(
     "fault",
     [
         {"status": 500},

@@ -981,12 +981,17 @@ def print_status(config: dict[str, Any]) -> None:
         state = _settings_file.read_state_object(Path(config["state_dir"]) / "state.json").get("apps", {})
     except (OSError, ValueError):
         state = {}
+    if not isinstance(state, dict):  # a state file someone edited: show the apps, not a traceback
+        state = {}
     print(f"{'app':<20} {'branch':<16} {'last seen':<12} {'deployed':<12} {'failed':>6}  last error")
     for app in config["apps"]:
         s = state.get(app["name"], {})
+        if not isinstance(s, dict):
+            s = {}
+        failed = s.get("failed_shas")
         print(
-            f"{app['name']:<20} {app['branch']:<16} {(s.get('last_seen_sha') or '-')[:10]:<12} "
-            f"{(s.get('last_deployed_sha') or '-')[:10]:<12} {len(s.get('failed_shas', {})):>6}  "
+            f"{app['name']:<20} {app['branch']:<16} {str(s.get('last_seen_sha') or '-')[:10]:<12} "
+            f"{str(s.get('last_deployed_sha') or '-')[:10]:<12} {len(failed) if isinstance(failed, dict) else 0:>6}  "
             f"{s.get('last_error') or '-'}"
         )
 
