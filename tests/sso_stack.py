@@ -222,7 +222,7 @@ def render_edge(tmp: Path, port: int, upstream: str, sock: Path, app_headers: st
     assert identity, "the http template's identity maps and log format"
     upgrade = re.search(r"map \$http_upgrade.*?\n}\n", http, re.S)
     site = env.get_template("streamlit-edge-site.conf.j2").make_module(
-        {**common, "tls_rate_limit_burst": 100, "tls_websocket_timeout": "3600s"}
+        {**common, "tls_rate_limit_burst": 100, "tls_rate_limit_static_burst": 400, "tls_websocket_timeout": "3600s"}
     )
     apps = [
         {
@@ -252,6 +252,7 @@ def render_edge(tmp: Path, port: int, upstream: str, sock: Path, app_headers: st
     ]
     zones = "".join(
         f"limit_req_zone $binary_remote_addr zone=streamlit_app_{a['name']}:1m rate=100r/s;\n"
+        f"limit_req_zone $binary_remote_addr zone=streamlit_static_{a['name']}:1m rate=100r/s;\n"
         f"upstream streamlit_app_{a['name']} {{ server {upstream}; }}\n"
         for a in apps
     )

@@ -150,7 +150,13 @@ def write_nginx(tmp: Path, port: int) -> Path:
     (conf / "snippets" / "streamlit-swarm-edge-cookie.conf").write_text(location_conf())
     # The app's locations as the tls role writes them (the site template's macro), for a swarm app.
     site = env.get_template("streamlit-edge-site.conf.j2").make_module(
-        {**common, "tls_rate_limit_burst": 1000, "tls_websocket_timeout": "600s", "_tls_swarm_edge_names": [APP]}
+        {
+            **common,
+            "tls_rate_limit_burst": 1000,
+            "tls_rate_limit_static_burst": 1000,
+            "tls_websocket_timeout": "600s",
+            "_tls_swarm_edge_names": [APP],
+        }
     )
     app = {"name": APP, "path": "/", "oidc": False, "htpasswd_users": [], "client_cert_cns": [], "upload_max_mb": 1}
     locations = site.app_locations(app)
@@ -171,6 +177,7 @@ http {{
     }}
     include {conf}/streamlit-swarm-edge.conf;
     limit_req_zone $binary_remote_addr zone=streamlit_app_{APP}:1m rate=1000r/s;
+    limit_req_zone $binary_remote_addr zone=streamlit_static_{APP}:1m rate=1000r/s;
     include {conf}/upstreams/*.conf;
     server {{
         listen 127.0.0.1:{port} ssl;
