@@ -714,6 +714,17 @@ class Engine:
         running = [c for c in containers if c.status == "running"]
         return running[0] if len(running) == 1 else None
 
+    def container_serves(self, app: AppSpec) -> bool:
+        """Whether an app with one replica is served by its own running container (not a swarm task) through
+        this host's edge."""
+        if is_service(app):
+            return False
+        container = self.serving_container(app.name)
+        if container is None or container.status != "running" or SWARM_TASK_LABEL in (container.labels or {}):
+            return False
+        address = self.address(container)
+        return bool(address) and self.edge.current(app.name) == f"{address}:{PORT}"
+
     def up_to_date(self, app: AppSpec, container: Any | None, sha: str, run_fp: str) -> bool:
         if container is None or container.status != "running":
             return False
@@ -1274,11 +1285,16 @@ class Engine:
         )
 
     # -- removal
-    def remove_absent(self, keep: set[str], *, check_mode: bool = False) -> list[str]:
-        """Remove the containers, images and state of apps not in `keep`; return their names."""
+    def remove_absent(self, keep: set[str], *, check_mode: bool = False, apps: Collection[AppSpec] = ()) -> list[str]:
+        """Remove the containers, images and state of apps not in `keep`; return their names.
+
+        On the swarm's first manager, an app of `apps` (the entries kept) with one replica loses the swarm
+        service it had before its replicas were lowered, once its own container serves through the edge.
+        """
         removed: set[str] = set()
         if self.swarm is not None:
-            removed.update(self.swarm.remove_absent(keep, check_mode=check_mode))
+            single = {app.name for app in apps if app.name in keep and self.container_serves(app)}
+            removed.update(self.swarm.remove_absent(keep - single, check_mode=check_mode))
         for container in self.docker.containers.list(all=True, filters={"label": LABEL_APP}):
             name = container.labels.get(LABEL_APP, "")
             if SWARM_TASK_LABEL in (container.labels or {}):

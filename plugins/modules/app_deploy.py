@@ -46,6 +46,8 @@ options:
     description:
       - Remove the containers, images and deploy state of apps that are not in O(apps).
       - Their data directories are kept (see O(purge_data)).
+      - On the swarm's first manager, also the swarm service (and its secrets) of an app whose O(apps) entry
+        has one replica, once the app's own container serves (its replicas were lowered to 1).
     type: bool
     default: false
   purge_data:
@@ -231,7 +233,7 @@ def main() -> None:
         outcomes.append(outcome)
         before.append(f"{spec.name}: {serving['sha'] if serving else '-'}")
         after.append(f"{spec.name}: {outcome.sha if outcome.status != 'failed' else (serving or {}).get('sha', '-')}")
-    removed = engine.remove_absent(names, check_mode=module.check_mode) if params["remove_absent"] else []
+    removed = engine.remove_absent(names, check_mode=module.check_mode, apps=managed) if params["remove_absent"] else []
     purged = engine.purge_data(params["purge_data"], names, check_mode=module.check_mode)
     sized = [
         (spec.name, parse_size(spec.data_size) or 0)

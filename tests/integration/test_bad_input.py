@@ -553,6 +553,13 @@ def two_host_inventory(tmp_path, groups: str) -> str:
             id="swarm-heartbeat-zero",
         ),
         pytest.param(
+            "    swarm_managers:\n      hosts:\n        validation-probe:\n",
+            '{"docker_daemon_live_restore": false, "hardening_firewall_swarm_edge_sources": ["10.0.0.1/33"]}',
+            "Fail on a swarm member without a known address of the edge for the firewall",
+            ["hardening_firewall_swarm_edge_sources must list the edge's addresses", "not usable: 10.0.0.1/33."],
+            id="swarm-edge-source-bad",
+        ),
+        pytest.param(
             "",
             '{"apps": [{"name": "a", "repo": "acme/a", "data": true}]}',
             "Fail on an app placed where the inventory has no host, or with its state on several hosts",

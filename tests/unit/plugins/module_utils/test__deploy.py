@@ -888,6 +888,37 @@ def test_removal_leaves_the_swarms_task_containers_and_pulled_images_alone(world
     assert "10.0.0.1:5000/streamlit-apps/other:abc" in world.docker.images_by_tag
 
 
+def test_replicas_lowered_to_one_remove_the_service_once_the_single_container_serves(world):
+    swarm = FakeSwarmBackend()
+    world.engine.swarm = swarm
+    _swarm, service_app = service_world(world)
+    other = dataclasses.replace(service_app, name="triage")
+    world.engine.swarm = swarm
+    # Only the service's tasks run here (one on the first manager): the service stays.
+    world.docker._run("img", name="app-hello.1.x", labels={LABEL_APP: "hello", "com.docker.swarm.task.id": "x"})
+    world.engine.remove_absent({"hello", "triage"}, apps=[world.app, other])
+    assert swarm.removed[-1] == {"hello", "triage"}
+    # The single container serves through the edge: the service of `hello` goes, `triage`'s (3 replicas) stays.
+    assert world.engine.deploy(world.app, world.shas[0]).status == "deployed"
+    world.engine.remove_absent({"hello", "triage"}, check_mode=True, apps=[world.app, other])
+    assert swarm.removed[-1] == {"triage"}
+    world.engine.remove_absent({"hello", "triage"}, apps=[world.app, other])
+    assert swarm.removed[-1] == {"triage"}
+    assert [c for c in world.docker.containers_by_name.values() if not c.removed and c.name.startswith("hello-")]
+    # Without the entries (the old call), every kept app keeps its service.
+    world.engine.remove_absent({"hello", "triage"})
+    assert swarm.removed[-1] == {"hello", "triage"}
+
+
+def test_a_single_container_that_does_not_serve_keeps_the_service(world):
+    swarm = FakeSwarmBackend()
+    world.engine.swarm = swarm
+    assert world.engine.deploy(world.app, world.shas[0]).status == "deployed"
+    world.engine.edge.switch("hello", "10.9.9.9:8501")  # the edge routes elsewhere (the service's upstream)
+    world.engine.remove_absent({"hello"}, apps=[world.app])
+    assert swarm.removed[-1] == {"hello"}
+
+
 def test_the_first_deploy_of_a_service_retires_the_apps_single_container(world):
     world.engine.deploy(world.app, world.shas[0])
     [single] = world.docker.containers_by_name.values()
