@@ -58,7 +58,7 @@ unit() {
   local lab_pid failed=0
   unit_lab &
   lab_pid=$!
-  unit_rest || failed=1
+  (unit_rest) || failed=1 # a subshell: its `die` must not leave the lab running unwaited
   wait "$lab_pid" || failed=1
   [ "$failed" = 0 ] || die "pytest: a test failed (its output is above)"
 }
