@@ -77,20 +77,8 @@ class Stack:
         return len(log.read_text().splitlines()) if log.exists() else 0
 
     def workers(self) -> set[int]:
-        """The nginx workers that accept new connections: the master's children not shutting down."""
-        master = (self.tmp / "nginx.pid").read_text().strip()
-        found = set()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                status = (entry / "status").read_text()
-                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            except OSError:
-                continue
-            if f"\nPPid:\t{master}\n" in status and title == "nginx: worker process":
-                found.add(int(entry.name))
-        return found
+        """The nginx workers that accept new connections (the library's own reading of /proc)."""
+        return self.edge.accepting_workers()
 
     def wait_reloaded(self, workers_before: set[int]) -> None:
         """`nginx -s reload` only signals the master: wait (bounded) until no worker of the old
