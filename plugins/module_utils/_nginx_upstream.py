@@ -138,15 +138,15 @@ class Edge:
             self._restore(target, previous)
             raise
 
-    def reload(self) -> None:
-        """Reload gracefully and wait (bounded) until no worker of the old configuration accepts."""
+    def reload(self) -> bool | None:
+        """Reload gracefully and wait (bounded) until no worker of the old configuration accepts. Returns
+        whether they were replaced within reload_wait; None when the workers cannot be read."""
         before = self.accepting_workers()
         if Path("/run/systemd/system").is_dir():
             self._must(["systemctl", "reload", "nginx"], "nginx did not reload")
         else:
             self._must([self.nginx, "-s", "reload"], "nginx did not reload")
-        if before:
-            self.wait_replaced(before)
+        return self.wait_replaced(before) if before else None
 
     def accepting_workers(self) -> set[int]:
         """The pids of the master's workers that accept new connections (a worker told to stop retitles

@@ -203,6 +203,7 @@ def test_the_deploy_modules_and_filters_are_documented(repo: Path):
     for kind, name, expected in (
         ("module", "app_deploy", "remove_absent"),
         ("module", "edge_upstream", "check_candidate"),
+        ("module", "nginx_reload", "pid_file"),
         ("filter", "app_secret_files", "no_log"),
     ):
         out = subprocess.run(

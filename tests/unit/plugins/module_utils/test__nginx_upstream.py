@@ -165,3 +165,32 @@ def test_no_wait_without_a_readable_master(tmp_path: Path, pid_text: str | None)
     assert edge.accepting_workers() == set()
     assert edge.switch("hello", "10.0.0.1:8501")
     assert clock.sleeps == 0
+
+
+def test_a_reload_says_whether_the_new_workers_took_over(tmp_path: Path):
+    clock, calls = Clock(), []
+    edge = waiting_edge(tmp_path, clock, calls)
+    proc = tmp_path / "proc"
+
+    def replaced() -> None:
+        fake_process(proc, 101, 100, "nginx: worker process is shutting down")
+        fake_process(proc, 102, 100, "nginx: worker process is shutting down")
+        fake_process(proc, 103, 100, "nginx: worker process")
+
+    clock.on_sleep[2] = replaced
+    assert edge.reload() is True
+    assert clock.sleeps == 2
+
+
+def test_a_reload_says_so_when_the_old_workers_still_accept_at_the_deadline(tmp_path: Path):
+    clock, calls = Clock(), []
+    assert waiting_edge(tmp_path, clock, calls).reload() is False
+    assert 5.0 <= clock.now < 5.2
+
+
+def test_a_reload_cannot_tell_without_a_master_pid(tmp_path: Path):
+    clock, calls = Clock(), []
+    edge = waiting_edge(tmp_path, clock, calls)
+    (tmp_path / "nginx.pid").unlink()
+    assert edge.reload() is None
+    assert clock.sleeps == 0
