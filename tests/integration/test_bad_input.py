@@ -392,6 +392,12 @@ def the_failed_check(report: dict, host: str = PROBE) -> tuple[str, str, list[di
             id="repo-token-variable-not-a-token",
         ),
         pytest.param(
+            '{"hardening_aide_enabled": true, "hardening_aide_exclude": ["/var/lib/docker", "/srv/../etc"]}',
+            "Fail on an AIDE exclusion that is not a plain absolute path",
+            ["hardening_aide_exclude: /srv/../etc: each entry must be an absolute path"],
+            id="aide-exclude-with-dot-dot",
+        ),
+        pytest.param(
             '{"apps_base_image_pull": true, "apps_base_image": "debian@sha256:' + "0" * 64 + '\\n"}',
             "Fail on deployer settings out of range",
             ["must be pinned by digest"],

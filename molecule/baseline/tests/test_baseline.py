@@ -122,6 +122,19 @@ def test_aide_notices_a_changed_configuration_file(host):
         host.check_output("sed -i '/^# probe$/d' /etc/ssh/ssh_config")
 
 
+def test_aide_hashes_with_sha512_only_and_skips_the_trees_that_change_by_design(host):
+    conf = "aide --config /etc/aide/aide.conf"
+    # --path-check names the rule that decides a path, without scanning anything.
+    binary = host.check_output(f"{conf} --path-check f:/usr/bin/ls")
+    assert "selective rule" in binary, binary
+    assert "sha512" in binary, binary
+    for weak in ("md5", "sha1", "crc32", "tiger", "haval", "gost", "whirlpool", "rmd160"):
+        assert weak not in binary, binary
+    assert "sha512" in host.check_output(f"{conf} --path-check f:/etc/ssh/sshd_config")
+    for path in ("d:/var/lib/docker", "f:/var/lib/docker/overlay2/x", "f:/var/cache/apt/archives/x.deb"):
+        assert "negative rule" in host.run(f"{conf} --path-check {path}").stdout, path
+
+
 def test_a_rootkit_scan_runs_daily(host):
     assert host.package("chkrootkit").is_installed
     assert 'RUN_DAILY="true"' in host.file("/etc/chkrootkit/chkrootkit.conf").content_string
