@@ -33,6 +33,7 @@ attributes:
     description: Reports a change and reloads nothing.
   diff_mode:
     support: none
+    description: A reload has no content to compare.
 """
 
 EXAMPLES = r"""
