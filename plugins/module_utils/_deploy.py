@@ -1289,11 +1289,12 @@ class Engine:
         """Remove the containers, images and state of apps not in `keep`; return their names.
 
         On the swarm's first manager, an app of `apps` (the entries kept) with one replica loses the swarm
-        service it had before its replicas were lowered, once its own container serves through the edge.
+        service it had before its replicas were lowered, once its own container serves through the edge. In
+        check mode the deploy before it did not run: the removal is reported as the real run would do it.
         """
         removed: set[str] = set()
         if self.swarm is not None:
-            single = {app.name for app in apps if app.name in keep and self.container_serves(app)}
+            single = {app.name for app in apps if app.name in keep and (check_mode or self.container_serves(app))}
             removed.update(self.swarm.remove_absent(keep - single, check_mode=check_mode))
         for container in self.docker.containers.list(all=True, filters={"label": LABEL_APP}):
             name = container.labels.get(LABEL_APP, "")

@@ -898,6 +898,9 @@ def test_replicas_lowered_to_one_remove_the_service_once_the_single_container_se
     world.docker._run("img", name="app-hello.1.x", labels={LABEL_APP: "hello", "com.docker.swarm.task.id": "x"})
     world.engine.remove_absent({"hello", "triage"}, apps=[world.app, other])
     assert swarm.removed[-1] == {"hello", "triage"}
+    # Check mode did not deploy the container: it reports the removal the real run will make.
+    world.engine.remove_absent({"hello", "triage"}, check_mode=True, apps=[world.app, other])
+    assert swarm.removed[-1] == {"triage"}
     # The single container serves through the edge: the service of `hello` goes, `triage`'s (3 replicas) stays.
     assert world.engine.deploy(world.app, world.shas[0]).status == "deployed"
     world.engine.remove_absent({"hello", "triage"}, check_mode=True, apps=[world.app, other])
