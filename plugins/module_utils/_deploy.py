@@ -1294,7 +1294,11 @@ class Engine:
         """
         removed: set[str] = set()
         if self.swarm is not None:
-            single = {app.name for app in apps if app.name in keep and (check_mode or self.container_serves(app))}
+            single = {
+                app.name
+                for app in apps
+                if app.name in keep and app.replicas == 1 and (check_mode or self.container_serves(app))
+            }
             removed.update(self.swarm.remove_absent(keep - single, check_mode=check_mode))
         for container in self.docker.containers.list(all=True, filters={"label": LABEL_APP}):
             name = container.labels.get(LABEL_APP, "")
