@@ -169,10 +169,25 @@ molecule_swarm_slot() {
   fi
 }
 
+# CHILDREN_CPU: seconds of CPU this shell's finished child processes used (bash's `times`, second line).
+# Called directly, never in $(...): a command substitution is a new process with no children of its own.
+children_cpu() {
+  local file="$CACHE_DIR/.times.$BASHPID"
+  times >"$file"
+  CHILDREN_CPU=$(awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); sum += t[1] * 60 + t[2] } }
+    END { printf "%d", sum }' "$file")
+  rm -f "$file"
+}
+
+# The wall time and the CPU time of a part: the controller's side (ansible, pytest, Chromium...); what runs
+# inside the instances' containers is the engine's and not counted here.
 timed() {
-  local start=$SECONDS
+  local start=$SECONDS cpu_before
+  children_cpu
+  cpu_before=$CHILDREN_CPU
   "$@"
-  info "$1: $((SECONDS - start)) s"
+  children_cpu
+  info "$1: $((SECONDS - start)) s (CPU on the controller's side: $((CHILDREN_CPU - cpu_before)) s)"
 }
 
 what=${1:-all}
