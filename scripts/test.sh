@@ -40,12 +40,22 @@ lint() {
 
 # One worker per test file: the bad-input plays and the unit tests run side by side. The lab (one file,
 # most of the pytest time) runs in a pytest of its own: in one xdist run it started last, behind minutes of
-# other files (xdist hands out the files with the most tests first).
+# other files (xdist hands out the files with the most tests first). AFTER_LAB: integration files that
+# run after the lab's, in its job, so that the job of the other files and then the swarm scenario (the
+# longest) is shorter (docs/testing.md).
+AFTER_LAB=(
+  tests/integration/test_sso_edge.py
+  tests/integration/test_status_swarm.py
+  tests/integration/test_status_app_deploy.py
+)
+
 unit_rest() {
-  local workers=${PYTEST_WORKERS:-3}
+  local workers=${PYTEST_WORKERS:-3} file
+  local -a ignore=(--ignore=tests/integration/test_lab.py)
+  for file in "${AFTER_LAB[@]}"; do ignore+=("--ignore=$file"); done
   [ "$workers" -ge 2 ] || workers=2
-  step "Unit and integration tests (pytest tests/ but the lab, on $((workers - 1)) workers)"
-  pytest -q -n "$((workers - 1))" --dist loadfile --durations=10 --ignore=tests/integration/test_lab.py tests ||
+  step "Unit and integration tests (pytest tests/ but the lab and ${#AFTER_LAB[@]} files after it, on $((workers - 1)) workers)"
+  pytest -q -n "$((workers - 1))" --dist loadfile --durations=10 "${ignore[@]}" tests ||
     die "pytest: a test failed (its output is above)"
 }
 
@@ -54,7 +64,9 @@ unit_lab() {
   pytest -q --durations=5 tests/integration/test_lab.py >"$lab_log" 2>&1 || failed=1
   step "The lab's tests (tests/integration/test_lab.py; log in $lab_log)"
   cat "$lab_log"
-  [ "$failed" = 0 ] || die "pytest: a lab test failed (its output is above)"
+  step "After the lab: ${AFTER_LAB[*]}"
+  pytest -q --durations=5 "${AFTER_LAB[@]}" || failed=1
+  [ "$failed" = 0 ] || die "pytest: a lab test or one after it failed (its output is above)"
 }
 
 unit() {
