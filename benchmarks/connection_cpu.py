@@ -120,7 +120,8 @@ def main() -> int:
         print(f"{name:14} {wall * 1000:13.0f} {controller * 1000:23.0f} {machine * 1000:20.0f}")
     base = medians["docker (CLI)"]
     for name in ("docker_api", "local"):
-        ratios = ", ".join(f"{label} {medians[name][i] / base[i]:.2f}" for i, label in enumerate(("wall", "ctl", "cpu")))
+        labels = ("wall", "controller CPU", "machine CPU")
+        ratios = ", ".join(f"{label} {medians[name][i] / base[i]:.2f}" for i, label in enumerate(labels))
         print(f"{name} / docker (CLI): {ratios}")
     return 0
 
