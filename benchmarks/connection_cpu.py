@@ -23,8 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
+
+# The same small tasks as connection_overhead.py (this script's directory is on sys.path when it runs).
+from connection_overhead import playbook, seconds
 
 TASKS = 40
 ROOT_USAGE = Path("/sys/fs/cgroup/cpuacct/cpuacct.usage")
@@ -40,14 +42,6 @@ retry_files_enabled = false
 [connection]
 pipelining = true
 """
-
-
-def playbook() -> str:
-    tasks = []
-    for i in range(TASKS // 2):
-        tasks.append(f"    - name: Stat a file ({i})\n      ansible.builtin.stat:\n        path: /etc/hostname\n")
-        tasks.append(f"    - name: Run true ({i})\n      ansible.builtin.command: 'true'\n      changed_when: false\n")
-    return "---\n- name: Time small tasks\n  hosts: bench\n  gather_facts: false\n  tasks:\n" + "".join(tasks)
 
 
 def machine_cpu() -> float:
@@ -83,10 +77,6 @@ def run(work: Path, container: str, connection: str) -> tuple[float, float, floa
     return statistics.median(walls), controller / TASKS, machine / TASKS
 
 
-def seconds(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -104,7 +94,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             (work / "ansible.cfg").write_text(CONFIG, encoding="utf-8")
-            (work / "bench.yml").write_text(playbook(), encoding="utf-8")
+            (work / "bench.yml").write_text(playbook(TASKS), encoding="utf-8")
             for round_ in range(args.rounds):
                 order = list(SETUPS) if round_ % 2 == 0 else list(reversed(SETUPS))
                 for name in order:

@@ -46,9 +46,10 @@ exec {docker} "$@"
 """
 
 
-def playbook() -> str:
+def playbook(count: int = TASKS) -> str:
+    """`count` small tasks, half `stat`, half `command: true` (benchmarks/connection_cpu.py uses it too)."""
     tasks = []
-    for i in range(TASKS // 2):
+    for i in range(count // 2):
         tasks.append(f"    - name: Stat a file ({i})\n      ansible.builtin.stat:\n        path: /etc/hostname\n")
         tasks.append(f"    - name: Run true ({i})\n      ansible.builtin.command: 'true'\n      changed_when: false\n")
     return "---\n- name: Time small tasks\n  hosts: bench\n  gather_facts: false\n  tasks:\n" + "".join(tasks)
