@@ -199,6 +199,25 @@ def test_records_written_during_an_outage_all_arrive_after_it(app, loghost):
     assert want - got == set(), f"lost {len(want - got)} of {len(want)}"
 
 
+def test_records_written_while_rsyslog_stalls_or_is_stopped_all_arrive(app, loghost):
+    # rsyslog reads the journal by cursor (the audit role's imjournal): what it has not read yet waits in
+    # the journal, whether rsyslog is starved (SIGSTOP) or stopped (a restart, an upgrade).
+    marker = f"stall-{uuid.uuid4().hex[:8]}"
+    ok(app, "systemctl kill --signal=SIGSTOP rsyslog")
+    try:
+        ok(app, f'for i in $(seq 1 100); do logger -t stall-test "{marker}-$i"; done')
+    finally:
+        ok(app, "systemctl kill --signal=SIGCONT rsyslog")
+    ok(app, "systemctl stop rsyslog")
+    try:
+        ok(app, f'for i in $(seq 101 200); do logger -t stall-test "{marker}-$i"; done')
+    finally:
+        ok(app, "systemctl start rsyslog")
+    got = wait_for(loghost, marker, 200)
+    want = {f"{marker}-{i}" for i in range(1, 201)}
+    assert want - got == set(), f"lost {len(want - got)} of {len(want)}"
+
+
 INTRUDER_CONF = """
 global(workDirectory="/root/intruder/spool")
 module(load="imfile" mode="polling" pollingInterval="1")
