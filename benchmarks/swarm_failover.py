@@ -18,9 +18,10 @@ that shuts down cleanly) and times, from a surviving manager:
 - the service back at 3 running tasks, none on the dead node.
 
 Then the dead node is demoted and removed (`docker node rm`: the roles do not remove members) and a fresh
-instance joins in its place as a manager by the same play over the survivors and it (survivors first, so
-the role reads the join token from a live manager; every firewall then lists the new address), so the
-next round again kills the leader of three. One round kills a follower (a manager that is not the
+instance joins in its place as a manager by the same play over it and the survivors, listed first where
+the dead one was (an operator replacing the inventory's first manager: the role must join it to the
+running swarm, not initialise a second; every firewall then lists the new address), so the next round
+again kills the leader of three. One round kills a follower (a manager that is not the
 leader) for comparison when `--follower` is given. `--formation docker` forms and rejoins with Docker's
 own commands (`docker swarm init/join`, Debian's engine with its defaults) instead, for comparison.
 
@@ -335,7 +336,7 @@ def main() -> int:
 
             def replace(survivors: list[Container]) -> Container:
                 node = fresh()
-                hosts = [*(n.name for n in survivors), node.name]
+                hosts = [node.name, *(n.name for n in survivors)]
                 took, changed = converge(hosts, args.heartbeat, Path(workdir.name))
                 load_image(node)
                 check_formation([*survivors, node], args.heartbeat)
