@@ -137,6 +137,7 @@ def test_the_installed_tarball_documents_every_role_and_plugin(repo: Path, tmp_p
             "sso_errors",
             "sso_service_config",
             "status_app_repos",
+            "swarm_anchor",
             "swarm_edge_apps",
             "swarm_edge_conf",
             "swarm_placement",
