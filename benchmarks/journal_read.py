@@ -29,6 +29,8 @@ from pathlib import Path
 import docker
 from docker.models.containers import Container
 
+from benchmarks.swarm_failover import run, wait_for
+
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "roles/audit/templates/rsyslog-journal.conf.j2"
 IMAGE = "secure-streamlit/base:bookworm"
@@ -37,14 +39,6 @@ DROP_IN = "/etc/rsyslog.d/10-secure-streamlit-journal.conf"
 JOURNALD = "/etc/systemd/journald.conf.d/50-bench.conf"
 QUIET = 5.0  # seconds without a new record after which a count is final
 LIMIT = 300.0  # seconds any one wait may take
-
-
-def run(node: Container, command: str) -> str:
-    code, output = node.exec_run(["sh", "-c", command])
-    text = (output or b"").decode(errors="replace")
-    if code != 0:
-        raise RuntimeError(f"{command!r} exited {code}: {text[-1500:]}")
-    return text
 
 
 def cpu_ticks(node: Container, unit: str) -> int:
@@ -134,11 +128,8 @@ def main() -> int:
         sysctls={"net.unix.max_dgram_qlen": str(args.qlen)} if args.qlen else None,
     )
     try:
-        deadline = time.monotonic() + 120
-        while node.exec_run(["systemctl", "is-system-running"]).output.strip() not in (b"running", b"degraded"):
-            if time.monotonic() > deadline:
-                raise TimeoutError("systemd did not start")
-            time.sleep(0.5)
+        wait_for("systemd", lambda: run(node, "systemctl is-system-running", check=False).strip()
+                 in ("running", "degraded"), limit=120)  # fmt: skip
         run(node, "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog >/dev/null")
         run(node, "mkdir -p /etc/systemd/journald.conf.d /var/log/journal && systemctl restart systemd-journald")
         qlen = run(node, "cat /proc/sys/net/unix/max_dgram_qlen").strip()
